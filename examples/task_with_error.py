@@ -1,0 +1,22 @@
+def main():
+    print("Starting task..")
+
+    # Code as usual:
+    # - Process data
+    # - Train models
+    # - Make predictions
+    # - ...
+
+    try:
+        raise NotImplementedError("Still baking..")
+    except Exception as ex:
+        # Pseudo detail log
+        with open("my_log.txt", "wt") as f:
+            f.write(str(ex))
+        raise ex
+
+    print("Finished task..")
+
+
+if __name__ == "__main__":
+    main()

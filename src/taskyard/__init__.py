@@ -1,0 +1,50 @@
+"""taskyard: run script tasks on isolated, on-demand workers.
+
+    import taskyard
+    worker, success = taskyard.run_task(file_name="task_1.py")
+
+Names are imported when first used, so ``import taskyard`` (and the agent inside a worker)
+starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "run_task": "taskyard.sdk",
+    "submit": "taskyard.sdk",
+    "Task": "taskyard.sdk",
+    "Worker": "taskyard.sdk",
+    "WorkerConfig": "taskyard.config",
+    "GitConfig": "taskyard.config",
+    "TaskStatus": "taskyard.status",
+    "WorkerStatus": "taskyard.status",
+    "TaskyardError": "taskyard.errors",
+    "TaskError": "taskyard.errors",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from taskyard.config import GitConfig, WorkerConfig
+    from taskyard.errors import TaskError, TaskyardError
+    from taskyard.sdk import Task, Worker, run_task, submit
+    from taskyard.status import TaskStatus, WorkerStatus
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskyard' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

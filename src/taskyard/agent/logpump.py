@@ -1,0 +1,130 @@
+"""Reads a task's stdout and stderr and ships them as numbered chunks, in order, losing nothing.
+
+Reader threads take whatever each pipe has (no waiting for whole lines); one sender thread ships
+what has gathered as soon as the previous request is answered, so a quiet task gets each line
+at once and a loud one gets large batches. Chunks stay in memory until the control plane
+acknowledges them, and are sent again after a failure.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import time
+
+MAX_CHUNK = 256 * 1024
+MAX_BATCH = 2 * 1024 * 1024
+READ_SIZE = 64 * 1024
+
+
+class LogPump:
+    def __init__(self, send, first_seq: int) -> None:
+        self._send = send  # send(list_of_chunks) -> (acked_seq, kill)
+        self._seq = first_seq
+        self._acked = first_seq
+        self._pending: list[tuple[str, float, str]] = []
+        self._unacked: list[dict] = []
+        self._cond = threading.Condition()
+        self._readers: list[threading.Thread] = []
+        self._closing = False
+        self._shipped = first_seq  # chunks up to here were sent once: never grow them again
+        self._sender = threading.Thread(target=self._send_loop, name="log-sender", daemon=True)
+        self.on_kill = lambda: None
+
+    def start(self, pipes: dict[str, int]) -> None:
+        for stream, fd in pipes.items():
+            reader = threading.Thread(target=self._read, args=(stream, fd), name=f"log-{stream}", daemon=True)
+            reader.start()
+            self._readers.append(reader)
+        self._sender.start()
+
+    def system(self, text: str) -> None:
+        """A line from the agent itself (a failure to prepare, say), kept with the task's output."""
+        self._put("system", text if text.endswith("\n") else text + "\n")
+
+    def _read(self, stream: str, fd: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while True:
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    break
+                self._put(stream, decoder.decode(data))
+        except OSError:
+            pass
+        finally:
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                self._put(stream, tail)
+            os.close(fd)
+
+    def _put(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        with self._cond:
+            self._pending.append((stream, time.time(), text))
+            self._cond.notify_all()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._unacked and not self._closing:
+                    self._cond.wait()
+                self._number_pending()
+                batch = self._batch()
+                if not batch and self._closing:
+                    return
+            if batch:
+                self._ship(batch)
+
+    def _number_pending(self) -> None:
+        for stream, ts, text in self._pending:
+            last = self._unacked[-1] if self._unacked else None
+            if (
+                last is not None
+                and last["seq"] > self._shipped
+                and last["stream"] == stream
+                and len(last["text"]) + len(text) <= MAX_CHUNK
+            ):
+                last["text"] += text
+                continue
+            self._seq += 1
+            self._unacked.append({"seq": self._seq, "stream": stream, "ts": ts, "text": text})
+        self._pending.clear()
+
+    def _batch(self) -> list[dict]:
+        batch, size = [], 0
+        for chunk in self._unacked:
+            if batch and size + len(chunk["text"]) > MAX_BATCH:
+                break
+            batch.append(chunk)
+            size += len(chunk["text"])
+        if batch:
+            self._shipped = max(self._shipped, batch[-1]["seq"])
+        return batch
+
+    def _ship(self, batch: list[dict]) -> None:
+        acked, kill = self._send(batch)
+        with self._cond:
+            progress = acked > self._acked
+            self._acked = max(self._acked, acked)
+            self._unacked = [c for c in self._unacked if c["seq"] > self._acked]
+        if not progress:
+            time.sleep(0.1)  # the control plane wants an earlier chunk first; resend after a pause
+        if kill:
+            self.on_kill()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait for the pipes to close (at most ``timeout``) and for every chunk to be acknowledged."""
+        deadline = time.monotonic() + timeout
+        for reader in self._readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._sender.join()
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq

@@ -1,0 +1,74 @@
+"""The agent's main loop: take a task, run it, report, until the control plane says stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .protocol import Client, Refused, Unreachable
+from .runner import TaskRun
+
+HEARTBEAT_WAIT = 5.0
+NEXT_WAIT = 20.0
+
+
+class Agent:
+    def __init__(self, client: Client, worker_dir: Path) -> None:
+        self.client = client
+        self.worker_dir = worker_dir
+        self.current: TaskRun | None = None
+        self.stopping = threading.Event()
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            answer = self.client.call("GET", f"/next?wait={NEXT_WAIT}", timeout=NEXT_WAIT + 10)
+            if answer.get("terminate"):
+                return
+            if answer.get("task"):
+                self.current = TaskRun(self.client, self.worker_dir, answer["task"])
+                self.current.run()
+                self.current = None
+
+    def heartbeat(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                orders = self.client.call("POST", f"/heartbeat?wait={HEARTBEAT_WAIT}", timeout=HEARTBEAT_WAIT + 10)
+            except (Refused, Unreachable):
+                self.stop()
+                return
+            run = self.current
+            if run is not None and run.task_id in orders.get("kill", ()):
+                run.kill()
+            if orders.get("terminate"):
+                self.stop()
+
+    def stop(self) -> None:
+        """Stop the task in hand (SIGTERM, then SIGKILL after its grace) and leave the loop."""
+        self.stopping.set()
+        run = self.current
+        if run is not None:
+            run.kill()
+
+
+def main() -> None:
+    client = Client(os.environ["TASKYARD_AGENT_URL"], os.environ["TASKYARD_AGENT_TOKEN"])
+    agent = Agent(client, Path(os.environ.get("TASKYARD_WORKER_DIR", os.getcwd())))
+    signal.signal(signal.SIGTERM, lambda *_: _on_sigterm(agent))
+    threading.Thread(target=agent.heartbeat, name="heartbeat", daemon=True).start()
+    try:
+        agent.loop()
+    except Refused as exc:
+        print(f"taskyard agent: the control plane refused us ({exc}); stopping", file=sys.stderr)
+    except Unreachable as exc:
+        print(f"taskyard agent: {exc}; stopping", file=sys.stderr)
+    finally:
+        agent.stop()
+
+
+def _on_sigterm(agent: Agent) -> None:
+    agent.stop()
+    if agent.current is None:
+        raise SystemExit(0)

@@ -1,0 +1,152 @@
+"""Runs one task: fetch its files, start it as its own process group, ship its output, report."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import archive
+from .logpump import LogPump
+
+COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
+PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
+
+
+class TaskRun:
+    def __init__(self, client, worker_dir: Path, assignment: dict) -> None:
+        self.client = client
+        self.worker_dir = worker_dir
+        self.a = assignment
+        self.task_id = assignment["task_id"]
+        self.task_dir = worker_dir / "task"
+        self.output_dir = worker_dir / "outputs"
+        self.killed = False
+        self.process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.pump = LogPump(self._send_logs, assignment["log_seq"])
+        self.pump.on_kill = self.kill
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._prepare()
+        except Exception as exc:  # anything that stops the task from starting is a runtime error
+            self._finish(error=f"could not prepare the task: {exc}")
+            return
+        if self.killed:
+            self._finish(killed=True)
+            return
+        code = self._execute()
+        self._finish(exit_code=code, killed=self.killed, outputs=True)
+
+    def _prepare(self) -> None:
+        for folder in (self.task_dir, self.output_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
+        archive.safe_extract(io.BytesIO(bundle), self.task_dir)
+        if not (self.task_dir / self.a["file_name"]).is_file():
+            raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")
+
+    def _execute(self) -> int:
+        with self._lock:
+            if self.killed:
+                return -signal.SIGTERM
+            self.process = self._start()
+        (self.worker_dir / PGID_FILE).write_text(str(self.process.pid))
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "in_progress"})
+        if answer.get("kill"):
+            self.kill()
+        code = self.process.wait()
+        _kill_group(self.process.pid, signal.SIGKILL)  # nothing the task started outlives it
+        (self.worker_dir / PGID_FILE).unlink(missing_ok=True)
+        self.pump.close()
+        return code
+
+    def _start(self) -> subprocess.Popen:
+        command = COMMANDS[self.a["kind"]](self.a["file_name"])
+        if not self.a["capture_output"]:
+            with open(self.worker_dir / "task_output.log", "ab") as out:
+                return self._popen(command, out, out)
+        process = self._popen(command, subprocess.PIPE, subprocess.PIPE)
+        pipes = {"stdout": process.stdout, "stderr": process.stderr}
+        self.pump.start({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
+        for pipe in pipes.values():
+            pipe.close()
+        return process
+
+    def _popen(self, command: list[str], stdout, stderr) -> subprocess.Popen:
+        return subprocess.Popen(
+            command,
+            cwd=self.task_dir,
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_AGENT_")}
+        env.update(self.a["env"])
+        env.update(
+            TASKYARD_TASK_ID=self.task_id,
+            TASKYARD_OUTPUT_DIR=str(self.output_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGTERM to the task's process group now, SIGKILL after the grace period."""
+        with self._lock:
+            first = not self.killed
+            self.killed = True
+            process = self.process
+        if process is None or not first:
+            return
+        _kill_group(process.pid, signal.SIGTERM)
+        timer = threading.Timer(self.a["kill_grace"], _kill_group, (process.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def _send_logs(self, chunks: list[dict]) -> tuple[int, bool]:
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
+        return answer["acked"], answer.get("kill", False)
+
+    def _finish(self, *, exit_code=None, killed=False, error=None, outputs=False) -> None:
+        if outputs:
+            self._upload_outputs(partial=killed or exit_code != 0)
+        chunks = []
+        if error is not None:
+            seq = self.pump.last_seq + 1
+            chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {error}\n"})
+        body = {"exit_code": exit_code, "killed": killed, "error": error, "chunks": chunks}
+        self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
+
+    def _upload_outputs(self, partial: bool) -> None:
+        if not any(self.output_dir.iterdir()):
+            return
+        if not partial:
+            self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "finalizing"})
+        buffer = io.BytesIO()
+        archive.pack_dir(self.output_dir, buffer)
+        flag = "true" if partial else "false"
+        self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

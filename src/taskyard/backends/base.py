@@ -1,0 +1,61 @@
+"""The contract every backend keeps. A backend only decides *where* a worker's agent starts.
+
+The control plane calls these methods from its scheduler thread, never inside a database
+transaction. A backend keeps no state that the control plane needs after a restart: everything it
+needs to find a worker again is in the handle that :meth:`Backend.launch` returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    worker_name: str
+    agent_token: str
+    control_plane_url: str
+    size: str
+    image: str
+
+
+class WorkerState(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    GONE = "gone"
+
+
+class Backend(ABC):
+    """Starts and stops workers; each worker runs one agent, which reports to the control plane."""
+
+    name: str
+    #: worker images this backend can start, each with a one-line description
+    images: Mapping[str, str]
+    default_image: str
+
+    @abstractmethod
+    def launch(self, request: LaunchRequest) -> dict:
+        """Start a worker whose agent will call ``request.control_plane_url`` with ``request.agent_token``.
+
+        Blocks only until the start has been *requested*: the agent reports itself when it is up,
+        and until then the worker is "not yet" running, which is not an error. Returns a JSON-able
+        handle for :meth:`poll` and :meth:`terminate`. Not idempotent: call it once per worker
+        name. Raises on a start that cannot happen (no capacity, bad image); nothing is left
+        behind when it raises.
+        """
+
+    @abstractmethod
+    def poll(self, handle: dict) -> WorkerState:
+        """Tell whether the worker still exists. Never raises for a worker that is gone: returns GONE."""
+
+    @abstractmethod
+    def terminate(self, handle: dict) -> None:
+        """Stop the worker and every process it started, and free what it holds.
+
+        Asks politely first (the agent stops its task with SIGTERM, then SIGKILL after the kill
+        grace) and forcibly after that. Blocks until the worker is gone. Idempotent: terminating a
+        worker that is already gone returns silently.
+        """

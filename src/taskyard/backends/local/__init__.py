@@ -1,0 +1,3 @@
+from taskyard.backends.local.backend import LocalBackend
+
+__all__ = ["LocalBackend"]

@@ -1,0 +1,59 @@
+"""``taskyard server``: run the control plane in the foreground, or see and stop the embedded one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from taskyard import embedded, settings
+
+app = typer.Typer(help="Run the control plane, or manage the embedded one.", invoke_without_command=True)
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8642,
+    db_url: Annotated[
+        str | None,
+        typer.Option(help="Database URL (default: SQLite under TASKYARD_HOME; or TASKYARD_DB_URL)."),
+    ] = None,
+    home: Annotated[Path | None, typer.Option(help="State folder (default: TASKYARD_HOME or ~/.taskyard).")] = None,
+    max_workers: Annotated[int | None, typer.Option(help="Workers running at once (default: cores).")] = None,
+    embedded_mode: Annotated[bool, typer.Option("--embedded", hidden=True)] = False,
+) -> None:
+    """Run the control plane in the foreground (Ctrl+C stops it)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from taskyard.server.plane import ServerConfig
+    from taskyard.server.run import serve as run_server
+
+    data_dir = home or settings.home()
+    config = ServerConfig(data_dir=data_dir, db_url=db_url, max_workers=max_workers)
+    state_file = None
+    if embedded_mode:
+        config.admin_token = embedded.read_token(data_dir)
+        state_file, port = embedded.state_path(data_dir), 0
+    run_server(config, host=host, port=port, state_file=state_file)
+
+
+@app.command()
+def status() -> None:
+    """Show whether the embedded server is running."""
+    state = embedded.status()
+    if state is None:
+        typer.echo(f"the embedded server is not running (home: {settings.home()})")
+        raise typer.Exit(1)
+    typer.echo(f"the embedded server is running at {state['url']} (pid {state['pid']}, home: {settings.home()})")
+
+
+@app.command()
+def stop() -> None:
+    """Stop the embedded server. Workers it started finish their tasks and report on its next start."""
+    if embedded.stop():
+        typer.echo("the embedded server has stopped")
+    else:
+        typer.echo("the embedded server was not running")

@@ -1,0 +1,132 @@
+"""A typed HTTP client for the control plane. Server errors come back as the same typed exceptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
+from taskyard.models import LogPage, TaskInfo, TaskPage, TaskSpec, UserInfo, WorkerInfo
+
+
+class Client:
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url + "/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs) -> httpx.Response:
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach the taskyard server at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec) -> TaskInfo:
+        body = spec.model_dump(mode="json", exclude_none=True)
+        return TaskInfo.model_validate_json(self.request("POST", "/tasks", json=body).content)
+
+    def upload_bundle(self, task_id: str, path: Path) -> TaskInfo:
+        with open(path, "rb") as data:
+            response = self.request("PUT", f"/tasks/{task_id}/bundle", content=data, timeout=600)
+        return TaskInfo.model_validate_json(response.content)
+
+    def task(self, task_id: str) -> TaskInfo:
+        return TaskInfo.model_validate_json(self.request("GET", f"/tasks/{task_id}").content)
+
+    def wait(self, task_id: str, timeout: float = 30) -> TaskInfo:
+        response = self.request("GET", f"/tasks/{task_id}/wait", params={"timeout": timeout}, timeout=timeout + 30)
+        return TaskInfo.model_validate_json(response.content)
+
+    def logs(self, task_id: str, *, after: int = 0, wait: float = 0) -> LogPage:
+        params = {"after": after, "wait": wait}
+        response = self.request("GET", f"/tasks/{task_id}/logs", params=params, timeout=wait + 30)
+        return LogPage.model_validate_json(response.content)
+
+    def tail(self, task_id: str, max_bytes: int) -> str:
+        return self.request("GET", f"/tasks/{task_id}/logs/tail", params={"max_bytes": max_bytes}).text
+
+    def kill(self, task_id: str) -> TaskInfo:
+        return TaskInfo.model_validate_json(self.request("POST", f"/tasks/{task_id}/kill").content)
+
+    def list_tasks(self, *, limit: int = 50, cursor: str | None = None, status: str | None = None) -> TaskPage:
+        params = {k: v for k, v in {"limit": limit, "cursor": cursor, "status": status}.items() if v is not None}
+        return TaskPage.model_validate_json(self.request("GET", "/tasks", params=params).content)
+
+    def download_outputs(self, task_id: str, dest: Path) -> str:
+        """Save the outputs archive to ``dest``; return ``"result"`` or ``"partial"``."""
+        with self._http.stream("GET", f"/tasks/{task_id}/outputs") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            with open(dest, "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+            return response.headers.get("X-Taskyard-Outputs", "result")
+
+    # -- workers and users --------------------------------------------------------------------------
+
+    def workers(self, *, include_ended: bool = False) -> list[WorkerInfo]:
+        response = self.request("GET", "/workers", params={"all": include_ended})
+        return [WorkerInfo.model_validate(w) for w in response.json()]
+
+    def worker(self, name: str) -> WorkerInfo:
+        return WorkerInfo.model_validate_json(self.request("GET", f"/workers/{name}").content)
+
+    def terminate_worker(self, name: str) -> WorkerInfo:
+        return WorkerInfo.model_validate_json(self.request("POST", f"/workers/{name}/terminate").content)
+
+    def worker_logs(self, name: str, max_bytes: int) -> str:
+        return self.request("GET", f"/workers/{name}/logs", params={"max_bytes": max_bytes}).text
+
+    def add_user(self, name: str, *, is_admin: bool = False) -> UserInfo:
+        response = self.request("POST", "/users", json={"name": name, "is_admin": is_admin})
+        return UserInfo.model_validate_json(response.content)
+
+    def me(self) -> UserInfo:
+        return UserInfo.model_validate_json(self.request("GET", "/me").content)
+
+
+def _error(response: httpx.Response) -> TaskyardError:
+    try:
+        return error_from_dict(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return TaskyardError(f"server answered {response.status_code}: {response.text[:500]}")
+
+
+_default: Client | None = None
+
+
+def default_client() -> Client:
+    """The client for ``TASKYARD_URL`` / ``TASKYARD_TOKEN``, or for the embedded server (started if need be)."""
+    global _default
+    if _default is None:
+        from taskyard import embedded, settings
+
+        url, token = settings.server_url(), settings.token()
+        if url is None:
+            url, token = embedded.ensure_running()
+        elif token is None:
+            raise TaskyardError("TASKYARD_URL is set but TASKYARD_TOKEN is not; set both, or neither")
+        _default = Client(url, token)
+    return _default
+
+
+def reset_default_client() -> None:
+    global _default
+    if _default is not None:
+        _default.close()
+    _default = None

@@ -1,0 +1,295 @@
+"""Worker configuration: what a task's worker looks like and what it gets at start.
+
+``WorkerConfig`` mirrors ``practicuscore.WorkerConfig``, including its wire form. Only
+``worker_image``, ``worker_size`` and ``additional_params`` are written; everything else
+(env variables, personal secrets, git configs, startup script) travels inside
+``additional_params`` as base64-encoded JSON, so a ``task_worker.json`` written by either
+SDK reads the same in both.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from typing_extensions import TypedDict
+
+WORKER_SIZES = ("X-Small", "Small", "Medium", "Large", "X-Large")
+
+_SIZE_BY_LOWER = {size.lower(): size for size in WORKER_SIZES}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SCP_LIKE_URL = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S.*")
+_URL_SCHEMES = ("https://", "http://", "ssh://", "file://")
+
+# Keys that travel inside ``additional_params``, in the order they are written.
+EXTRA_KEYS = ("env_variables", "personal_secrets", "git_configs", "startup_script")
+# Keys of a Practicus login found in its worker files; they mean nothing here and are dropped.
+IGNORED_KEYS = ("service_url", "email", "refresh_token")
+
+
+class WorkerConfigWire(TypedDict, total=False):
+    """The written form of a ``WorkerConfig`` (``model_dump`` / ``model_dump_json``)."""
+
+    worker_image: str | None
+    worker_size: str | None
+    additional_params: str | None
+
+
+class GitConfig(BaseModel):
+    """A git repository cloned into the task folder before the task runs."""
+
+    model_config = {"use_attribute_docstrings": True, "extra": "forbid"}
+
+    remote_url: str
+    """Repository to clone: https://, http://, ssh://, file://, git@host:path or an absolute local path."""
+
+    secret_name: str | None = None
+    """Name of a personal secret holding the access token for the remote."""
+
+    username: str | None = None
+    """Git user name for commits made by the task."""
+
+    email: str | None = None
+    """Git user email for commits made by the task."""
+
+    local_path: str | None = None
+    """Where to clone, relative to the task folder (defaults to the repository name)."""
+
+    branch: str | None = None
+    """Branch to check out (defaults to the remote's default branch)."""
+
+    fetch_depth: int | None = Field(default=None, ge=1)
+    """Clone only this many recent commits (a full clone if not given)."""
+
+    @field_validator("remote_url")
+    @classmethod
+    def _check_remote_url(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("remote_url must not be empty")
+        if not _is_supported_url(value):
+            raise ValueError(
+                f"unsupported remote_url {value!r}; use https://, http://, ssh://, file://, "
+                "git@host:path or an absolute local path"
+            )
+        return value
+
+    @field_validator("local_path")
+    @classmethod
+    def _check_local_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("local_path must not be empty")
+        if PurePosixPath(value).is_absolute() or value.startswith("\\") or re.match(r"[A-Za-z]:", value):
+            raise ValueError(f"local_path {value!r} must be relative to the task folder")
+        if ".." in re.split(r"[\\/]", value):
+            raise ValueError(f"local_path {value!r} must not contain '..'")
+        return value
+
+
+def _is_supported_url(url: str) -> bool:
+    lowered = url.lower()
+    for scheme in _URL_SCHEMES:
+        if lowered.startswith(scheme):
+            return len(url) > len(scheme)
+    return url.startswith("/") or bool(_SCP_LIKE_URL.fullmatch(url))
+
+
+class WorkerConfig(BaseModel):
+    """The worker a task runs on, and what it gets at start (same wire form as Practicus AI)."""
+
+    model_config = {"use_attribute_docstrings": True, "extra": "forbid"}
+
+    worker_image: str | None = None
+    """Container image of the worker; the server checks it against its catalog."""
+
+    worker_size: str | None = None
+    """One of X-Small, Small, Medium, Large, X-Large (any letter case; stored canonically)."""
+
+    env_variables: dict[str, str | int | float | bool] | None = None
+    """Environment variables set for the task; values keep their type here."""
+
+    startup_script: str | None = None
+    """Shell script run on the worker before the task starts."""
+
+    git_configs: list[GitConfig] | None = None
+    """Repositories cloned into the task folder before the task starts."""
+
+    personal_secrets: list[str] | None = None
+    """Names of personal secrets exposed to the task as environment variables."""
+
+    additional_params: str | None = None
+    """Base64 JSON of env_variables, personal_secrets, git_configs and startup_script.
+
+    Derived when writing and unpacked when reading: always None on an instance."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unpack_additional_params(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = {key: value for key, value in data.items() if key not in IGNORED_KEYS}
+        packed = data.pop("additional_params", None)
+        if packed is None or packed == "":
+            return data
+        return _merge_extras(data, _decode_additional_params(packed))
+
+    @field_validator("worker_image")
+    @classmethod
+    def _check_worker_image(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(char.isspace() for char in value)):
+            raise ValueError(f"worker_image {value!r} must be a non-empty name without whitespace")
+        return value
+
+    @field_validator("worker_size")
+    @classmethod
+    def _canonical_worker_size(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        canonical = _SIZE_BY_LOWER.get(value.lower())
+        if canonical is None:
+            raise ValueError(f"unknown worker_size {value!r}; valid sizes: {', '.join(WORKER_SIZES)}")
+        return canonical
+
+    @field_validator("env_variables", mode="before")
+    @classmethod
+    def _check_env_variables(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError("env_variables must be a mapping of names to values")
+        for name, item in value.items():
+            _check_env_variable(name, item)
+        return value
+
+    @field_validator("personal_secrets")
+    @classmethod
+    def _check_personal_secrets(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if not _SECRET_NAME.fullmatch(name):
+                raise ValueError(f"invalid personal secret name {name!r}; use letters, digits, '_', '.', '-'")
+        return value
+
+    @model_serializer(mode="plain")
+    def _serialize(self, info: SerializationInfo) -> WorkerConfigWire:
+        # Dump options are applied here: pydantic filters a plain serializer's output only through
+        # its return type, and cannot know which of the packed fields were set.
+        out: dict[str, Any] = {
+            "worker_image": self.worker_image,
+            "worker_size": self.worker_size,
+            "additional_params": self._pack_extras(),
+        }
+        return _apply_dump_options(out, info, self._set_output_keys())
+
+    def _set_output_keys(self) -> set[str]:
+        keys = self.model_fields_set & {"worker_image", "worker_size"}
+        if self.model_fields_set & set(EXTRA_KEYS):
+            keys.add("additional_params")
+        return keys
+
+    def extras(self) -> dict[str, Any]:
+        """The non-None values that travel inside ``additional_params``, as plain JSON data."""
+        git_configs = None
+        if self.git_configs is not None:
+            git_configs = [git.model_dump(exclude_none=True) for git in self.git_configs]
+        values = {
+            "env_variables": self.env_variables,
+            "personal_secrets": self.personal_secrets,
+            "git_configs": git_configs,
+            "startup_script": self.startup_script,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    def _pack_extras(self) -> str | None:
+        extras = self.extras()
+        if not extras:
+            return None
+        return base64.b64encode(json.dumps(extras).encode()).decode()
+
+    def env_as_strings(self) -> dict[str, str]:
+        """Env variables as the task sees them in ``os.environ``: each value through ``str()``.
+
+        So ``123`` becomes ``"123"`` and ``True`` becomes ``"True"`` (not ``"true"``), just as
+        ``os.environ["X"] = str(value)`` would store them in Python.
+        """
+        return {name: str(value) for name, value in (self.env_variables or {}).items()}
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> WorkerConfig:
+        """Read a worker config JSON file such as ``task_worker.json``."""
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def _check_env_variable(name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"invalid env variable name {name!r}; use letters, digits and '_', not first a digit")
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"env variable {name!r} must be a str, int, float or bool, not {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"env variable {name!r} must be a finite number, not {value}")
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError(f"env variable {name!r} must not contain a NUL character")
+
+
+def _decode_additional_params(packed: Any) -> dict[str, Any]:
+    if not isinstance(packed, str):
+        raise ValueError("additional_params must be a base64 string")
+    try:
+        extras = json.loads(base64.b64decode(packed, validate=True))
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError and JSONDecodeError
+        raise ValueError(f"additional_params is not base64-encoded JSON: {exc}") from None
+    if not isinstance(extras, dict):
+        raise ValueError("additional_params must hold a JSON object")
+    unknown = sorted(set(extras) - set(EXTRA_KEYS))
+    if unknown:
+        raise ValueError(f"additional_params has unknown keys {unknown}; allowed: {', '.join(EXTRA_KEYS)}")
+    return extras
+
+
+def _merge_extras(data: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extras.items():
+        given = data.get(key)
+        if given is None:
+            data[key] = value
+        elif _plain(given) != value:
+            raise ValueError(f"{key} is given both top-level and in additional_params, with different values")
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it would look once decoded from JSON, for comparing with additional_params."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items() if item is not None}
+    return value
+
+
+def _apply_dump_options(out: dict[str, Any], info: SerializationInfo, set_keys: set[str]) -> Any:
+    # Every field defaults to None, so exclude_defaults drops the same keys as exclude_none.
+    if info.exclude_none or info.exclude_defaults:
+        out = {key: value for key, value in out.items() if value is not None}
+    if info.exclude_unset:
+        out = {key: value for key, value in out.items() if key in set_keys}
+    if info.include is not None:
+        out = {key: value for key, value in out.items() if key in info.include}
+    if info.exclude is not None:
+        out = {key: value for key, value in out.items() if key not in info.exclude}
+    return out

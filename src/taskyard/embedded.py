@@ -1,0 +1,128 @@
+"""The embedded control plane: found, started or restarted in the background on this machine.
+
+It listens on 127.0.0.1 only, keeps its SQLite database and a generated admin token under
+``TASKYARD_HOME`` and outlives the process that started it, so tasks outlive their clients.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from taskyard import settings
+from taskyard.errors import ServerUnavailable
+
+START_TIMEOUT = 30.0
+
+
+def state_path(home: Path | None = None) -> Path:
+    return (home or settings.home()) / "server.json"
+
+
+def token_path(home: Path | None = None) -> Path:
+    return (home or settings.home()) / "token"
+
+
+def read_token(home: Path) -> str:
+    """The embedded server's admin token, made on first use (readable by this user only)."""
+    path = token_path(home)
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("ty_" + secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def status(home: Path | None = None) -> dict | None:
+    """The running embedded server's ``{"url", "pid"}``, or None when none answers."""
+    try:
+        state = json.loads(state_path(home).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if _answers(state) else None
+
+
+def _answers(state: dict) -> bool:
+    try:
+        response = httpx.get(state["url"] + "/api/v1/health", timeout=2.0)
+        return response.status_code == 200 and response.json().get("pid") == state["pid"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+def ensure_running(home: Path | None = None) -> tuple[str, str]:
+    """Return ``(url, token)`` of the embedded server, starting it if none answers."""
+    home = home or settings.home()
+    token = read_token(home)
+    state = status(home)
+    if state is None:
+        with _lock(home):
+            state = status(home) or _start(home)
+    return state["url"], token
+
+
+@contextmanager
+def _lock(home: Path):
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _start(home: Path) -> dict:
+    state_path(home).unlink(missing_ok=True)
+    log = open(home / "server.log", "ab")
+    env = {**os.environ, "TASKYARD_HOME": str(home)}
+    command = [sys.executable, "-m", "taskyard", "server", "--embedded"]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerUnavailable(f"the embedded server failed to start; see {home / 'server.log'}")
+        state = status(home)
+        if state is not None:
+            return state
+        time.sleep(0.05)
+    process.kill()
+    raise ServerUnavailable(
+        f"the embedded server did not answer within {START_TIMEOUT:.0f} s; see {home / 'server.log'}"
+    )
+
+
+def stop(home: Path | None = None, timeout: float = 15.0) -> bool:
+    """Stop the embedded server; True if one was running. Running workers are left to finish."""
+    state = status(home)
+    if state is None:
+        return False
+    os.kill(state["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(state["pid"]):
+        time.sleep(0.05)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

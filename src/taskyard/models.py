@@ -1,0 +1,179 @@
+"""API schemas shared by the client and the server (pydantic). ORM models live in ``server/db``."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, Field, field_validator
+
+from taskyard.config import WorkerConfig
+from taskyard.status import TaskStatus, WorkerStatus
+
+TASK_KINDS = {".py": "python", ".sh": "shell"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def check_file_name(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"file_name {value!r} must be a path relative to files_path, without '..'")
+    if path.suffix not in TASK_KINDS:
+        supported = ", ".join(TASK_KINDS)
+        raise ValueError(f"file_name {value!r} has an unsupported extension; supported: {supported}")
+    return value
+
+
+class TaskSpec(BaseModel):
+    """What a client submits: the task, its worker and its uploaded folder."""
+
+    task_id: str | None = None
+    file_name: str
+    worker_config: WorkerConfig = Field(default_factory=WorkerConfig)
+    capture_task_output: bool = True
+    terminate_on_completion: bool = True
+    worker: str | None = None  # run on this kept worker instead of a fresh one
+    bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bundle_size: int = Field(ge=0)
+
+    _file_name = field_validator("file_name")(check_file_name)
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_id(value, "task_id")
+
+
+class StatusChange(BaseModel):
+    status: TaskStatus
+    alias: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    reason: str | None = None
+
+
+class OutputsInfo(BaseModel):
+    size: int
+    partial: bool
+
+
+class TaskInfo(BaseModel):
+    id: str
+    file_name: str
+    status: TaskStatus
+    alias: str
+    user: str
+    pool: str
+    worker_name: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    attempt: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outputs: OutputsInfo | None = None
+    status_history: list[StatusChange] = []
+    upload_required: bool = False
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskInfo]
+    next_cursor: str | None = None
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    status: WorkerStatus
+    user: str
+    pool: str
+    backend: str
+    size: str
+    image: str
+    keep: bool
+    reason: str | None = None
+    task_id: str | None = None
+    created_at: datetime
+    terminated_at: datetime | None = None
+
+
+class LogChunk(BaseModel):
+    seq: int
+    stream: str = Field(pattern=r"^(stdout|stderr|system)$")
+    ts: float
+    text: str
+
+
+class LogPage(BaseModel):
+    chunks: list[LogChunk]
+    last_seq: int
+    status: TaskStatus
+    done: bool  # the task is over and every chunk it will ever have is in this page or before it
+
+
+class UserCreate(BaseModel):
+    name: str
+    is_admin: bool = False
+
+    _name = field_validator("name")(lambda v: check_id(v, "user name"))
+
+
+class UserInfo(BaseModel):
+    name: str
+    is_admin: bool
+    created_at: datetime
+    token: str | None = None  # only when the user is created
+
+
+# -- agent protocol ---------------------------------------------------------------------------
+
+
+class Assignment(BaseModel):
+    """The task a worker's agent is to run now."""
+
+    task_id: str
+    file_name: str
+    kind: str
+    env: dict[str, str]
+    capture_output: bool
+    log_seq: int  # the agent numbers its chunks from here + 1
+    kill_grace: float
+
+
+class NextTask(BaseModel):
+    task: Assignment | None = None
+    terminate: bool = False
+
+
+class AgentEvent(BaseModel):
+    status: TaskStatus
+    reason: str | None = None
+
+
+class AgentLogs(BaseModel):
+    chunks: list[LogChunk]
+
+
+class AgentAck(BaseModel):
+    acked: int
+    kill: bool = False
+
+
+class AgentFinish(BaseModel):
+    exit_code: int | None = None
+    killed: bool = False
+    error: str | None = None  # a failure outside the task itself (runtime error)
+    chunks: list[LogChunk] = []
+
+
+class AgentCommands(BaseModel):
+    kill: list[str] = []
+    terminate: bool = False

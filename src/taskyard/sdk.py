@@ -1,0 +1,245 @@
+"""The SDK: ``run_task``, ``submit``, ``Task`` and ``Worker``, with the Practicus AI signatures."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from taskyard import bundle
+from taskyard.client import Client, default_client
+from taskyard.config import WorkerConfig
+from taskyard.errors import InvalidInput
+from taskyard.models import StatusChange, TaskInfo, TaskSpec, WorkerInfo, check_file_name
+from taskyard.status import TaskStatus, WorkerStatus
+
+
+def submit(
+    file_name: str,
+    files_path: str | Path | None = None,
+    worker_config: WorkerConfig | None = None,
+    terminate_on_completion: bool = True,
+    capture_task_output: bool = True,
+    task_id: str | None = None,
+    worker: Worker | str | None = None,
+    client: Client | None = None,
+) -> Task:
+    """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded."""
+    folder = Path(files_path) if files_path is not None else Path.cwd()
+    _check_task_file(folder, file_name)
+    client = client or default_client()
+    with bundle.pack(folder) as packed:
+        spec = TaskSpec(
+            task_id=task_id,
+            file_name=file_name,
+            worker_config=worker_config or WorkerConfig(),
+            capture_task_output=capture_task_output,
+            terminate_on_completion=terminate_on_completion,
+            worker=worker.name if isinstance(worker, Worker) else worker,
+            bundle_sha256=packed.sha256,
+            bundle_size=packed.size,
+        )
+        info = client.submit(spec)
+        if info.upload_required:
+            info = client.upload_bundle(info.id, packed.path)
+    return Task(info.id, client=client, info=info)
+
+
+def _check_task_file(folder: Path, file_name: str) -> None:
+    try:
+        check_file_name(file_name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="file_name") from None
+    if not (folder / file_name).is_file():
+        raise InvalidInput(f"task file {file_name!r} not found in {folder}", field="file_name")
+
+
+def run_task(
+    file_name: str,
+    files_path: str | Path | None = None,
+    worker_config: WorkerConfig | None = None,
+    terminate_on_completion: bool = True,
+    capture_task_output: bool = True,
+    task_id: str | None = None,
+    client: Client | None = None,
+) -> tuple[Worker, bool]:
+    """Run a task on a fresh worker, print its output as it comes, and return ``(worker, success)``.
+
+    The worker is terminated afterwards unless ``terminate_on_completion=False``.
+    """
+    task = submit(
+        file_name,
+        files_path,
+        worker_config,
+        terminate_on_completion=terminate_on_completion,
+        capture_task_output=capture_task_output,
+        task_id=task_id,
+        client=client,
+    )
+    status = task.wait(print_logs=capture_task_output)
+    return Worker(task.worker_name or "", client=task.client), status is TaskStatus.SUCCESS
+
+
+class Task:
+    """A task on the control plane. ``Task(id)`` re-attaches to it from any process."""
+
+    def __init__(self, task_id: str, *, client: Client | None = None, info: TaskInfo | None = None) -> None:
+        self.id = task_id
+        self.client = client or default_client()
+        self._info = info or self.client.task(task_id)
+
+    def __repr__(self) -> str:
+        return f"Task({self.id!r}, status={self._info.alias!r})"
+
+    def refresh(self) -> TaskInfo:
+        self._info = self.client.task(self.id)
+        return self._info
+
+    @property
+    def info(self) -> TaskInfo:
+        return self.refresh()
+
+    @property
+    def status(self) -> TaskStatus:
+        return self.refresh().status
+
+    @property
+    def status_history(self) -> list[StatusChange]:
+        return self.refresh().status_history
+
+    @property
+    def worker_name(self) -> str | None:
+        return self._info.worker_name or self.refresh().worker_name
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.refresh().exit_code
+
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal()
+
+    def is_running(self) -> bool:
+        return self.status.is_running()
+
+    def is_failed(self) -> bool:
+        return self.status.is_failed()
+
+    def wait(self, timeout: float | None = None, *, print_logs: bool = False) -> TaskStatus:
+        """Block until the task ends (or ``timeout`` passes); the task goes on if this process dies."""
+        if print_logs:
+            return self._follow(sys.stdout, sys.stderr, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            self._info = self.client.wait(self.id, timeout=left)
+            if self._info.status.is_terminal() or (deadline is not None and time.monotonic() >= deadline):
+                return self._info.status
+
+    def _follow(self, out: TextIO, err: TextIO, timeout: float | None) -> TaskStatus:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for chunk_stream, text in self.stream_logs(deadline=deadline):
+            target = out if chunk_stream == "stdout" else err
+            target.write(text)
+            target.flush()
+        return self.refresh().status
+
+    def stream_logs(self, *, after: int = 0, deadline: float | None = None) -> Iterator[tuple[str, str]]:
+        """Yield ``(stream, text)`` as the task prints, until it has ended and all is read."""
+        while True:
+            wait = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            page = self.client.logs(self.id, after=after, wait=wait)
+            for chunk in page.chunks:
+                yield chunk.stream, chunk.text
+            after = page.last_seq
+            if page.done or (deadline is not None and time.monotonic() >= deadline):
+                return
+
+    def logs(self, max_bytes: int = 100 * 1024 * 1024) -> str:
+        """Everything the task has printed so far (stdout and stderr, in the order they came)."""
+        return self.client.tail(self.id, max_bytes)
+
+    def kill(self, wait: bool = True, timeout: float = 60) -> TaskStatus:
+        """Kill the task: at once if it has not started, else SIGTERM then SIGKILL after the grace."""
+        self._info = self.client.kill(self.id)
+        return self.wait(timeout) if wait else self._info.status
+
+    @contextmanager
+    def sync_context(self) -> Iterator[Task]:
+        """Inside this block, Ctrl+C or an exception kills the task; plain ``wait()`` does not."""
+        try:
+            yield self
+        except BaseException:
+            self.kill(wait=False)
+            raise
+
+    def download_outputs(self, output_dir: str | Path = ".") -> Path:
+        """Unpack the task's outputs into ``output_dir``; partial outputs of a failed task go to ``partial/``."""
+        dest = Path(output_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        archive_path = dest / f".{self.id}.outputs.tar.gz"
+        try:
+            kind = self.client.download_outputs(self.id, archive_path)
+            target = dest / "partial" if kind == "partial" else dest
+            from taskyard.agent.archive import safe_extract
+
+            safe_extract(archive_path, target)
+        finally:
+            archive_path.unlink(missing_ok=True)
+        return target
+
+
+class Worker:
+    """A worker: a fresh, isolated place where tasks run."""
+
+    def __init__(self, name: str, *, client: Client | None = None, info: WorkerInfo | None = None) -> None:
+        self.name = name
+        self.client = client or default_client()
+        self._info = info
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name!r})"
+
+    def refresh(self) -> WorkerInfo:
+        self._info = self.client.worker(self.name)
+        return self._info
+
+    @property
+    def status(self) -> WorkerStatus:
+        return self.refresh().status
+
+    @property
+    def creation_time(self) -> datetime:
+        return (self._info or self.refresh()).created_at
+
+    @property
+    def size(self) -> str:
+        return (self._info or self.refresh()).size
+
+    @property
+    def image(self) -> str:
+        return (self._info or self.refresh()).image
+
+    def get_logs(self, log_size_mb: float = 1) -> str:
+        """The last ``log_size_mb`` MB of what the tasks on this worker printed."""
+        return self.client.worker_logs(self.name, int(log_size_mb * 1024 * 1024))
+
+    def terminate(self) -> None:
+        self._info = self.client.terminate_worker(self.name)
+
+    def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
+        """Run another task on this (kept) worker."""
+        task = submit(file_name, files_path, worker=self, terminate_on_completion=False, client=self.client, **kwargs)
+        status = task.wait(print_logs=kwargs.get("capture_task_output", True))
+        return self, status is TaskStatus.SUCCESS
+
+
+def list_workers(client: Client | None = None, *, include_ended: bool = False) -> list[Worker]:
+    client = client or default_client()
+    return [Worker(w.name, client=client, info=w) for w in client.workers(include_ended=include_ended)]
+
+
+__all__ = ["Task", "Worker", "list_workers", "run_task", "submit"]

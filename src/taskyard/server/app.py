@@ -1,0 +1,60 @@
+"""The FastAPI application: routers, error handlers, and the scheduler's start and stop."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from taskyard import __version__
+from taskyard.errors import TaskyardError
+from taskyard.server.plane import Plane, ServerConfig, build_plane
+from taskyard.server.routers import agent, meta, tasks, users, workers
+from taskyard.server.services import users as user_service
+
+API = "/api/v1"
+log = logging.getLogger("taskyard.server")
+
+
+def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
+    plane = plane or build_plane(config)
+    if config.admin_token:
+        with plane.transaction() as session:
+            user_service.ensure_admin(session, "admin", config.admin_token)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        plane.scheduler.stop()
+
+    app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
+    app.state.plane = plane
+    for module in (meta, tasks, workers, users, agent):
+        app.include_router(module.router, prefix=API)
+    app.add_exception_handler(TaskyardError, _taskyard_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    return app
+
+
+async def _taskyard_error(request: Request, exc: TaskyardError) -> JSONResponse:
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    body = {"code": "internal", "message": f"internal error ({type(exc).__name__}); see the server log"}
+    return JSONResponse({"error": body}, status_code=500)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(part) for part in first["loc"][1:]) or None
+    message = str(first["msg"]).removeprefix("Value error, ")
+    details = [{"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]} for e in errors]
+    body = {"code": "invalid_input", "message": f"{field}: {message}" if field else message, "field": field}
+    return JSONResponse({"error": {**body, "details": details}}, status_code=422)

@@ -1,0 +1,130 @@
+"""ORM models: the control plane's tables. API schemas live apart, in ``taskyard.models``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC, on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    file_name: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[str] = mapped_column(Text)  # TaskSpec as JSON
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    bundle_size: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str] = mapped_column(String(64), default="default")
+    status: Mapped[str] = mapped_column(String(40))
+    status_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    target_worker: Mapped[str | None] = mapped_column(String(64))
+    worker_name: Mapped[str | None] = mapped_column(String(64))
+    terminate_on_completion: Mapped[bool] = mapped_column(Boolean, default=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    log_seq: Mapped[int] = mapped_column(Integer, default=0)  # highest log chunk stored
+    log_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    outputs_key: Mapped[str | None] = mapped_column(String(255))
+    outputs_size: Mapped[int | None] = mapped_column(Integer)
+    outputs_partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_tasks_status_created", "status", "created_at"),
+        Index("ix_tasks_user_created", "user_id", "created_at"),
+        Index("ix_tasks_worker", "worker_name"),
+    )
+
+
+class StatusChangeRow(Base):
+    __tablename__ = "task_status_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class LogChunkRow(Base):
+    __tablename__ = "log_chunks"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    stream: Mapped[str] = mapped_column(String(8))
+    ts: Mapped[float] = mapped_column(Float)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WorkerRow(Base):
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    pool: Mapped[str] = mapped_column(String(64), default="default")
+    backend: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(20))
+    size: Mapped[str] = mapped_column(String(20))
+    image: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    handle: Mapped[str | None] = mapped_column(Text)  # backend data, JSON
+    keep: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_workers_status", "status"),)

@@ -1,0 +1,86 @@
+"""Wake-ups inside one control-plane process: a state change wakes whoever waits on its key.
+
+``notify`` may be called from any thread; ``poll`` is awaited on the server's event loop and
+``wait_blocking`` is for plain threads (the scheduler). A wait that times out is not an error:
+callers always re-read the store, so a missed wake-up only costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = defaultdict(set)
+        self._thread_events: dict[str, threading.Event] = {}
+
+    def notify(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                for loop, future in self._waiters.pop(key, ()):
+                    loop.call_soon_threadsafe(_resolve, future)
+                event = self._thread_events.get(key)
+                if event is not None:
+                    event.set()
+
+    async def poll(self, key: str, check: Callable[[], Awaitable[tuple[bool, T]]], timeout: float) -> T:
+        """Run ``check`` until it says ready, waking on ``key``; after ``timeout``, return its last value.
+
+        The waiter is registered before each check, so a change between the check and the wait
+        is never missed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            entry = (loop, loop.create_future())
+            with self._lock:
+                self._waiters[key].add(entry)
+            try:
+                ready, value = await check()
+                remaining = deadline - loop.time()
+                if ready or remaining <= 0:
+                    return value
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(entry[1], remaining)
+            finally:
+                self._forget(key, entry)
+
+    def _forget(self, key: str, entry) -> None:
+        with self._lock:
+            waiting = self._waiters.get(key)
+            if waiting is not None:
+                waiting.discard(entry)
+                if not waiting:
+                    del self._waiters[key]
+
+    def wait_blocking(self, key: str, timeout: float) -> bool:
+        with self._lock:
+            event = self._thread_events.setdefault(key, threading.Event())
+        notified = event.wait(timeout)
+        event.clear()
+        return notified
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def task_key(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+def worker_key(name: str) -> str:
+    return f"worker:{name}"
+
+
+SCHEDULER = "scheduler"

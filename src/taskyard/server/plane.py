@@ -1,0 +1,77 @@
+"""The control plane's parts, built once per server and shared by routers and the scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from taskyard import settings
+from taskyard.backends import Backend, make_backend
+from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.notifier import Notifier
+from taskyard.server.scheduler import Scheduler
+from taskyard.server.storage import Storage
+
+T = TypeVar("T")
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    db_url: str | None = None
+    backend: str = "local"
+    max_workers: int | None = None
+    admin_token: str | None = None  # make sure an admin with this token exists (embedded server)
+
+
+@dataclass
+class Plane:
+    config: ServerConfig
+    sessions: sessionmaker[Session]
+    notifier: Notifier
+    storage: Storage
+    backend: Backend
+    scheduler: Scheduler
+    users_by_token: dict[str, object] = field(default_factory=dict)
+
+    def transaction(self):
+        return transaction(self.sessions)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on a worker thread (for async endpoints)."""
+
+        def unit() -> T:
+            with transaction(self.sessions) as session:
+                return work(session)
+
+        return await run_in_threadpool(unit)
+
+
+def build_plane(config: ServerConfig) -> Plane:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config.db_url or settings.db_url(config.data_dir))
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    notifier = Notifier()
+    _notify_after_commit(sessions, notifier)
+    backend = make_backend(config.backend, config.data_dir)
+    scheduler = Scheduler(sessions, notifier, backend, max_workers=config.max_workers or settings.max_workers())
+    return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler)
+
+
+def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:
+    @event.listens_for(sessions, "after_commit")
+    def _after_commit(session: Session) -> None:
+        keys = session.info.pop("notify", None)
+        if keys:
+            notifier.notify(*keys)
+
+    @event.listens_for(sessions, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        session.info.pop("notify", None)

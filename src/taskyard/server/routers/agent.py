@@ -1,0 +1,82 @@
+"""The agent protocol: what a worker's agent calls. Its token reaches only its own worker's tasks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from taskyard import settings
+from taskyard.models import AgentAck, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
+from taskyard.server.db.models import WorkerRow
+from taskyard.server.notifier import worker_key
+from taskyard.server.routers.deps import PlaneDep, WorkerDep
+from taskyard.server.services import agent as agent_service
+from taskyard.server.storage import bundle_key, outputs_key
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+MAX_WAIT = 30.0
+
+
+def _worker(session: Session, worker: WorkerRow) -> WorkerRow:
+    return session.get(WorkerRow, worker.name, with_for_update=True)
+
+
+@router.get("/next", response_model=NextTask)
+async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> NextTask:
+    """The next task for this worker, held up to ``wait`` seconds until there is one."""
+
+    async def check() -> tuple[bool, NextTask]:
+        found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker)))
+        return found is not None, found or NextTask()
+
+    return await plane.notifier.poll(worker_key(worker.name), check, min(wait, MAX_WAIT))
+
+
+@router.post("/heartbeat", response_model=AgentCommands)
+async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> AgentCommands:
+    """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
+
+    async def check() -> tuple[bool, AgentCommands]:
+        orders = await plane.run(lambda s: agent_service.commands(s, _worker(s, worker)))
+        return bool(orders.kill) or orders.terminate, orders
+
+    return await plane.notifier.poll(worker_key(worker.name), check, min(wait, MAX_WAIT))
+
+
+@router.get("/tasks/{task_id}/bundle")
+def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileResponse:
+    with plane.transaction() as session:
+        task = agent_service.own_task(session, worker, task_id)
+        key = bundle_key(task.user_id, task.bundle_sha256)
+    return FileResponse(plane.storage.path(key), media_type="application/gzip")
+
+
+@router.post("/tasks/{task_id}/events", response_model=AgentAck)
+def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    with plane.transaction() as session:
+        kill = agent_service.event(session, _worker(session, worker), task_id, body)
+        return AgentAck(acked=0, kill=kill)
+
+
+@router.post("/tasks/{task_id}/logs", response_model=AgentAck)
+def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    with plane.transaction() as session:
+        acked, kill = agent_service.append_logs(session, worker, task_id, body.chunks)
+        return AgentAck(acked=acked, kill=kill)
+
+
+@router.put("/tasks/{task_id}/outputs")
+async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker: WorkerDep, partial: bool = False):
+    task = await plane.run(lambda s: agent_service.own_task(s, worker, task_id))
+    key = outputs_key(task_id, task.attempt, partial)
+    size = await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_upload_bytes() * 10)
+    await plane.run(lambda s: agent_service.outputs_stored(s, worker, task_id, key, size, partial))
+    return {"size": size, "partial": partial}
+
+
+@router.post("/tasks/{task_id}/finish", response_model=AgentAck)
+def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    with plane.transaction() as session:
+        task = agent_service.finish(session, _worker(session, worker), task_id, body)
+        return AgentAck(acked=task.log_seq)

@@ -1,0 +1,52 @@
+"""Request dependencies: the plane, the calling user, the calling agent's worker."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from taskyard.errors import Forbidden, Unauthorized
+from taskyard.server.db.models import UserRow, WorkerRow
+from taskyard.server.plane import Plane
+from taskyard.server.services import agent as agent_service
+from taskyard.server.services import users as user_service
+
+
+def get_plane(request: Request) -> Plane:
+    return request.app.state.plane
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def current_user(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> UserRow:
+    token = bearer(request)
+    user = plane.users_by_token.get(token)
+    if user is None:
+        with plane.transaction() as session:
+            user = user_service.authenticate(session, token)
+        plane.users_by_token[token] = user
+    return user  # type: ignore[return-value]
+
+
+def admin_user(user: Annotated[UserRow, Depends(current_user)]) -> UserRow:
+    if not user.is_admin:
+        raise Forbidden("only an admin can do this")
+    return user
+
+
+def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> WorkerRow:
+    with plane.transaction() as session:
+        return agent_service.authenticate(session, bearer(request))
+
+
+PlaneDep = Annotated[Plane, Depends(get_plane)]
+UserDep = Annotated[UserRow, Depends(current_user)]
+AdminDep = Annotated[UserRow, Depends(admin_user)]
+WorkerDep = Annotated[WorkerRow, Depends(current_worker)]

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+from sqlalchemy.orm import Session
+
+from taskyard import settings
+from taskyard.errors import NotFound, TooLarge
+from taskyard.models import LogPage, TaskInfo, TaskPage, TaskSpec
+from taskyard.server.notifier import task_key
+from taskyard.server.routers.deps import PlaneDep, UserDep
+from taskyard.server.services import logs as log_service
+from taskyard.server.services import tasks as task_service
+from taskyard.server.storage import bundle_key
+from taskyard.status import TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+MAX_WAIT = 60.0
+
+
+@router.post("", status_code=201, response_model=TaskInfo)
+def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -> TaskInfo:
+    limit = settings.max_upload_bytes()
+    if spec.bundle_size > limit:
+        raise TooLarge(
+            f"the task folder packs to {spec.bundle_size / 1e6:.1f} MB, over the limit of "
+            f"{limit // (1024 * 1024)} MB; exclude files with a .taskyardignore or raise TASKYARD_MAX_UPLOAD_MB",
+            field="bundle_size",
+        )
+    present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
+    with plane.transaction() as session:
+        task, created = task_service.create_task(
+            session, user, spec, bundle_present=present, images=plane.backend.images
+        )
+        info = task_service.to_info(task, user.name)
+    if not created:
+        response.status_code = 200
+    return info
+
+
+@router.put("/{task_id}/bundle", response_model=TaskInfo)
+async def upload_bundle(task_id: str, request: Request, plane: PlaneDep, user: UserDep) -> TaskInfo:
+    task = await plane.run(lambda s: task_service.get_task(s, user, task_id))
+    key = bundle_key(user.id, task.bundle_sha256)
+    if not plane.storage.exists(key):
+        await plane.storage.put_stream(
+            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=task.bundle_sha256
+        )
+
+    def mark(session: Session) -> TaskInfo:
+        row = task_service.get_task(session, user, task_id, for_update=True)
+        task_service.bundle_uploaded(session, row)
+        return task_service.to_info(row, task_service.user_name(session, row))
+
+    return await plane.run(mark)
+
+
+@router.get("", response_model=TaskPage)
+def list_tasks(
+    plane: PlaneDep, user: UserDep, limit: int = 50, cursor: str | None = None, status: str | None = None
+) -> TaskPage:
+    with plane.transaction() as session:
+        rows, next_cursor = task_service.list_tasks(
+            session, user, limit=max(1, min(limit, 500)), cursor=cursor, status=status
+        )
+        return TaskPage(tasks=[task_service.to_info(t, name) for t, name in rows], next_cursor=next_cursor)
+
+
+def _info(session: Session, user, task_id: str) -> TaskInfo:
+    task = task_service.get_task(session, user, task_id)
+    changes = task_service.history(session, task)
+    return task_service.to_info(task, task_service.user_name(session, task), changes)
+
+
+@router.get("/{task_id}", response_model=TaskInfo)
+def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
+    with plane.transaction() as session:
+        return _info(session, user, task_id)
+
+
+@router.get("/{task_id}/wait", response_model=TaskInfo)
+async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: float = 30) -> TaskInfo:
+    """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
+
+    async def check() -> tuple[bool, TaskInfo]:
+        info = await plane.run(lambda s: _info(s, user, task_id))
+        return info.status.is_terminal(), info
+
+    return await plane.notifier.poll(task_key(task_id), check, min(timeout, MAX_WAIT))
+
+
+@router.get("/{task_id}/logs", response_model=LogPage)
+async def logs(
+    task_id: str, plane: PlaneDep, user: UserDep, after: int = 0, wait: float = 0, max_bytes: int = 1 << 20
+) -> LogPage:
+    """Log chunks after ``after``; with ``wait``, hold the request until there is one or the task ends."""
+
+    def page(session: Session) -> LogPage:
+        task = task_service.get_task(session, user, task_id)
+        chunks = log_service.read(session, task_id, after, max_bytes)
+        last = chunks[-1].seq if chunks else after
+        status = TaskStatus(task.status)
+        return LogPage(chunks=chunks, last_seq=last, status=status, done=status.is_terminal() and last >= task.log_seq)
+
+    async def check() -> tuple[bool, LogPage]:
+        result = await plane.run(page)
+        return bool(result.chunks) or result.done, result
+
+    return await plane.notifier.poll(task_key(task_id), check, min(wait, MAX_WAIT))
+
+
+@router.get("/{task_id}/logs/tail", response_class=PlainTextResponse)
+def tail(task_id: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20) -> str:
+    with plane.transaction() as session:
+        task_service.get_task(session, user, task_id)
+        return log_service.tail(session, task_id, max_bytes)
+
+
+@router.post("/{task_id}/kill", response_model=TaskInfo)
+def kill(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
+    with plane.transaction() as session:
+        task_service.request_kill(session, user, task_id)
+    with plane.transaction() as session:
+        return _info(session, user, task_id)
+
+
+@router.get("/{task_id}/outputs")
+def outputs(task_id: str, plane: PlaneDep, user: UserDep) -> FileResponse:
+    with plane.transaction() as session:
+        task = task_service.get_task(session, user, task_id)
+    if task.outputs_key is None:
+        raise NotFound(f"task {task_id!r} has no outputs")
+    kind = "partial" if task.outputs_partial else "result"
+    return FileResponse(
+        plane.storage.path(task.outputs_key),
+        media_type="application/gzip",
+        filename=f"{task_id}-{kind}.tar.gz",
+        headers={"X-Taskyard-Outputs": kind},
+    )

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
+
+from taskyard.models import WorkerInfo
+from taskyard.server.db.models import TaskRow
+from taskyard.server.routers.deps import PlaneDep, UserDep
+from taskyard.server.services import logs as log_service
+from taskyard.server.services import tasks as task_service
+from taskyard.server.services import workers as worker_service
+
+router = APIRouter(prefix="/workers", tags=["workers"])
+
+
+@router.get("", response_model=list[WorkerInfo])
+def list_workers(plane: PlaneDep, user: UserDep, all: bool = False) -> list[WorkerInfo]:
+    with plane.transaction() as session:
+        rows = worker_service.list_workers(session, user, include_ended=all)
+        return [worker_service.to_info(w, name, _task_id(session, w)) for w, name in rows]
+
+
+def _task_id(session, worker) -> str | None:
+    task = task_service.task_of_worker(session, worker)
+    return task.id if task else None
+
+
+@router.get("/{name}", response_model=WorkerInfo)
+def show(name: str, plane: PlaneDep, user: UserDep) -> WorkerInfo:
+    with plane.transaction() as session:
+        worker = worker_service.get_worker(session, user, name)
+        owner = task_service.user_name(session, worker)
+        return worker_service.to_info(worker, owner, _task_id(session, worker))
+
+
+@router.post("/{name}/terminate", response_model=WorkerInfo)
+def terminate(name: str, plane: PlaneDep, user: UserDep) -> WorkerInfo:
+    with plane.transaction() as session:
+        worker = worker_service.request_terminate(session, user, name)
+        return worker_service.to_info(worker, task_service.user_name(session, worker))
+
+
+@router.get("/{name}/logs", response_class=PlainTextResponse)
+def logs(name: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20) -> str:
+    """The output of the tasks this worker ran, oldest first, cut to the last ``max_bytes``."""
+    with plane.transaction() as session:
+        worker_service.get_worker(session, user, name)
+        query = select(TaskRow.id).where(TaskRow.worker_name == name).order_by(TaskRow.created_at)
+        text = "".join(log_service.tail(session, task_id, max_bytes) for task_id in session.scalars(query))
+    return text[-max_bytes:]

@@ -1,0 +1,57 @@
+"""Run the control plane in the foreground: bind, start the scheduler, serve until stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+
+from taskyard.server.app import create_app
+from taskyard.server.plane import ServerConfig
+
+
+def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8642, state_file: Path | None = None) -> None:
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    agent_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{agent_host}:{bound}"
+    app = create_app(config)
+    plane = app.state.plane
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a):
+        plane.scheduler.start(url)
+        if state_file is not None:
+            _write_state(state_file, url)
+        async with inner(a):
+            yield
+        if state_file is not None:
+            state_file.unlink(missing_ok=True)
+
+    app.router.lifespan_context = lifespan
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75))
+    print(f"taskyard server listening on {url}", flush=True)
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _write_state(path: Path, url: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+__all__ = ["serve", "ServerConfig"]

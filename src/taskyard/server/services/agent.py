@@ -1,0 +1,129 @@
+"""The control plane's side of the agent protocol. An agent reaches only its own worker's tasks."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from taskyard import settings
+from taskyard.errors import Conflict, NotFound, Unauthorized
+from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
+from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
+from taskyard.server.services import logs, workers
+from taskyard.server.services.lifecycle import set_status
+from taskyard.server.services.users import hash_token
+from taskyard.status import TaskStatus, WorkerStatus
+
+AGENT_STATUSES = (TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING)
+
+
+def authenticate(session: Session, token: str) -> WorkerRow:
+    worker = session.scalar(select(WorkerRow).where(WorkerRow.token_hash == hash_token(token)))
+    if worker is None or WorkerStatus(worker.status).is_finished():
+        raise Unauthorized("this agent token is not valid (or its worker has ended)")
+    return worker
+
+
+def touch(worker: WorkerRow) -> None:
+    worker.last_seen_at = utcnow()
+    if worker.status == WorkerStatus.PROVISIONING.value:
+        worker.status = WorkerStatus.RUNNING.value
+
+
+def next_task(session: Session, worker: WorkerRow) -> NextTask | None:
+    """The task to run now, an order to stop, or None for "nothing yet"."""
+    touch(worker)
+    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status == TaskStatus.IN_QUEUE.value)
+    task = session.scalar(query.order_by(TaskRow.created_at).limit(1).with_for_update())
+    if task is not None:
+        set_status(session, task, TaskStatus.PREPARING)
+        return NextTask(task=_assignment(task))
+    if worker.status != WorkerStatus.RUNNING.value:
+        return NextTask(terminate=True)
+    return None
+
+
+def _assignment(task: TaskRow) -> Assignment:
+    spec = TaskSpec.model_validate_json(task.spec)
+    return Assignment(
+        task_id=task.id,
+        file_name=task.file_name,
+        kind=PurePosixPath(task.file_name).suffix.lstrip("."),
+        env=spec.worker_config.env_as_strings(),
+        capture_output=spec.capture_task_output,
+        log_seq=task.log_seq,
+        kill_grace=settings.kill_grace(),
+    )
+
+
+def own_task(session: Session, worker: WorkerRow, task_id: str) -> TaskRow:
+    task = session.scalar(select(TaskRow).where(TaskRow.id == task_id).with_for_update())
+    if task is None or task.worker_name != worker.name:
+        raise NotFound(f"worker {worker.name} holds no task {task_id!r}")
+    return task
+
+
+def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> bool:
+    """Apply an agent-reported status; return True if the task is to be killed."""
+    task = own_task(session, worker, task_id)
+    touch(worker)
+    if task.status == TaskStatus.PENDING_KILL.value:
+        return True
+    if ev.status not in AGENT_STATUSES:
+        raise Conflict(f"an agent cannot set a task to {ev.status.alias}", field="status")
+    if TaskStatus(task.status).is_terminal():
+        return True
+    set_status(session, task, ev.status, reason=ev.reason)
+    return False
+
+
+def append_logs(session: Session, worker: WorkerRow, task_id: str, chunks) -> tuple[int, bool]:
+    task = own_task(session, worker, task_id)
+    acked = logs.append(session, task, chunks)
+    return acked, task.status == TaskStatus.PENDING_KILL.value
+
+
+def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) -> TaskRow:
+    task = own_task(session, worker, task_id)
+    touch(worker)
+    logs.append(session, task, fin.chunks)
+    if TaskStatus(task.status).is_terminal():
+        return task  # ended meanwhile (its worker terminated by hand, say): keep that ending
+    task.exit_code = fin.exit_code
+    ending = _ending(task, fin)
+    if ending in (TaskStatus.SUCCESS, TaskStatus.FAILED) and task.status != TaskStatus.FINALIZING.value:
+        set_status(session, task, TaskStatus.FINALIZING)
+    set_status(session, task, ending, reason=_reason(fin))
+    workers.release_fresh_worker(session, task)
+    return task
+
+
+def _ending(task: TaskRow, fin: AgentFinish) -> TaskStatus:
+    if fin.killed or task.status == TaskStatus.PENDING_KILL.value:
+        return TaskStatus.KILLED
+    if fin.error is not None:
+        return TaskStatus.RUNTIME_ERROR
+    return TaskStatus.SUCCESS if fin.exit_code == 0 else TaskStatus.FAILED
+
+
+def _reason(fin: AgentFinish) -> str | None:
+    if fin.error is not None:
+        return fin.error
+    if fin.exit_code not in (0, None):
+        return f"the task exited with code {fin.exit_code}"
+    return None
+
+
+def commands(session: Session, worker: WorkerRow) -> AgentCommands:
+    touch(worker)
+    query = select(TaskRow.id).where(
+        TaskRow.worker_name == worker.name, TaskRow.status == TaskStatus.PENDING_KILL.value
+    )
+    return AgentCommands(kill=list(session.scalars(query)), terminate=worker.status != WorkerStatus.RUNNING.value)
+
+
+def outputs_stored(session: Session, worker: WorkerRow, task_id: str, key: str, size: int, partial: bool) -> None:
+    task = own_task(session, worker, task_id)
+    task.outputs_key, task.outputs_size, task.outputs_partial = key, size, partial

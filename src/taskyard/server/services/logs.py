@@ -1,0 +1,82 @@
+"""Task logs: append-only chunks numbered by the agent, stored in order, read from any offset.
+
+A chunk is stored once: a resent chunk (same ``seq``) is acknowledged and ignored, and a chunk
+after a gap is not stored until the gap is filled, so the agent resends from the last ack.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from taskyard import settings
+from taskyard.models import LogChunk
+from taskyard.server.db.models import LogChunkRow, TaskRow
+from taskyard.server.notifier import task_key
+from taskyard.server.services.lifecycle import notify_on_commit
+
+TRUNCATED = "\n[taskyard] log truncated: it passed the cap of {mb} MB (TASKYARD_LOG_CAP_MB); later output is dropped\n"
+
+
+def append(session: Session, task: TaskRow, chunks: list[LogChunk]) -> int:
+    """Store the chunks that come next after ``task.log_seq``; return the highest seq stored."""
+    cap = settings.log_cap_bytes()
+    for chunk in sorted(chunks, key=lambda c: c.seq):
+        if chunk.seq != task.log_seq + 1:
+            continue  # a resend (already stored) or after a gap (resent later)
+        _store(session, task, chunk, cap)
+        task.log_seq = chunk.seq
+    notify_on_commit(session, task_key(task.id))
+    return task.log_seq
+
+
+def _store(session: Session, task: TaskRow, chunk: LogChunk, cap: int) -> None:
+    data = chunk.text.encode("utf-8", "replace")
+    room = cap - task.log_bytes
+    if room <= 0:
+        return
+    if len(data) > room:
+        marker = TRUNCATED.format(mb=cap // (1024 * 1024)).encode()
+        data = data[:room].decode("utf-8", "ignore").encode() + marker
+        task.log_bytes = cap  # nothing more is stored after the marker
+    else:
+        task.log_bytes += len(data)
+    session.add(LogChunkRow(task_id=task.id, seq=chunk.seq, stream=chunk.stream, ts=chunk.ts, data=data))
+
+
+def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -> list[LogChunk]:
+    query = (
+        select(LogChunkRow)
+        .where(LogChunkRow.task_id == task_id, LogChunkRow.seq > after)
+        .order_by(LogChunkRow.seq)
+        .execution_options(yield_per=64)
+    )
+    chunks, total = [], 0
+    for row in session.scalars(query):
+        chunks.append(_to_chunk(row))
+        total += len(row.data)
+        if total >= max_bytes:
+            break
+    return chunks
+
+
+def tail(session: Session, task_id: str, max_bytes: int) -> str:
+    """The last ``max_bytes`` (about) of a task's output, as text."""
+    query = (
+        select(LogChunkRow)
+        .where(LogChunkRow.task_id == task_id)
+        .order_by(LogChunkRow.seq.desc())
+        .execution_options(yield_per=64)
+    )
+    parts, total = [], 0
+    for row in session.scalars(query):
+        parts.append(row.data)
+        total += len(row.data)
+        if total >= max_bytes:
+            break
+    data = b"".join(reversed(parts))
+    return data[-max_bytes:].decode("utf-8", "replace")
+
+
+def _to_chunk(row: LogChunkRow) -> LogChunk:
+    return LogChunk(seq=row.seq, stream=row.stream, ts=row.ts, text=row.data.decode("utf-8", "replace"))

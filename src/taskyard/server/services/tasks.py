@@ -1,0 +1,210 @@
+"""Tasks: submission (idempotent on the client's task id), reading, listing and killing."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from taskyard.errors import Conflict, InvalidInput, NotFound
+from taskyard.models import OutputsInfo, StatusChange, TaskInfo, TaskSpec
+from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
+from taskyard.server.notifier import SCHEDULER
+from taskyard.server.services import workers as worker_service
+from taskyard.server.services.lifecycle import notify_on_commit, set_status
+from taskyard.status import TaskStatus, WorkerStatus
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_task_id() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(20))
+
+
+def spec_hash(spec: TaskSpec) -> str:
+    body = spec.model_dump_json(exclude={"task_id"})
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def create_task(
+    session: Session, user: UserRow, spec: TaskSpec, *, bundle_present: bool, images: Collection[str]
+) -> tuple[TaskRow, bool]:
+    """Create a task, or return the existing one for a repeated ``task_id``: ``(row, created)``."""
+    digest = spec_hash(spec)
+    if spec.task_id is not None:
+        existing = session.get(TaskRow, spec.task_id)
+        if existing is not None:
+            return _same_task(existing, user, digest), False
+    _check_worker_config(spec, images)
+    if spec.worker is not None:
+        _check_target_worker(session, user, spec.worker)
+    status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
+    task = _new_row(spec, user, digest, status)
+    session.add(task)
+    session.flush()  # the task row first: its history refers to it
+    session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
+    notify_on_commit(session, SCHEDULER)
+    return task, True
+
+
+def _new_row(spec: TaskSpec, user: UserRow, digest: str, status: TaskStatus) -> TaskRow:
+    now = utcnow()
+    return TaskRow(
+        id=spec.task_id or new_task_id(),
+        user_id=user.id,
+        file_name=spec.file_name,
+        spec=spec.model_dump_json(),
+        spec_hash=digest,
+        bundle_sha256=spec.bundle_sha256,
+        bundle_size=spec.bundle_size,
+        status=status.value,
+        status_at=now,
+        created_at=now,
+        target_worker=spec.worker,
+        terminate_on_completion=spec.terminate_on_completion,
+        pool="default",
+        attempt=0,
+        log_seq=0,
+        log_bytes=0,
+        outputs_partial=False,
+    )
+
+
+def _same_task(existing: TaskRow, user: UserRow, digest: str) -> TaskRow:
+    if existing.user_id != user.id or existing.spec_hash != digest:
+        raise Conflict(
+            f"task id {existing.id!r} is already used by a different task; choose another task_id",
+            field="task_id",
+        )
+    return existing
+
+
+def _check_worker_config(spec: TaskSpec, images: Collection[str]) -> None:
+    image = spec.worker_config.worker_image
+    if image is not None and image not in images:
+        raise InvalidInput(
+            f"unknown worker_image {image!r}; valid images: {', '.join(sorted(images))}",
+            field="worker_config.worker_image",
+        )
+
+
+def _check_target_worker(session: Session, user: UserRow, name: str) -> None:
+    worker = worker_service.get_worker(session, user, name)
+    if WorkerStatus(worker.status) not in (WorkerStatus.PROVISIONING, WorkerStatus.RUNNING):
+        raise Conflict(f"worker {name!r} is {worker.status}; it cannot run tasks", field="worker")
+
+
+def get_task(session: Session, user: UserRow, task_id: str, *, for_update: bool = False) -> TaskRow:
+    query = select(TaskRow).where(TaskRow.id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    task = session.scalar(query)
+    if task is None or not (user.is_admin or task.user_id == user.id):
+        raise NotFound(f"no task {task_id!r}")
+    return task
+
+
+def bundle_uploaded(session: Session, task: TaskRow) -> None:
+    if task.status == TaskStatus.WAITING_FOR_INPUT.value:
+        set_status(session, task, TaskStatus.IN_QUEUE)
+
+
+def list_tasks(
+    session: Session, user: UserRow, *, limit: int = 50, cursor: str | None = None, status: str | None = None
+) -> tuple[list[tuple[TaskRow, str]], str | None]:
+    """Newest first, a page at a time; the cursor is the last row's ``created_at|id``."""
+    query = select(TaskRow, UserRow.name).join(UserRow, UserRow.id == TaskRow.user_id)
+    if not user.is_admin:
+        query = query.where(TaskRow.user_id == user.id)
+    if status is not None:
+        query = query.where(TaskRow.status == TaskStatus.from_alias(status).value)
+    if cursor:
+        query = query.where(_before(cursor))
+    rows = session.execute(query.order_by(TaskRow.created_at.desc(), TaskRow.id.desc()).limit(limit + 1)).all()
+    page = [(row[0], row[1]) for row in rows[:limit]]
+    more = len(rows) > limit
+    return page, (_cursor(page[-1][0]) if more else None)
+
+
+def _cursor(task: TaskRow) -> str:
+    return f"{task.created_at.isoformat()}|{task.id}"
+
+
+def _before(cursor: str):
+    try:
+        stamp, task_id = cursor.split("|", 1)
+        created = datetime.fromisoformat(stamp)
+    except ValueError:
+        raise InvalidInput("cursor is not one this server gave out", field="cursor") from None
+    return or_(TaskRow.created_at < created, and_(TaskRow.created_at == created, TaskRow.id < task_id))
+
+
+def request_kill(session: Session, user: UserRow, task_id: str) -> TaskRow:
+    """Kill a task from any non-terminal state: at once if it has not started, else via its agent."""
+    task = get_task(session, user, task_id, for_update=True)
+    status = TaskStatus(task.status)
+    if status in (TaskStatus.KILLED, TaskStatus.PENDING_KILL):
+        return task
+    if status.is_terminal():
+        raise Conflict(f"task {task_id!r} has already ended ({status.alias}); there is nothing to kill")
+    if status in (TaskStatus.WAITING_FOR_INPUT, TaskStatus.IN_QUEUE):
+        set_status(session, task, TaskStatus.KILLED, reason="killed before it started")
+        worker_service.release_fresh_worker(session, task)
+    else:
+        set_status(session, task, TaskStatus.PENDING_KILL, reason="kill requested")
+    return task
+
+
+def history(session: Session, task: TaskRow) -> list[StatusChange]:
+    rows = session.scalars(
+        select(StatusChangeRow).where(StatusChangeRow.task_id == task.id).order_by(StatusChangeRow.id)
+    ).all()
+    changes = []
+    for index, row in enumerate(rows):
+        ended = rows[index + 1].at if index + 1 < len(rows) else None
+        status = TaskStatus(row.status)
+        changes.append(
+            StatusChange(status=status, alias=status.alias, started_at=row.at, ended_at=ended, reason=row.reason)
+        )
+    return changes
+
+
+def to_info(task: TaskRow, user_name: str, changes: list[StatusChange] | None = None) -> TaskInfo:
+    status = TaskStatus(task.status)
+    outputs = None
+    if task.outputs_key is not None:
+        outputs = OutputsInfo(size=task.outputs_size or 0, partial=task.outputs_partial)
+    return TaskInfo(
+        id=task.id,
+        file_name=task.file_name,
+        status=status,
+        alias=status.alias,
+        user=user_name,
+        pool=task.pool,
+        worker_name=task.worker_name,
+        exit_code=task.exit_code,
+        reason=task.reason,
+        attempt=task.attempt,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        outputs=outputs,
+        status_history=changes or [],
+        upload_required=status is TaskStatus.WAITING_FOR_INPUT,
+    )
+
+
+def user_name(session: Session, task: TaskRow) -> str:
+    return session.get(UserRow, task.user_id).name
+
+
+def task_of_worker(session: Session, worker: WorkerRow) -> TaskRow | None:
+    """The task a worker holds now (not yet ended), if any."""
+    active = [s.value for s in TaskStatus if not s.is_terminal()]
+    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status.in_(active))
+    return session.scalar(query.order_by(TaskRow.created_at).limit(1))

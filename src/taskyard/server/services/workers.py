@@ -1,0 +1,125 @@
+"""Workers: created by the scheduler, reached by their agent, terminated by the user or at task end."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from taskyard.errors import NotFound
+from taskyard.models import WorkerInfo
+from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
+from taskyard.server.notifier import SCHEDULER, worker_key
+from taskyard.server.services.lifecycle import notify_on_commit, set_status
+from taskyard.server.services.users import hash_token, new_token
+from taskyard.status import TaskStatus, WorkerStatus
+
+_ALPHABET = string.ascii_lowercase + string.digits
+LIVE = (WorkerStatus.PROVISIONING.value, WorkerStatus.RUNNING.value, WorkerStatus.TERMINATING.value)
+
+
+def new_worker_name() -> str:
+    return "tw-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def create_worker(
+    session: Session, *, user_id: int, pool: str, backend: str, size: str, image: str, keep: bool
+) -> tuple[WorkerRow, str]:
+    """A new worker row in Provisioning; returns it with its agent token (stored only hashed)."""
+    token = new_token()
+    row = WorkerRow(
+        name=new_worker_name(),
+        user_id=user_id,
+        pool=pool,
+        backend=backend,
+        status=WorkerStatus.PROVISIONING.value,
+        size=size,
+        image=image,
+        token_hash=hash_token(token),
+        keep=keep,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    return row, token
+
+
+def live_count(session: Session, pool: str) -> int:
+    query = select(func.count()).select_from(WorkerRow).where(WorkerRow.pool == pool, WorkerRow.status.in_(LIVE))
+    return session.scalar(query) or 0
+
+
+def get_worker(session: Session, user: UserRow, name: str) -> WorkerRow:
+    worker = session.get(WorkerRow, name)
+    if worker is None or not (user.is_admin or worker.user_id == user.id):
+        raise NotFound(f"no worker {name!r}")
+    return worker
+
+
+def list_workers(session: Session, user: UserRow, *, include_ended: bool = False) -> list[tuple[WorkerRow, str]]:
+    query = select(WorkerRow, UserRow.name).join(UserRow, UserRow.id == WorkerRow.user_id)
+    if not user.is_admin:
+        query = query.where(WorkerRow.user_id == user.id)
+    if not include_ended:
+        query = query.where(WorkerRow.status.in_(LIVE))
+    return [(row[0], row[1]) for row in session.execute(query.order_by(WorkerRow.created_at.desc()))]
+
+
+def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = None) -> None:
+    if WorkerStatus(worker.status).is_finished() or worker.status == WorkerStatus.TERMINATING.value:
+        return
+    worker.status = WorkerStatus.TERMINATING.value
+    worker.reason = worker.reason or reason
+    notify_on_commit(session, SCHEDULER, worker_key(worker.name))
+
+
+def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason: str | None = None) -> None:
+    worker.status = status.value
+    worker.terminated_at = utcnow()
+    worker.reason = worker.reason or reason
+    notify_on_commit(session, SCHEDULER, worker_key(worker.name))
+
+
+def request_terminate(session: Session, user: UserRow, name: str) -> WorkerRow:
+    """Terminate a worker by hand; a task it holds ends as terminated by the user."""
+    worker = get_worker(session, user, name)
+    for task in _tasks_on(session, worker):
+        ending = TaskStatus.MACHINE_TERMINATED_BY_USER
+        if task.status in (TaskStatus.IN_QUEUE.value, TaskStatus.WAITING_FOR_INPUT.value):
+            ending = TaskStatus.MACHINE_TERMINATED_IN_QUEUE
+        set_status(session, task, ending, reason=f"worker {name} was terminated by {user.name}")
+    mark_terminating(session, worker, reason=f"terminated by {user.name}")
+    return worker
+
+
+def _tasks_on(session: Session, worker: WorkerRow) -> list[TaskRow]:
+    active = [s.value for s in TaskStatus if not s.is_terminal()]
+    on_worker = (TaskRow.worker_name == worker.name) | (TaskRow.target_worker == worker.name)
+    return list(session.scalars(select(TaskRow).where(on_worker, TaskRow.status.in_(active))))
+
+
+def release_fresh_worker(session: Session, task: TaskRow) -> None:
+    """After ``task`` ends, stop the worker made for it unless it is to be kept."""
+    if task.worker_name is None:
+        return
+    worker = session.get(WorkerRow, task.worker_name)
+    if worker is not None and not worker.keep:
+        mark_terminating(session, worker, reason=f"task {task.id} ended")
+
+
+def to_info(worker: WorkerRow, user_name: str, task_id: str | None = None) -> WorkerInfo:
+    return WorkerInfo(
+        name=worker.name,
+        status=WorkerStatus(worker.status),
+        user=user_name,
+        pool=worker.pool,
+        backend=worker.backend,
+        size=worker.size,
+        image=worker.image,
+        keep=worker.keep,
+        reason=worker.reason,
+        task_id=task_id,
+        created_at=worker.created_at,
+        terminated_at=worker.terminated_at,
+    )

@@ -1,0 +1,60 @@
+"""``TASKYARD_*`` settings. Each is read when it is used, never frozen at import.
+
+=============================  ==============================================================
+``TASKYARD_HOME``              where the embedded server keeps its state (``~/.taskyard``)
+``TASKYARD_URL``               a control plane to use instead of the embedded one
+``TASKYARD_TOKEN``             the bearer token for ``TASKYARD_URL``
+``TASKYARD_DB_URL``            the server's database (default: SQLite under the home folder)
+``TASKYARD_MAX_WORKERS``       workers running at once in the default pool (default: cores)
+``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
+``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
+``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)
+``TASKYARD_LOG_CAP_MB``        the most log a task keeps; the rest is cut with a marker (100)
+=============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _get(name: str, default: str) -> str:
+    return os.environ.get(f"TASKYARD_{name}", default)
+
+
+def home() -> Path:
+    return Path(_get("HOME", str(Path.home() / ".taskyard"))).expanduser()
+
+
+def server_url() -> str | None:
+    return os.environ.get("TASKYARD_URL") or None
+
+
+def token() -> str | None:
+    return os.environ.get("TASKYARD_TOKEN") or None
+
+
+def db_url(data_dir: Path | None = None) -> str:
+    default = f"sqlite:///{(data_dir or home()) / 'taskyard.db'}"
+    return _get("DB_URL", default)
+
+
+def max_workers() -> int:
+    return int(_get("MAX_WORKERS", str(os.cpu_count() or 1)))
+
+
+def max_upload_bytes() -> int:
+    return int(float(_get("MAX_UPLOAD_MB", "100")) * 1024 * 1024)
+
+
+def kill_grace() -> float:
+    return float(_get("KILL_GRACE", "5"))
+
+
+def heartbeat_timeout() -> float:
+    return float(_get("HEARTBEAT_TIMEOUT", "10"))
+
+
+def log_cap_bytes() -> int:
+    return int(float(_get("LOG_CAP_MB", "100")) * 1024 * 1024)
