@@ -44,6 +44,14 @@ def read_token(home: Path) -> str:
     return path.read_text().strip()
 
 
+def saved_port(home: Path) -> int:
+    """The port the embedded server used last, so that running agents find it again (0: none yet)."""
+    try:
+        return int((home / "port").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def status(home: Path | None = None) -> dict | None:
     """The running embedded server's ``{"url", "pid"}``, or None when none answers."""
     try:

@@ -93,7 +93,7 @@ class TaskPage(BaseModel):
 class WorkerInfo(BaseModel):
     name: str
     status: WorkerStatus
-    user: str
+    user: str | None  # None for a warm worker that has no task yet
     pool: str
     backend: str
     size: str

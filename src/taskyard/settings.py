@@ -6,6 +6,7 @@
 ``TASKYARD_TOKEN``             the bearer token for ``TASKYARD_URL``
 ``TASKYARD_DB_URL``            the server's database (default: SQLite under the home folder)
 ``TASKYARD_MAX_WORKERS``       workers running at once in the default pool (default: cores)
+``TASKYARD_WARM_WORKERS``      started workers kept waiting for their first task (default 2)
 ``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
 ``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)
@@ -42,6 +43,10 @@ def db_url(data_dir: Path | None = None) -> str:
 
 def max_workers() -> int:
     return int(_get("MAX_WORKERS", str(os.cpu_count() or 1)))
+
+
+def warm_workers() -> int:
+    return int(_get("WARM_WORKERS", "2"))
 
 
 def max_upload_bytes() -> int:

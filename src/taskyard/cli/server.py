@@ -36,8 +36,8 @@ def serve(
     state_file = None
     if embedded_mode:
         config.admin_token = embedded.read_token(data_dir)
-        state_file, port = embedded.state_path(data_dir), 0
-    run_server(config, host=host, port=port, state_file=state_file)
+        state_file, port = embedded.state_path(data_dir), embedded.saved_port(data_dir)
+    run_server(config, host=host, port=port, state_file=state_file, any_port=embedded_mode)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -14,8 +15,21 @@ from taskyard.server.app import create_app
 from taskyard.server.plane import ServerConfig
 
 
-def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8642, state_file: Path | None = None) -> None:
-    sock = _bind(host, port)
+def serve(
+    config: ServerConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8642,
+    state_file: Path | None = None,
+    any_port: bool = False,
+) -> None:
+    """Serve until SIGINT/SIGTERM. With ``any_port``, a busy ``port`` gives way to a free one."""
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        if not (any_port and exc.errno == errno.EADDRINUSE):
+            raise
+        sock = _bind(host, 0)
     bound = sock.getsockname()[1]
     agent_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = f"http://{agent_host}:{bound}"
@@ -43,6 +57,8 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this; without it, keep-alive requests wait ~40 ms on delayed ACKs.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(2048)
     return sock
@@ -52,6 +68,7 @@ def _write_state(path: Path, url: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     os.replace(tmp, path)
+    (path.parent / "port").write_text(url.rsplit(":", 1)[1])
 
 
 __all__ = ["serve", "ServerConfig"]

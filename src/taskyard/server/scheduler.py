@@ -17,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from taskyard import settings
 from taskyard.backends.base import Backend, LaunchRequest
 from taskyard.models import TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
@@ -30,18 +31,28 @@ from taskyard.status import TaskStatus, WorkerStatus
 log = logging.getLogger("taskyard.scheduler")
 
 LEASE = timedelta(seconds=60)
+PROVISION_TIMEOUT = timedelta(seconds=60)
+KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
 DEFAULT_SIZE = "X-Small"
 POOL = "default"
 
 
 class Scheduler:
     def __init__(
-        self, sessions: sessionmaker[Session], notifier: Notifier, backend: Backend, *, max_workers: int
+        self,
+        sessions: sessionmaker[Session],
+        notifier: Notifier,
+        backend: Backend,
+        *,
+        max_workers: int,
+        warm_workers: int | None = None,
     ) -> None:
         self.sessions = sessions
         self.notifier = notifier
         self.backend = backend
         self.max_workers = max_workers
+        self.warm_workers = settings.warm_workers() if warm_workers is None else warm_workers
+        self.started_at = utcnow()
         self.control_plane_url = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,10 +66,15 @@ class Scheduler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop scheduling and the idle warm workers; workers with a task go on and report later."""
         self._stop.set()
         self.notifier.notify(SCHEDULER)
         if self._thread is not None:
             self._thread.join(timeout=10)
+        with transaction(self.sessions) as session:
+            for worker in worker_service.idle_warm(session, POOL):
+                worker_service.mark_terminating(session, worker, reason="the control plane stopped")
+        self._reap()
         self._terminator.shutdown(wait=True)
 
     def _run(self) -> None:
@@ -72,14 +88,18 @@ class Scheduler:
     def tick(self) -> None:
         for task_id, lease, request in self._claim():
             self._launch(task_id, lease, request)
+        for request in self._warm_up():
+            self._launch(None, None, request)
         self._assign_to_kept_workers()
+        self._reconcile()
         self._reap()
 
     # -- fresh workers --------------------------------------------------------------------------
 
     def _claim(self) -> list[tuple[str, str, LaunchRequest]]:
+        """Give queued tasks to warm workers, or claim them for new ones, up to the pool's limit."""
         with transaction(self.sessions) as session:
-            free = self.max_workers - worker_service.live_count(session, POOL)
+            free = self.max_workers - worker_service.busy_count(session, POOL)
             if free <= 0:
                 return []
             query = (
@@ -93,12 +113,19 @@ class Scheduler:
                 .limit(free)
                 .with_for_update(skip_locked=True)
             )
-            return [self._claim_one(session, task) for task in session.scalars(query)]
+            queued = list(session.scalars(query))
+            warm = worker_service.idle_warm(session, POOL, since=self.started_at) if queued else []
+            return [claim for task in queued if (claim := self._place(session, task, warm)) is not None]
 
-    def _claim_one(self, session: Session, task: TaskRow) -> tuple[str, str, LaunchRequest]:
+    def _place(self, session: Session, task: TaskRow, warm: list[WorkerRow]) -> tuple[str, str, LaunchRequest] | None:
         config = TaskSpec.model_validate_json(task.spec).worker_config
         size = config.worker_size or DEFAULT_SIZE
         image = config.worker_image or self.backend.default_image
+        for worker in warm:
+            if (worker.size, worker.image) == (size, image):
+                warm.remove(worker)
+                worker_service.give_task(session, worker, task)
+                return None
         worker, token = worker_service.create_worker(
             session,
             user_id=task.user_id,
@@ -114,7 +141,27 @@ class Scheduler:
         request = LaunchRequest(worker.name, token, self.control_plane_url, size, image)
         return task.id, task.lease_token, request
 
-    def _launch(self, task_id: str, lease: str, request: LaunchRequest) -> None:
+    def _warm_up(self) -> list[LaunchRequest]:
+        """Keep ``warm_workers`` started workers waiting, so a task need not wait for one to boot."""
+        with transaction(self.sessions) as session:
+            idle = len(worker_service.idle_warm(session, POOL, since=self.started_at))
+            room = self.max_workers - worker_service.busy_count(session, POOL)
+            wanted = min(self.warm_workers - idle, max(room, 0))
+            requests = []
+            for _ in range(wanted):
+                worker, token = worker_service.create_worker(
+                    session,
+                    user_id=None,
+                    pool=POOL,
+                    backend=self.backend.name,
+                    size=DEFAULT_SIZE,
+                    image=self.backend.default_image,
+                    keep=False,
+                )
+                requests.append(LaunchRequest(worker.name, token, self.control_plane_url, worker.size, worker.image))
+            return requests
+
+    def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest) -> None:
         try:
             handle = self.backend.launch(request)
         except Exception as exc:
@@ -123,18 +170,20 @@ class Scheduler:
             return
         with transaction(self.sessions) as session:
             worker = session.get(WorkerRow, request.worker_name)
-            task = session.get(TaskRow, task_id)
             worker.handle = json.dumps(handle)
+            if task_id is None:
+                return
+            task = session.get(TaskRow, task_id)
             if task is None or task.lease_token != lease:
                 worker_service.mark_terminating(session, worker, reason="its task ended before it started")
             else:
                 task.lease_token = task.lease_expires_at = None
 
-    def _launch_failed(self, task_id: str, lease: str, worker_name: str, exc: Exception) -> None:
+    def _launch_failed(self, task_id: str | None, lease: str | None, worker_name: str, exc: Exception) -> None:
         with transaction(self.sessions) as session:
             worker = session.get(WorkerRow, worker_name)
             worker_service.mark_ended(session, worker, WorkerStatus.FAILED, reason=f"could not start: {exc}")
-            task = session.get(TaskRow, task_id)
+            task = session.get(TaskRow, task_id) if task_id else None
             if task is not None and task.lease_token == lease:
                 set_status(session, task, TaskStatus.RUNTIME_ERROR, reason=f"could not start a worker: {exc}")
 
@@ -162,6 +211,34 @@ class Scheduler:
             task.worker_name = worker.name
             notify_on_commit(session, worker_key(worker.name))
 
+    # -- faults ---------------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Find workers that never came up, went silent, or ignore a kill, and stop them."""
+        now = utcnow()
+        silent_since = max(now - timedelta(seconds=settings.heartbeat_timeout()), self.started_at)
+        with transaction(self.sessions) as session:
+            for worker in session.scalars(_stale_workers(now - PROVISION_TIMEOUT, silent_since)):
+                self._lost(session, worker)
+            overdue = now - timedelta(seconds=settings.kill_grace() + KILL_SLACK)
+            for task in session.scalars(_unanswered_kills(overdue)):
+                set_status(session, task, TaskStatus.KILLED, reason="its worker did not stop it in time; stopped")
+                worker_service.release_fresh_worker(session, task, force=True)
+
+    def _lost(self, session: Session, worker: WorkerRow) -> None:
+        reason = "it did not start in time" if worker.last_seen_at is None else "its agent went silent"
+        worker_service.mark_terminating(session, worker, reason=f"lost: {reason}")
+        task = task_service.task_of_worker(session, worker)
+        if task is None:
+            return
+        if task.status == TaskStatus.IN_QUEUE.value:  # it never started: it goes to another worker
+            task.worker_name, task.reason = None, f"worker {worker.name} was lost ({reason}); queued again"
+            notify_on_commit(session, SCHEDULER)
+        else:
+            set_status(
+                session, task, TaskStatus.TASK_RUNNER_TERMINATED, reason=f"worker {worker.name} was lost: {reason}"
+            )
+
     # -- stopping -------------------------------------------------------------------------------
 
     def _reap(self) -> None:
@@ -187,3 +264,18 @@ class Scheduler:
         finally:
             with self._lock:
                 self._terminating.discard(name)
+
+
+def _stale_workers(provision_deadline, silent_since):
+    never_up = (
+        (WorkerRow.status == WorkerStatus.PROVISIONING.value)
+        & WorkerRow.last_seen_at.is_(None)
+        & (WorkerRow.created_at < provision_deadline)
+    )
+    silent = (WorkerRow.status == WorkerStatus.RUNNING.value) & (WorkerRow.last_seen_at < silent_since)
+    return select(WorkerRow).where(never_up | silent).with_for_update(skip_locked=True)
+
+
+def _unanswered_kills(overdue):
+    pending = (TaskRow.status == TaskStatus.PENDING_KILL.value) & (TaskRow.status_at < overdue)
+    return select(TaskRow).where(pending).with_for_update(skip_locked=True)

@@ -113,7 +113,7 @@ class WorkerRow(Base):
     __tablename__ = "workers"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # None: warm, not yet given a task
     pool: Mapped[str] = mapped_column(String(64), default="default")
     backend: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(20))

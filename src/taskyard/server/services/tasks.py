@@ -199,8 +199,9 @@ def to_info(task: TaskRow, user_name: str, changes: list[StatusChange] | None = 
     )
 
 
-def user_name(session: Session, task: TaskRow) -> str:
-    return session.get(UserRow, task.user_id).name
+def user_name(session: Session, row: TaskRow | WorkerRow) -> str | None:
+    user = session.get(UserRow, row.user_id) if row.user_id is not None else None
+    return user.name if user else None
 
 
 def task_of_worker(session: Session, worker: WorkerRow) -> TaskRow | None:

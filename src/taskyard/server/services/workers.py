@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ def new_worker_name() -> str:
 
 
 def create_worker(
-    session: Session, *, user_id: int, pool: str, backend: str, size: str, image: str, keep: bool
+    session: Session, *, user_id: int | None, pool: str, backend: str, size: str, image: str, keep: bool
 ) -> tuple[WorkerRow, str]:
     """A new worker row in Provisioning; returns it with its agent token (stored only hashed)."""
     token = new_token()
@@ -45,9 +46,35 @@ def create_worker(
     return row, token
 
 
-def live_count(session: Session, pool: str) -> int:
-    query = select(func.count()).select_from(WorkerRow).where(WorkerRow.pool == pool, WorkerRow.status.in_(LIVE))
+def busy_count(session: Session, pool: str) -> int:
+    """Workers of ``pool`` that hold (or held) a task and have not ended yet."""
+    query = select(func.count()).select_from(WorkerRow)
+    query = query.where(WorkerRow.pool == pool, WorkerRow.status.in_(LIVE), WorkerRow.user_id.is_not(None))
     return session.scalar(query) or 0
+
+
+def idle_warm(session: Session, pool: str, since: datetime | None = None) -> list[WorkerRow]:
+    """Started workers of ``pool`` that wait for their first task; the ones already up first.
+
+    With ``since``, only workers made or heard from since then (so not ones a restart may have lost).
+    """
+    query = select(WorkerRow).where(
+        WorkerRow.pool == pool,
+        WorkerRow.user_id.is_(None),
+        WorkerRow.status.in_((WorkerStatus.PROVISIONING.value, WorkerStatus.RUNNING.value)),
+    )
+    if since is not None:
+        query = query.where((WorkerRow.created_at >= since) | (WorkerRow.last_seen_at >= since))
+    rows = session.scalars(query.with_for_update(skip_locked=True)).all()
+    return sorted(rows, key=lambda w: (w.status != WorkerStatus.RUNNING.value, w.created_at))
+
+
+def give_task(session: Session, worker: WorkerRow, task: TaskRow) -> None:
+    """Hand a warm worker its one task; it now belongs to the task's user."""
+    worker.user_id = task.user_id
+    worker.keep = not task.terminate_on_completion
+    task.worker_name = worker.name
+    notify_on_commit(session, worker_key(worker.name))
 
 
 def get_worker(session: Session, user: UserRow, name: str) -> WorkerRow:
@@ -58,7 +85,7 @@ def get_worker(session: Session, user: UserRow, name: str) -> WorkerRow:
 
 
 def list_workers(session: Session, user: UserRow, *, include_ended: bool = False) -> list[tuple[WorkerRow, str]]:
-    query = select(WorkerRow, UserRow.name).join(UserRow, UserRow.id == WorkerRow.user_id)
+    query = select(WorkerRow, UserRow.name).outerjoin(UserRow, UserRow.id == WorkerRow.user_id)
     if not user.is_admin:
         query = query.where(WorkerRow.user_id == user.id)
     if not include_ended:
@@ -99,16 +126,16 @@ def _tasks_on(session: Session, worker: WorkerRow) -> list[TaskRow]:
     return list(session.scalars(select(TaskRow).where(on_worker, TaskRow.status.in_(active))))
 
 
-def release_fresh_worker(session: Session, task: TaskRow) -> None:
-    """After ``task`` ends, stop the worker made for it unless it is to be kept."""
+def release_fresh_worker(session: Session, task: TaskRow, *, force: bool = False) -> None:
+    """After ``task`` ends, stop the worker made for it unless it is to be kept (or ``force``)."""
     if task.worker_name is None:
         return
     worker = session.get(WorkerRow, task.worker_name)
-    if worker is not None and not worker.keep:
+    if worker is not None and (force or not worker.keep):
         mark_terminating(session, worker, reason=f"task {task.id} ended")
 
 
-def to_info(worker: WorkerRow, user_name: str, task_id: str | None = None) -> WorkerInfo:
+def to_info(worker: WorkerRow, user_name: str | None, task_id: str | None = None) -> WorkerInfo:
     return WorkerInfo(
         name=worker.name,
         status=WorkerStatus(worker.status),

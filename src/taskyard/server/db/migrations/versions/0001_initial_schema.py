@@ -70,7 +70,7 @@ def upgrade() -> None:
     op.create_table(
         "workers",
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=True),
         sa.Column("pool", sa.String(length=64), nullable=False),
         sa.Column("backend", sa.String(length=32), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
