@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -90,30 +89,33 @@ def _lock(home: Path):
 
 def _start(home: Path) -> dict:
     state_path(home).unlink(missing_ok=True)
-    log = open(home / "server.log", "ab")
-    env = {**os.environ, "TASKYARD_HOME": str(home)}
-    command = [sys.executable, "-m", "taskyard", "server", "--embedded"]
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    log.close()
+    pid = _spawn_detached(home)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
             raise ServerUnavailable(f"the embedded server failed to start; see {home / 'server.log'}")
         state = status(home)
         if state is not None:
             return state
-        time.sleep(0.05)
-    process.kill()
-    raise ServerUnavailable(
-        f"the embedded server did not answer within {START_TIMEOUT:.0f} s; see {home / 'server.log'}"
-    )
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    raise ServerUnavailable(f"the embedded server did not answer in {START_TIMEOUT:.0f} s; see {home / 'server.log'}")
+
+
+def _spawn_detached(home: Path) -> int:
+    """Start the server in a session of its own, so that it outlives this process."""
+    env = {**os.environ, "TASKYARD_HOME": str(home)}
+    argv = [sys.executable, "-m", "taskyard", "server", "--embedded"]
+    log = os.open(home / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2),
+        ]
+        return os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    finally:
+        os.close(log)
 
 
 def stop(home: Path | None = None, timeout: float = 15.0) -> bool:

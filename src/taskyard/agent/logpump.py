@@ -117,6 +117,8 @@ class LogPump:
 
     def close(self, timeout: float = 5.0) -> None:
         """Wait for the pipes to close (at most ``timeout``) and for every chunk to be acknowledged."""
+        if not self._sender.is_alive() and not self._pending:
+            return  # never started: the task's output was not captured
         deadline = time.monotonic() + timeout
         for reader in self._readers:
             reader.join(max(0.0, deadline - time.monotonic()))

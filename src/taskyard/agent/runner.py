@@ -45,7 +45,12 @@ class TaskRun:
         if self.killed:
             self._finish(killed=True)
             return
-        code = self._execute()
+        try:
+            code = self._execute()
+        except Exception as exc:
+            self.kill()
+            self._finish(error=f"the agent failed while running the task: {exc!r}")
+            return
         self._finish(exit_code=code, killed=self.killed, outputs=True)
 
     def _prepare(self) -> None:

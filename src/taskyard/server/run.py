@@ -48,7 +48,9 @@ def serve(
             state_file.unlink(missing_ok=True)
 
     app.router.lifespan_context = lifespan
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, timeout_graceful_shutdown=1)
+    )
     print(f"taskyard server listening on {url}", flush=True)
     server.run(sockets=[sock])
 

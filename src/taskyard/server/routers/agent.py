@@ -41,7 +41,9 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Agen
         orders = await plane.run(lambda s: agent_service.commands(s, _worker(s, worker)))
         return bool(orders.kill) or orders.terminate, orders
 
-    return await plane.notifier.poll(worker_key(worker.name), check, min(wait, MAX_WAIT))
+    # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
+    longest = settings.heartbeat_timeout() / 3
+    return await plane.notifier.poll(worker_key(worker.name), check, min(wait, longest))
 
 
 @router.get("/tasks/{task_id}/bundle")
