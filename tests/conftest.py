@@ -124,5 +124,3 @@ def sdk_env(server, monkeypatch) -> Iterator[Server]:
     reset_default_client()
     yield server
     reset_default_client()
-
-

@@ -9,9 +9,9 @@ import time
 import pytest
 
 import taskyard
+from support import EXAMPLES, wait_for, write
 from taskyard import TaskStatus, WorkerConfig
 from taskyard.errors import Conflict, InvalidInput, NotFound, TooLarge
-from support import EXAMPLES, wait_for, write
 
 
 def test_seed_python_task_prints_live_and_terminates_its_worker(sdk_env, capsys):
@@ -114,9 +114,7 @@ def test_a_finished_task_cannot_be_killed(server):
 
 
 def test_capture_off_runs_without_logs(server):
-    task = taskyard.submit(
-        file_name="task_1.py", files_path=EXAMPLES, capture_task_output=False, client=server.client
-    )
+    task = taskyard.submit(file_name="task_1.py", files_path=EXAMPLES, capture_task_output=False, client=server.client)
     assert task.wait(timeout=30) is TaskStatus.SUCCESS
     assert task.logs() == ""
 
@@ -156,9 +154,7 @@ def test_a_failed_task_outputs_are_partial(server, tmp_path):
 def test_run_another_task_on_a_kept_worker(server, tmp_path):
     write(tmp_path, "one.py", "print('one')\n")
     write(tmp_path, "two.sh", "echo two\n")
-    worker, ok = taskyard.run_task(
-        "one.py", files_path=tmp_path, terminate_on_completion=False, client=server.client
-    )
+    worker, ok = taskyard.run_task("one.py", files_path=tmp_path, terminate_on_completion=False, client=server.client)
     assert ok
     same, ok = worker.run_task("two.sh", files_path=tmp_path)
     assert ok and same is worker
@@ -182,18 +178,27 @@ def test_bad_input_is_refused_before_anything_starts(server, tmp_path):
     with pytest.raises(ValueError, match="valid sizes: X-Small, Small, Medium, Large, X-Large"):
         WorkerConfig(worker_size="Huge")
     with pytest.raises(InvalidInput, match="valid images: practicus, python") as refused:
-        taskyard.submit("ok.py", files_path=tmp_path, worker_config=WorkerConfig(worker_image="nope"), client=server.client)
+        taskyard.submit(
+            "ok.py", files_path=tmp_path, worker_config=WorkerConfig(worker_image="nope"), client=server.client
+        )
     assert refused.value.field == "worker_config.worker_image"
 
 
 def test_api_refuses_bad_specs_with_field_and_reason(server):
-    response = server.client._http.post("/tasks", json={"file_name": "../x.py", "bundle_sha256": "0" * 64, "bundle_size": 1})
+    response = server.client._http.post(
+        "/tasks", json={"file_name": "../x.py", "bundle_sha256": "0" * 64, "bundle_size": 1}
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == "file_name" and "without '..'" in error["message"]
     response = server.client._http.post(
         "/tasks",
-        json={"file_name": "a.py", "bundle_sha256": "0" * 64, "bundle_size": 1, "worker_config": {"worker_size": "Huge"}},
+        json={
+            "file_name": "a.py",
+            "bundle_sha256": "0" * 64,
+            "bundle_size": 1,
+            "worker_config": {"worker_size": "Huge"},
+        },
     )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "worker_config.worker_size"

@@ -132,6 +132,11 @@ def stop(home: Path | None = None, timeout: float = 15.0) -> bool:
 
 def _alive(pid: int) -> bool:
     try:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return False  # it was our child (we started it) and has exited
+    except ChildProcessError:
+        pass  # not our child: ask the kernel instead
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
