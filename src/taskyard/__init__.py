@@ -18,6 +18,7 @@ _EXPORTS = {
     "submit": "taskyard.sdk",
     "Task": "taskyard.sdk",
     "Worker": "taskyard.sdk",
+    "Pool": "taskyard.sdk",
     "WorkerConfig": "taskyard.config",
     "GitConfig": "taskyard.config",
     "TaskStatus": "taskyard.status",
@@ -31,7 +32,7 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
-    from taskyard.sdk import Task, Worker, run_task, submit
+    from taskyard.sdk import Pool, Task, Worker, run_task, submit
     from taskyard.status import TaskStatus, WorkerStatus
 
 

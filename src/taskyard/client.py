@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
-from taskyard.models import LogPage, TaskInfo, TaskPage, TaskSpec, UserInfo, WorkerInfo
+from taskyard.models import LogPage, PoolInfo, PoolSpec, TaskInfo, TaskPage, TaskSpec, UserInfo, WorkerInfo
 
 
 class Client:
@@ -91,6 +91,19 @@ class Client:
 
     def worker_logs(self, name: str, max_bytes: int) -> str:
         return self.request("GET", f"/workers/{name}/logs", params={"max_bytes": max_bytes}).text
+
+    def create_pool(self, spec: PoolSpec) -> PoolInfo:
+        response = self.request("POST", "/pools", json=spec.model_dump(mode="json", exclude_none=True))
+        return PoolInfo.model_validate_json(response.content)
+
+    def pools(self) -> list[PoolInfo]:
+        return [PoolInfo.model_validate(p) for p in self.request("GET", "/pools").json()]
+
+    def pool(self, name: str) -> PoolInfo:
+        return PoolInfo.model_validate_json(self.request("GET", f"/pools/{name}").content)
+
+    def delete_pool(self, name: str) -> None:
+        self.request("DELETE", f"/pools/{name}")
 
     def add_user(self, name: str, *, is_admin: bool = False) -> UserInfo:
         response = self.request("POST", "/users", json={"name": name, "is_admin": is_admin})

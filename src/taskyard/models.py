@@ -33,6 +33,27 @@ def check_file_name(value: str) -> str:
     return value
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value: str | float | int | None) -> float | None:
+    """Seconds from ``90``, ``"90"``, ``"1h30m"``, ``"2d"``, ``"45s"``; None stays None."""
+    if value is None or isinstance(value, (int, float)):
+        seconds = value
+    else:
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif text and _DURATION.sub("", text) == "":
+            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+        else:
+            raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
+    if seconds is not None and seconds <= 0:
+        raise ValueError("a duration must be more than 0 seconds")
+    return None if seconds is None else float(seconds)
+
+
 class TaskSpec(BaseModel):
     """What a client submits: the task, its worker and its uploaded folder."""
 
@@ -42,10 +63,19 @@ class TaskSpec(BaseModel):
     capture_task_output: bool = True
     terminate_on_completion: bool = True
     worker: str | None = None  # run on this kept worker instead of a fresh one
+    pool: str = "default"
+    time_to_live: float | None = None  # seconds the task may run before it is stopped (Task Timed Out)
+    max_retries: int = Field(default=0, ge=0, le=100)  # runs again after its worker is lost or reclaimed
+    resubmit_on_preemption: bool = False  # same as max_retries=3 when max_retries is not given
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_size: int = Field(ge=0)
 
     _file_name = field_validator("file_name")(check_file_name)
+    _pool = field_validator("pool")(lambda v: check_id(v, "pool"))
+    _ttl = field_validator("time_to_live", mode="before")(parse_duration)
+
+    def retries_allowed(self) -> int:
+        return self.max_retries or (3 if self.resubmit_on_preemption else 0)
 
     @field_validator("task_id")
     @classmethod
@@ -76,7 +106,9 @@ class TaskInfo(BaseModel):
     worker_name: str | None = None
     exit_code: int | None = None
     reason: str | None = None
-    attempt: int = 0
+    attempt: int = 0  # runs started so far; more than 1 after a lost worker was replaced
+    position_in_queue: int | None = None  # 1 = next to start, while In Queue
+    time_to_live: float | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -103,6 +135,27 @@ class WorkerInfo(BaseModel):
     task_id: str | None = None
     created_at: datetime
     terminated_at: datetime | None = None
+
+
+class PoolSpec(BaseModel):
+    """A named group of workers: its backend, default worker config, size limit and time limit."""
+
+    name: str
+    backend: str = "local"
+    worker_config: WorkerConfig = Field(default_factory=WorkerConfig)
+    max_workers: int = Field(default=1, ge=0, le=10_000)
+    warm_workers: int = Field(default=0, ge=0, le=100)
+    time_to_live: float | None = None  # a worker older than this is stopped (Machine Time Limit Reached)
+
+    _name = field_validator("name")(lambda v: check_id(v, "pool name"))
+    _ttl = field_validator("time_to_live", mode="before")(parse_duration)
+
+
+class PoolInfo(PoolSpec):
+    user: str
+    busy_workers: int = 0
+    queued_tasks: int = 0
+    created_at: datetime
 
 
 class LogChunk(BaseModel):

@@ -14,7 +14,7 @@ from taskyard import bundle
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig
 from taskyard.errors import InvalidInput
-from taskyard.models import StatusChange, TaskInfo, TaskSpec, WorkerInfo, check_file_name
+from taskyard.models import PoolInfo, PoolSpec, StatusChange, TaskInfo, TaskSpec, WorkerInfo, check_file_name
 from taskyard.status import TaskStatus, WorkerStatus
 
 
@@ -26,9 +26,18 @@ def submit(
     capture_task_output: bool = True,
     task_id: str | None = None,
     worker: Worker | str | None = None,
+    pool: Pool | str | None = None,
+    time_to_live: str | float | None = None,
+    max_retries: int = 0,
+    resubmit_on_preemption: bool = False,
     client: Client | None = None,
 ) -> Task:
-    """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded."""
+    """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded.
+
+    ``time_to_live`` ("1h30m" or seconds) stops a task that runs longer (Task Timed Out);
+    ``max_retries`` / ``resubmit_on_preemption`` run it again on a fresh worker when its worker is
+    lost or reclaimed; ``pool`` sends it to a named pool of workers.
+    """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
     client = client or default_client()
@@ -40,6 +49,10 @@ def submit(
             capture_task_output=capture_task_output,
             terminate_on_completion=terminate_on_completion,
             worker=worker.name if isinstance(worker, Worker) else worker,
+            pool=(pool.name if isinstance(pool, Pool) else pool) or "default",
+            time_to_live=time_to_live,
+            max_retries=max_retries,
+            resubmit_on_preemption=resubmit_on_preemption,
             bundle_sha256=packed.sha256,
             bundle_size=packed.size,
         )
@@ -66,10 +79,12 @@ def run_task(
     capture_task_output: bool = True,
     task_id: str | None = None,
     client: Client | None = None,
+    **options,
 ) -> tuple[Worker, bool]:
     """Run a task on a fresh worker, print its output as it comes, and return ``(worker, success)``.
 
-    The worker is terminated afterwards unless ``terminate_on_completion=False``.
+    The worker is terminated afterwards unless ``terminate_on_completion=False``. Other keyword
+    arguments (``pool``, ``time_to_live``, ``max_retries``...) are those of :func:`submit`.
     """
     task = submit(
         file_name,
@@ -79,6 +94,7 @@ def run_task(
         capture_task_output=capture_task_output,
         task_id=task_id,
         client=client,
+        **options,
     )
     status = task.wait(print_logs=capture_task_output)
     return Worker(task.worker_name or "", client=task.client), status is TaskStatus.SUCCESS
@@ -118,6 +134,11 @@ class Task:
     @property
     def exit_code(self) -> int | None:
         return self.refresh().exit_code
+
+    @property
+    def position_in_queue(self) -> int | None:
+        """1 if this task starts next in its pool, 2 after that...; None once it is no longer queued."""
+        return self.refresh().position_in_queue
 
     def is_terminal(self) -> bool:
         return self.status.is_terminal()
@@ -237,9 +258,49 @@ class Worker:
         return self, status is TaskStatus.SUCCESS
 
 
+class Pool:
+    """A named pool of workers: a backend, default worker config, a worker limit and an optional TTL."""
+
+    def __init__(self, name: str, *, client: Client | None = None) -> None:
+        self.name = name
+        self.client = client or default_client()
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        *,
+        max_workers: int = 1,
+        worker_config: WorkerConfig | None = None,
+        time_to_live: str | float | None = None,
+        warm_workers: int = 0,
+        backend: str = "local",
+        client: Client | None = None,
+    ) -> Pool:
+        pool = cls(name, client=client)
+        spec = PoolSpec(
+            name=name,
+            backend=backend,
+            worker_config=worker_config or WorkerConfig(),
+            max_workers=max_workers,
+            warm_workers=warm_workers,
+            time_to_live=time_to_live,
+        )
+        pool.client.create_pool(spec)
+        return pool
+
+    @property
+    def info(self) -> PoolInfo:
+        return self.client.pool(self.name)
+
+    def delete(self) -> None:
+        """Delete the pool: its queued tasks end Machine Terminated in Queue, its workers stop."""
+        self.client.delete_pool(self.name)
+
+
 def list_workers(client: Client | None = None, *, include_ended: bool = False) -> list[Worker]:
     client = client or default_client()
     return [Worker(w.name, client=client, info=w) for w in client.workers(include_ended=include_ended)]
 
 
-__all__ = ["Task", "Worker", "list_workers", "run_task", "submit"]
+__all__ = ["Pool", "Task", "Worker", "list_workers", "run_task", "submit"]

@@ -26,6 +26,7 @@ class WorkerState(str, Enum):
     STARTING = "starting"
     RUNNING = "running"
     GONE = "gone"
+    PREEMPTED = "preempted"  # the provider took the machine back (spot / preemptible capacity)
 
 
 class Backend(ABC):
@@ -49,7 +50,11 @@ class Backend(ABC):
 
     @abstractmethod
     def poll(self, handle: dict) -> WorkerState:
-        """Tell whether the worker still exists. Never raises for a worker that is gone: returns GONE."""
+        """Tell whether the worker still exists. Never raises for a worker that is gone: returns GONE.
+
+        A backend whose provider can take machines back reports such a worker as PREEMPTED.
+        Cheap enough to be called for every live worker about once a second.
+        """
 
     @abstractmethod
     def terminate(self, handle: dict) -> None:

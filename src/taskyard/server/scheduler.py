@@ -18,23 +18,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskyard import settings
-from taskyard.backends.base import Backend, LaunchRequest
-from taskyard.models import TaskSpec
+from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.config import WorkerConfig
+from taskyard.models import PoolSpec, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
+from taskyard.server.services import pools
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
-from taskyard.server.services.lifecycle import notify_on_commit, set_status
+from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
 from taskyard.status import TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
 
 LEASE = timedelta(seconds=60)
 PROVISION_TIMEOUT = timedelta(seconds=60)
+POLL_EVERY = 1.0  # seconds between asking the backend which workers still exist
 KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
 DEFAULT_SIZE = "X-Small"
-POOL = "default"
 
 
 class Scheduler:
@@ -53,6 +55,7 @@ class Scheduler:
         self.max_workers = max_workers
         self.warm_workers = settings.warm_workers() if warm_workers is None else warm_workers
         self.started_at = utcnow()
+        self._polled_at = self.started_at
         self.control_plane_url = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,7 +75,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with transaction(self.sessions) as session:
-            for worker in worker_service.idle_warm(session, POOL):
+            for worker in session.scalars(_idle_warm_anywhere()):
                 worker_service.mark_terminating(session, worker, reason="the control plane stopped")
         self._reap()
         self._terminator.shutdown(wait=True)
@@ -86,41 +89,55 @@ class Scheduler:
             self.notifier.wait_blocking(SCHEDULER, 0.5)
 
     def tick(self) -> None:
-        for task_id, lease, request in self._claim():
-            self._launch(task_id, lease, request)
-        for request in self._warm_up():
-            self._launch(None, None, request)
+        with transaction(self.sessions) as session:
+            specs = pools.all_specs(session)
+        for pool in specs:
+            for task_id, lease, request in self._claim(pool):
+                self._launch(task_id, lease, request)
+            for request in self._warm_up(pool):
+                self._launch(None, None, request)
         self._assign_to_kept_workers()
-        self._reconcile()
+        self._reconcile(specs)
         self._reap()
 
     # -- fresh workers --------------------------------------------------------------------------
 
-    def _claim(self) -> list[tuple[str, str, LaunchRequest]]:
+    def _claim(self, pool: PoolSpec) -> list[tuple[str, str, LaunchRequest]]:
         """Give queued tasks to warm workers, or claim them for new ones, up to the pool's limit."""
         with transaction(self.sessions) as session:
-            free = self.max_workers - worker_service.busy_count(session, POOL)
+            free = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
             if free <= 0:
                 return []
             query = (
                 select(TaskRow)
                 .where(
+                    TaskRow.pool == pool.name,
                     TaskRow.status == TaskStatus.IN_QUEUE.value,
                     TaskRow.worker_name.is_(None),
                     TaskRow.target_worker.is_(None),
                 )
-                .order_by(TaskRow.created_at)
+                .order_by(TaskRow.created_at, TaskRow.id)
                 .limit(free)
                 .with_for_update(skip_locked=True)
             )
             queued = list(session.scalars(query))
-            warm = worker_service.idle_warm(session, POOL, since=self.started_at) if queued else []
-            return [claim for task in queued if (claim := self._place(session, task, warm)) is not None]
+            warm = worker_service.idle_warm(session, pool.name, since=self.started_at) if queued else []
+            return [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
 
-    def _place(self, session: Session, task: TaskRow, warm: list[WorkerRow]) -> tuple[str, str, LaunchRequest] | None:
-        config = TaskSpec.model_validate_json(task.spec).worker_config
-        size = config.worker_size or DEFAULT_SIZE
-        image = config.worker_image or self.backend.default_image
+    def _max_workers(self, pool: PoolSpec) -> int:
+        return self.max_workers if pool.name == pools.DEFAULT else pool.max_workers
+
+    def _warm_target(self, pool: PoolSpec) -> int:
+        return self.warm_workers if pool.name == pools.DEFAULT else pool.warm_workers
+
+    def _shape(self, pool: PoolSpec, config: WorkerConfig) -> tuple[str, str]:
+        config = pools.effective_config(pool, config)
+        return config.worker_size or DEFAULT_SIZE, config.worker_image or self.backend.default_image
+
+    def _place(
+        self, session: Session, pool: PoolSpec, task: TaskRow, warm: list[WorkerRow]
+    ) -> tuple[str, str, LaunchRequest] | None:
+        size, image = self._shape(pool, TaskSpec.model_validate_json(task.spec).worker_config)
         for worker in warm:
             if (worker.size, worker.image) == (size, image):
                 warm.remove(worker)
@@ -129,7 +146,7 @@ class Scheduler:
         worker, token = worker_service.create_worker(
             session,
             user_id=task.user_id,
-            pool=task.pool,
+            pool=pool.name,
             backend=self.backend.name,
             size=size,
             image=image,
@@ -141,24 +158,21 @@ class Scheduler:
         request = LaunchRequest(worker.name, token, self.control_plane_url, size, image)
         return task.id, task.lease_token, request
 
-    def _warm_up(self) -> list[LaunchRequest]:
-        """Keep ``warm_workers`` started workers waiting, so a task need not wait for one to boot."""
+    def _warm_up(self, pool: PoolSpec) -> list[LaunchRequest]:
+        """Keep the pool's warm workers started and waiting, so a task need not wait for one to boot."""
+        target = self._warm_target(pool)
+        if target <= 0:
+            return []
         with transaction(self.sessions) as session:
-            idle = len(worker_service.idle_warm(session, POOL, since=self.started_at))
-            room = self.max_workers - worker_service.busy_count(session, POOL)
-            wanted = min(self.warm_workers - idle, max(room, 0))
+            idle = len(worker_service.idle_warm(session, pool.name, since=self.started_at))
+            room = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
+            size, image = self._shape(pool, WorkerConfig())
             requests = []
-            for _ in range(wanted):
+            for _ in range(min(target - idle, max(room, 0))):
                 worker, token = worker_service.create_worker(
-                    session,
-                    user_id=None,
-                    pool=POOL,
-                    backend=self.backend.name,
-                    size=DEFAULT_SIZE,
-                    image=self.backend.default_image,
-                    keep=False,
+                    session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image, keep=False
                 )
-                requests.append(LaunchRequest(worker.name, token, self.control_plane_url, worker.size, worker.image))
+                requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image))
             return requests
 
     def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest) -> None:
@@ -213,20 +227,65 @@ class Scheduler:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def _reconcile(self) -> None:
-        """Find workers that never came up, went silent, or ignore a kill, and stop them."""
+    def _reconcile(self, specs: list[PoolSpec]) -> None:
+        """Find workers that never came up, went silent, died or outlived their pool's TTL; stop overdue tasks."""
         now = utcnow()
         silent_since = max(now - timedelta(seconds=settings.heartbeat_timeout()), self.started_at)
         with transaction(self.sessions) as session:
             for worker in session.scalars(_stale_workers(now - PROVISION_TIMEOUT, silent_since)):
                 self._lost(session, worker)
+            for pool in specs:
+                if pool.time_to_live is not None:
+                    self._expire(session, pool, now - timedelta(seconds=pool.time_to_live))
+            for task in session.scalars(_past_deadline(now)):
+                request_stop(session, task, "timeout")
             overdue = now - timedelta(seconds=settings.kill_grace() + KILL_SLACK)
-            for task in session.scalars(_unanswered_kills(overdue)):
-                set_status(session, task, TaskStatus.KILLED, reason="its worker did not stop it in time; stopped")
+            for task in session.scalars(_unanswered_stops(overdue)):
+                set_status(session, task, stop_ending(task), reason="its worker did not stop it in time; stopped")
                 worker_service.release_fresh_worker(session, task, force=True)
+        self._poll_backend(now)
 
-    def _lost(self, session: Session, worker: WorkerRow) -> None:
-        reason = "it did not start in time" if worker.last_seen_at is None else "its agent went silent"
+    def _expire(self, session: Session, pool: PoolSpec, born_before) -> None:
+        query = select(WorkerRow).where(
+            WorkerRow.pool == pool.name,
+            WorkerRow.status.in_(worker_service.RUNNABLE),
+            WorkerRow.created_at < born_before,
+        )
+        for worker in session.scalars(query.with_for_update(skip_locked=True)):
+            task = task_service.task_of_worker(session, worker)
+            if task is not None and task.status != TaskStatus.IN_QUEUE.value:
+                reason = f"its worker reached the pool's time limit of {pool.time_to_live:g} s"
+                set_status(session, task, TaskStatus.MACHINE_TIME_LIMIT_REACHED, reason=reason)
+            elif task is not None:
+                task.worker_name = None  # it had not started: it waits for another worker
+            worker_service.mark_terminating(session, worker, reason="reached the pool's time limit")
+
+    def _poll_backend(self, now) -> None:
+        """Ask the backend about live workers now and then: a worker gone or reclaimed is lost at once."""
+        if (now - self._polled_at).total_seconds() < POLL_EVERY:
+            return
+        self._polled_at = now
+        with transaction(self.sessions) as session:
+            query = select(WorkerRow.name, WorkerRow.handle).where(
+                WorkerRow.status == WorkerStatus.RUNNING.value, WorkerRow.handle.is_not(None)
+            )
+            live = session.execute(query).all()
+        states = {name: self.backend.poll(json.loads(handle)) for name, handle in live}
+        with transaction(self.sessions) as session:
+            for name, state in states.items():
+                worker = session.get(WorkerRow, name, with_for_update=True)
+                if state is not WorkerState.RUNNING and worker.status == WorkerStatus.RUNNING.value:
+                    self._lost(session, worker, state)
+
+    def _lost(self, session: Session, worker: WorkerRow, state: WorkerState | None = None) -> None:
+        if state is WorkerState.PREEMPTED:
+            reason, ending = "its machine was reclaimed by the provider", TaskStatus.SPOT_RECLAIMED
+        elif state is WorkerState.GONE:
+            reason, ending = "its worker disappeared", TaskStatus.TASK_RUNNER_TERMINATED
+        elif worker.last_seen_at is None:
+            reason, ending = "it did not start in time", TaskStatus.TASK_RUNNER_TERMINATED
+        else:
+            reason, ending = "its agent went silent", TaskStatus.TASK_RUNNER_TERMINATED
         worker_service.mark_terminating(session, worker, reason=f"lost: {reason}")
         task = task_service.task_of_worker(session, worker)
         if task is None:
@@ -235,9 +294,7 @@ class Scheduler:
             task.worker_name, task.reason = None, f"worker {worker.name} was lost ({reason}); queued again"
             notify_on_commit(session, SCHEDULER)
         else:
-            set_status(
-                session, task, TaskStatus.TASK_RUNNER_TERMINATED, reason=f"worker {worker.name} was lost: {reason}"
-            )
+            task_service.end_on_lost_worker(session, task, ending, f"worker {worker.name} was lost: {reason}")
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -276,6 +333,18 @@ def _stale_workers(provision_deadline, silent_since):
     return select(WorkerRow).where(never_up | silent).with_for_update(skip_locked=True)
 
 
-def _unanswered_kills(overdue):
-    pending = (TaskRow.status == TaskStatus.PENDING_KILL.value) & (TaskRow.status_at < overdue)
-    return select(TaskRow).where(pending).with_for_update(skip_locked=True)
+def _unanswered_stops(overdue):
+    active = [s.value for s in TaskStatus if not s.is_terminal()]
+    late = TaskRow.stop_reason.is_not(None) & TaskRow.status.in_(active) & (TaskRow.stop_requested_at < overdue)
+    return select(TaskRow).where(late).with_for_update(skip_locked=True)
+
+
+def _past_deadline(now):
+    late = (
+        (TaskRow.status == TaskStatus.IN_PROGRESS.value) & (TaskRow.deadline_at < now) & TaskRow.stop_reason.is_(None)
+    )
+    return select(TaskRow).where(late).with_for_update(skip_locked=True)
+
+
+def _idle_warm_anywhere():
+    return select(WorkerRow).where(WorkerRow.user_id.is_(None), WorkerRow.status.in_(worker_service.RUNNABLE))

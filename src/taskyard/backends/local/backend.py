@@ -15,6 +15,8 @@ from taskyard import settings
 from taskyard.backends.base import Backend, LaunchRequest, WorkerState
 
 TASK_PGID_FILE = "task.pgid"  # written by the agent: the process group of the task it runs
+# A local machine is never reclaimed; a file of this name in a worker's folder makes it look so (tests).
+PREEMPTED_FILE = "preempted"
 
 
 class LocalBackend(Backend):
@@ -60,6 +62,8 @@ class LocalBackend(Backend):
             )
 
     def poll(self, handle: dict) -> WorkerState:
+        if (Path(handle["dir"]) / PREEMPTED_FILE).exists():
+            return WorkerState.PREEMPTED
         return WorkerState.RUNNING if self._alive(handle["pid"]) else WorkerState.GONE
 
     def terminate(self, handle: dict) -> None:

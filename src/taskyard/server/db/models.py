@@ -71,6 +71,10 @@ class TaskRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    time_to_live: Mapped[float | None] = mapped_column(Float)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # started_at + time_to_live
+    stop_reason: Mapped[str | None] = mapped_column(String(20))  # "kill" or "timeout": the agent is to stop it
+    stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     log_seq: Mapped[int] = mapped_column(Integer, default=0)  # highest log chunk stored
     log_bytes: Mapped[int] = mapped_column(Integer, default=0)
     outputs_key: Mapped[str | None] = mapped_column(String(255))
@@ -107,6 +111,15 @@ class LogChunkRow(Base):
     stream: Mapped[str] = mapped_column(String(8))
     ts: Mapped[float] = mapped_column(Float)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    spec: Mapped[str] = mapped_column(Text)  # PoolSpec as JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class WorkerRow(Base):

@@ -69,7 +69,8 @@ def list_tasks(
 def _info(session: Session, user, task_id: str) -> TaskInfo:
     task = task_service.get_task(session, user, task_id)
     changes = task_service.history(session, task)
-    return task_service.to_info(task, task_service.user_name(session, task), changes)
+    position = task_service.position_in_queue(session, task)
+    return task_service.to_info(task, task_service.user_name(session, task), changes, position)
 
 
 @router.get("/{task_id}", response_model=TaskInfo)

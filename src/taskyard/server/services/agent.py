@@ -11,8 +11,8 @@ from taskyard import settings
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
-from taskyard.server.services import logs, workers
-from taskyard.server.services.lifecycle import set_status
+from taskyard.server.services import logs, pools, workers
+from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
 from taskyard.status import TaskStatus, WorkerStatus
 
@@ -38,20 +38,22 @@ def next_task(session: Session, worker: WorkerRow) -> NextTask | None:
     query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status == TaskStatus.IN_QUEUE.value)
     task = session.scalar(query.order_by(TaskRow.created_at).limit(1).with_for_update())
     if task is not None:
+        task.attempt += 1
         set_status(session, task, TaskStatus.PREPARING)
-        return NextTask(task=_assignment(task))
+        return NextTask(task=_assignment(session, task))
     if worker.status != WorkerStatus.RUNNING.value:
         return NextTask(terminate=True)
     return None
 
 
-def _assignment(task: TaskRow) -> Assignment:
+def _assignment(session: Session, task: TaskRow) -> Assignment:
     spec = TaskSpec.model_validate_json(task.spec)
+    config = pools.effective_config(pools.get_spec(session, task.pool), spec.worker_config)
     return Assignment(
         task_id=task.id,
         file_name=task.file_name,
         kind=PurePosixPath(task.file_name).suffix.lstrip("."),
-        env=spec.worker_config.env_as_strings(),
+        env=config.env_as_strings(),
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
         kill_grace=settings.kill_grace(),
@@ -69,7 +71,7 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
     """Apply an agent-reported status; return True if the task is to be killed."""
     task = own_task(session, worker, task_id)
     touch(worker)
-    if task.status == TaskStatus.PENDING_KILL.value:
+    if task.stop_reason is not None:
         return True
     if ev.status not in AGENT_STATUSES:
         raise Conflict(f"an agent cannot set a task to {ev.status.alias}", field="status")
@@ -82,7 +84,7 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
 def append_logs(session: Session, worker: WorkerRow, task_id: str, chunks) -> tuple[int, bool]:
     task = own_task(session, worker, task_id)
     acked = logs.append(session, task, chunks)
-    return acked, task.status == TaskStatus.PENDING_KILL.value
+    return acked, task.stop_reason is not None and not TaskStatus(task.status).is_terminal()
 
 
 def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) -> TaskRow:
@@ -95,17 +97,27 @@ def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) 
     ending = _ending(task, fin)
     if ending in (TaskStatus.SUCCESS, TaskStatus.FAILED) and task.status != TaskStatus.FINALIZING.value:
         set_status(session, task, TaskStatus.FINALIZING)
-    set_status(session, task, ending, reason=_reason(fin))
+    set_status(session, task, ending, reason=_stop_note(task) or _reason(fin))
     workers.release_fresh_worker(session, task)
     return task
 
 
 def _ending(task: TaskRow, fin: AgentFinish) -> TaskStatus:
-    if fin.killed or task.status == TaskStatus.PENDING_KILL.value:
+    if task.stop_reason is not None:
+        return stop_ending(task)
+    if fin.killed:
         return TaskStatus.KILLED
     if fin.error is not None:
         return TaskStatus.RUNTIME_ERROR
     return TaskStatus.SUCCESS if fin.exit_code == 0 else TaskStatus.FAILED
+
+
+def _stop_note(task: TaskRow) -> str | None:
+    if task.stop_reason == "timeout":
+        return f"it ran longer than its time_to_live of {task.time_to_live:g} s"
+    if task.stop_reason == "kill":
+        return "killed on request"
+    return None
 
 
 def _reason(fin: AgentFinish) -> str | None:
@@ -118,8 +130,9 @@ def _reason(fin: AgentFinish) -> str | None:
 
 def commands(session: Session, worker: WorkerRow) -> AgentCommands:
     touch(worker)
+    active = [s.value for s in TaskStatus if not s.is_terminal()]
     query = select(TaskRow.id).where(
-        TaskRow.worker_name == worker.name, TaskRow.status == TaskStatus.PENDING_KILL.value
+        TaskRow.worker_name == worker.name, TaskRow.stop_reason.is_not(None), TaskRow.status.in_(active)
     )
     return AgentCommands(kill=list(session.scalars(query)), terminate=worker.status != WorkerStatus.RUNNING.value)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -32,8 +32,24 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
 
 
 def _stamp_times(task: TaskRow, new: TaskStatus, now: datetime) -> None:
-    if new is TaskStatus.IN_PROGRESS and task.started_at is None:
+    if new is TaskStatus.IN_PROGRESS:
         task.started_at = now
+        if task.time_to_live is not None:
+            task.deadline_at = now + timedelta(seconds=task.time_to_live)
+    if new is TaskStatus.IN_QUEUE:
+        task.stop_reason = task.stop_requested_at = task.deadline_at = None
     if new.is_terminal():
         task.finished_at = now
         task.lease_token = task.lease_expires_at = None
+
+
+def request_stop(session: Session, task: TaskRow, reason: str) -> None:
+    """Ask the agent running ``task`` to stop it; its ending follows ``reason`` ("kill" or "timeout")."""
+    if task.stop_reason is None:
+        task.stop_reason, task.stop_requested_at = reason, utcnow()
+    if task.worker_name:
+        notify_on_commit(session, worker_key(task.worker_name))
+
+
+def stop_ending(task: TaskRow) -> TaskStatus:
+    return TaskStatus.TASK_TIMED_OUT if task.stop_reason == "timeout" else TaskStatus.KILLED

@@ -6,6 +6,8 @@ after a gap is not stored until the gap is filled, so the agent resends from the
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,6 +44,12 @@ def _store(session: Session, task: TaskRow, chunk: LogChunk, cap: int) -> None:
     else:
         task.log_bytes += len(data)
     session.add(LogChunkRow(task_id=task.id, seq=chunk.seq, stream=chunk.stream, ts=chunk.ts, data=data))
+
+
+def system_line(session: Session, task: TaskRow, text: str) -> None:
+    """Add a line of the control plane's own to a task's log (a retry, say), after what is there."""
+    chunk = LogChunk(seq=task.log_seq + 1, stream="system", ts=time.time(), text=text.rstrip("\n") + "\n")
+    append(session, task, [chunk])
 
 
 def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -> list[LogChunk]:

@@ -8,15 +8,16 @@ import string
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict, InvalidInput, NotFound
 from taskyard.models import OutputsInfo, StatusChange, TaskInfo, TaskSpec
 from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER
+from taskyard.server.services import logs, pools
 from taskyard.server.services import workers as worker_service
-from taskyard.server.services.lifecycle import notify_on_commit, set_status
+from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status
 from taskyard.status import TaskStatus, WorkerStatus
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -41,6 +42,7 @@ def create_task(
         if existing is not None:
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images)
+    pools.get_spec(session, spec.pool)  # the pool must exist
     if spec.worker is not None:
         _check_target_worker(session, user, spec.worker)
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
@@ -67,7 +69,8 @@ def _new_row(spec: TaskSpec, user: UserRow, digest: str, status: TaskStatus) -> 
         created_at=now,
         target_worker=spec.worker,
         terminate_on_completion=spec.terminate_on_completion,
-        pool="default",
+        pool=spec.pool,
+        time_to_live=spec.time_to_live,
         attempt=0,
         log_seq=0,
         log_bytes=0,
@@ -157,7 +160,40 @@ def request_kill(session: Session, user: UserRow, task_id: str) -> TaskRow:
         worker_service.release_fresh_worker(session, task)
     else:
         set_status(session, task, TaskStatus.PENDING_KILL, reason="kill requested")
+        request_stop(session, task, "kill")
     return task
+
+
+def end_on_lost_worker(session: Session, task: TaskRow, ending: TaskStatus, reason: str) -> None:
+    """End a task whose worker was lost or reclaimed, and queue it again if it has retries left."""
+    set_status(session, task, ending, reason=reason)
+    allowed = TaskSpec.model_validate_json(task.spec).retries_allowed()
+    if task.attempt > allowed:
+        return
+    task.worker_name = None
+    note = f"{reason}; running it again (retry {task.attempt} of {allowed})"
+    set_status(session, task, TaskStatus.IN_QUEUE, reason=note)
+    logs.system_line(session, task, f"[taskyard] {note}")
+
+
+def position_in_queue(session: Session, task: TaskRow) -> int | None:
+    """1 for the next task to start in its pool, 2 after it...; 0 once a worker is being readied for it."""
+    if task.status != TaskStatus.IN_QUEUE.value:
+        return None
+    if task.worker_name is not None:
+        return 0
+    ahead = (TaskRow.created_at < task.created_at) | ((TaskRow.created_at == task.created_at) & (TaskRow.id < task.id))
+    query = (
+        select(func.count())
+        .select_from(TaskRow)
+        .where(
+            TaskRow.pool == task.pool,
+            TaskRow.status == TaskStatus.IN_QUEUE.value,
+            TaskRow.worker_name.is_(None),
+            ahead,
+        )
+    )
+    return (session.scalar(query) or 0) + 1
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
@@ -174,7 +210,9 @@ def history(session: Session, task: TaskRow) -> list[StatusChange]:
     return changes
 
 
-def to_info(task: TaskRow, user_name: str, changes: list[StatusChange] | None = None) -> TaskInfo:
+def to_info(
+    task: TaskRow, user_name: str | None, changes: list[StatusChange] | None = None, position: int | None = None
+) -> TaskInfo:
     status = TaskStatus(task.status)
     outputs = None
     if task.outputs_key is not None:
@@ -190,11 +228,13 @@ def to_info(task: TaskRow, user_name: str, changes: list[StatusChange] | None = 
         exit_code=task.exit_code,
         reason=task.reason,
         attempt=task.attempt,
+        time_to_live=task.time_to_live,
         created_at=task.created_at,
         started_at=task.started_at,
         finished_at=task.finished_at,
         outputs=outputs,
         status_history=changes or [],
+        position_in_queue=position,
         upload_required=status is TaskStatus.WAITING_FOR_INPUT,
     )
 

@@ -19,6 +19,7 @@ from taskyard.status import TaskStatus, WorkerStatus
 
 _ALPHABET = string.ascii_lowercase + string.digits
 LIVE = (WorkerStatus.PROVISIONING.value, WorkerStatus.RUNNING.value, WorkerStatus.TERMINATING.value)
+RUNNABLE = (WorkerStatus.PROVISIONING.value, WorkerStatus.RUNNING.value)
 
 
 def new_worker_name() -> str:
@@ -61,7 +62,7 @@ def idle_warm(session: Session, pool: str, since: datetime | None = None) -> lis
     query = select(WorkerRow).where(
         WorkerRow.pool == pool,
         WorkerRow.user_id.is_(None),
-        WorkerRow.status.in_((WorkerStatus.PROVISIONING.value, WorkerStatus.RUNNING.value)),
+        WorkerRow.status.in_(RUNNABLE),
     )
     if since is not None:
         query = query.where((WorkerRow.created_at >= since) | (WorkerRow.last_seen_at >= since))
@@ -111,13 +112,18 @@ def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason
 def request_terminate(session: Session, user: UserRow, name: str) -> WorkerRow:
     """Terminate a worker by hand; a task it holds ends as terminated by the user."""
     worker = get_worker(session, user, name)
+    end_with_tasks(session, worker, by=user.name)
+    return worker
+
+
+def end_with_tasks(session: Session, worker: WorkerRow, *, by: str) -> None:
+    """Stop a worker at someone's request; its task ends Machine Terminated by User (or in Queue)."""
     for task in _tasks_on(session, worker):
         ending = TaskStatus.MACHINE_TERMINATED_BY_USER
         if task.status in (TaskStatus.IN_QUEUE.value, TaskStatus.WAITING_FOR_INPUT.value):
             ending = TaskStatus.MACHINE_TERMINATED_IN_QUEUE
-        set_status(session, task, ending, reason=f"worker {name} was terminated by {user.name}")
-    mark_terminating(session, worker, reason=f"terminated by {user.name}")
-    return worker
+        set_status(session, task, ending, reason=f"worker {worker.name} was terminated by {by}")
+    mark_terminating(session, worker, reason=f"terminated by {by}")
 
 
 def _tasks_on(session: Session, worker: WorkerRow) -> list[TaskRow]:

@@ -29,6 +29,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash"),
     )
     op.create_table(
+        "pools",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("spec", sa.Text(), nullable=False),
+        sa.Column("created_at", taskyard.server.db.models.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+        ),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "tasks",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
@@ -46,6 +58,10 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("time_to_live", sa.Float(), nullable=True),
+        sa.Column("deadline_at", taskyard.server.db.models.UTCDateTime(), nullable=True),
+        sa.Column("stop_reason", sa.String(length=20), nullable=True),
+        sa.Column("stop_requested_at", taskyard.server.db.models.UTCDateTime(), nullable=True),
         sa.Column("log_seq", sa.Integer(), nullable=False),
         sa.Column("log_bytes", sa.Integer(), nullable=False),
         sa.Column("outputs_key", sa.String(length=255), nullable=True),
@@ -136,5 +152,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tasks_status_created")
 
     op.drop_table("tasks")
+    op.drop_table("pools")
     op.drop_table("users")
     # ### end Alembic commands ###
