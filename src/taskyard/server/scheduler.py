@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -230,7 +230,9 @@ class Scheduler:
     def _reconcile(self, specs: list[PoolSpec]) -> None:
         """Find workers that never came up, went silent, died or outlived their pool's TTL; stop overdue tasks."""
         now = utcnow()
-        silent_since = max(now - timedelta(seconds=settings.heartbeat_timeout()), self.started_at)
+        silent_since = now - timedelta(seconds=settings.heartbeat_timeout())
+        if silent_since < self.started_at:
+            silent_since = datetime.min.replace(tzinfo=timezone.utc)  # just (re)started: agents get time to call back
         with transaction(self.sessions) as session:
             for worker in session.scalars(_stale_workers(now - PROVISION_TIMEOUT, silent_since)):
                 self._lost(session, worker)
