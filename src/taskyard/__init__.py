@@ -9,7 +9,7 @@ starts fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing itself is not imported: the agent imports this package too
 
 __version__ = "0.1.0"
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from taskyard.status import TaskStatus, WorkerStatus
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'taskyard' has no attribute {name!r}")

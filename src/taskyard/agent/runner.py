@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-from . import archive
 from .logpump import LogPump
 
 COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
@@ -57,6 +56,8 @@ class TaskRun:
         for folder in (self.task_dir, self.output_dir):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
+        from . import archive  # tarfile is slow to import: only when there is something to unpack
+
         bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
         if not (self.task_dir / self.a["file_name"]).is_file():
@@ -146,6 +147,8 @@ class TaskRun:
             return
         if not partial:
             self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "finalizing"})
+        from . import archive
+
         buffer = io.BytesIO()
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
