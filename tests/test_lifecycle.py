@@ -253,3 +253,48 @@ def test_a_killed_server_loses_nothing(tmp_path):
         assert statuses(running_task)[-1] is S.SUCCESS
     finally:
         server.stop()
+
+
+# -- preparing the worker: startup script and git repositories ----------------------------------
+
+
+def test_startup_script_runs_first_and_its_output_is_logged(lc, tmp_path):
+    config = taskyard.WorkerConfig(startup_script="echo preparing; echo ready > prepared.txt")
+    task = submit(lc, tmp_path, "use.py", "print(open('prepared.txt').read().strip())\n", worker_config=config)
+    assert task.wait(timeout=30) is S.SUCCESS
+    assert task.logs() == "preparing\nready\n"
+
+
+def test_a_failing_startup_script_is_a_runtime_error(lc, tmp_path):
+    config = taskyard.WorkerConfig(startup_script="echo 'no such package' >&2; exit 3")
+    task = submit(lc, tmp_path, "never.py", "print('must not run')\n", worker_config=config)
+    assert task.wait(timeout=30) is S.RUNTIME_ERROR
+    assert "startup script failed with exit code 3" in task.info.reason
+    logs = task.logs()
+    assert "no such package" in logs and "must not run" not in logs
+
+
+def test_git_repositories_are_cloned_into_the_task_folder(lc, tmp_path):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write(repo, "model.txt", "v1\n")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "v1"], check=True)
+    config = taskyard.WorkerConfig(git_configs=[taskyard.GitConfig(remote_url=f"file://{repo}", local_path="m")])
+    src = tmp_path / "src"
+    task = submit(lc, src, "read.py", "print(open('m/model.txt').read().strip())\n", worker_config=config)
+    assert task.wait(timeout=30) is S.SUCCESS
+    assert task.logs() == "v1\n"
+    missing = taskyard.WorkerConfig(git_configs=[taskyard.GitConfig(remote_url=f"file://{tmp_path}/nothing")])
+    task = submit(lc, src, "read.py", "print('x')\n", worker_config=missing)
+    assert task.wait(timeout=30) is S.RUNTIME_ERROR
+    assert "git clone" in task.info.reason
+
+
+def test_secrets_are_refused_until_there_is_a_vault(lc, tmp_path):
+    config = taskyard.WorkerConfig(personal_secrets=["git_secret"])
+    with pytest.raises(taskyard.errors.InvalidInput, match="no secrets vault"):
+        submit(lc, tmp_path, "t.py", "print(1)\n", worker_config=config)

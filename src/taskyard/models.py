@@ -199,6 +199,8 @@ class Assignment(BaseModel):
     capture_output: bool
     log_seq: int  # the agent numbers its chunks from here + 1
     kill_grace: float
+    startup_script: str | None = None
+    git_configs: list[dict] = []
 
 
 class NextTask(BaseModel):

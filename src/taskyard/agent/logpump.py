@@ -32,12 +32,20 @@ class LogPump:
         self._sender = threading.Thread(target=self._send_loop, name="log-sender", daemon=True)
         self.on_kill = lambda: None
 
-    def start(self, pipes: dict[str, int]) -> None:
+    def attach(self, pipes: dict[str, int]) -> None:
+        """Read these pipes (stream name -> fd, closed when done) until they close."""
         for stream, fd in pipes.items():
             reader = threading.Thread(target=self._read, args=(stream, fd), name=f"log-{stream}", daemon=True)
             reader.start()
             self._readers.append(reader)
-        self._sender.start()
+        if not self._sender.is_alive():
+            self._sender.start()
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until the pipes attached so far have closed (at most ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        for reader in self._readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
 
     def system(self, text: str) -> None:
         """A line from the agent itself (a failure to prepare, say), kept with the task's output."""
@@ -118,10 +126,8 @@ class LogPump:
     def close(self, timeout: float = 5.0) -> None:
         """Wait for the pipes to close (at most ``timeout``) and for every chunk to be acknowledged."""
         if not self._sender.is_alive() and not self._pending:
-            return  # never started: the task's output was not captured
-        deadline = time.monotonic() + timeout
-        for reader in self._readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
+            return  # never started: nothing was captured
+        self.drain(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()

@@ -39,6 +39,7 @@ class TaskRun:
         try:
             self._prepare()
         except Exception as exc:  # anything that stops the task from starting is a runtime error
+            self.pump.close()
             self._finish(error=f"could not prepare the task: {exc}")
             return
         if self.killed:
@@ -62,10 +63,28 @@ class TaskRun:
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
         if not (self.task_dir / self.a["file_name"]).is_file():
             raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")
+        for repo in self.a.get("git_configs") or ():
+            self._step(_clone_command(repo), f"git clone of {repo['remote_url']}")
+        if self.a.get("startup_script"):
+            self._step(["bash", "-c", self.a["startup_script"]], "the startup script")
+
+    def _step(self, command: list[str], what: str) -> None:
+        """Run a preparation step with its output in the task's log; raise if it fails."""
+        with self._lock:
+            if self.killed:
+                raise RuntimeError(f"killed before {what}")
+            self.process = self._popen(command, subprocess.PIPE, subprocess.PIPE)
+        self._capture(self.process)
+        code = self.process.wait()
+        _kill_group(self.process.pid, signal.SIGKILL)
+        self.pump.drain()
+        if code != 0:
+            raise RuntimeError(f"{what} failed with exit code {code}")
 
     def _execute(self) -> int:
         with self._lock:
             if self.killed:
+                self.pump.close()
                 return -signal.SIGTERM
             self.process = self._start()
         (self.worker_dir / PGID_FILE).write_text(str(self.process.pid))
@@ -84,11 +103,14 @@ class TaskRun:
             with open(self.worker_dir / "task_output.log", "ab") as out:
                 return self._popen(command, out, out)
         process = self._popen(command, subprocess.PIPE, subprocess.PIPE)
+        self._capture(process)
+        return process
+
+    def _capture(self, process: subprocess.Popen) -> None:
         pipes = {"stdout": process.stdout, "stderr": process.stderr}
-        self.pump.start({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
+        self.pump.attach({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
         for pipe in pipes.values():
             pipe.close()
-        return process
 
     def _popen(self, command: list[str], stdout, stderr) -> subprocess.Popen:
         return subprocess.Popen(
@@ -158,3 +180,14 @@ class TaskRun:
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _clone_command(repo: dict) -> list[str]:
+    url = repo["remote_url"]
+    dest = repo.get("local_path") or url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].removesuffix(".git")
+    command = ["git", "clone", "--quiet"]
+    if repo.get("branch"):
+        command += ["--branch", repo["branch"]]
+    if repo.get("fetch_depth"):
+        command += ["--depth", str(repo["fetch_depth"])]
+    return [*command, "--", url, dest]

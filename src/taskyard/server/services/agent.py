@@ -57,6 +57,8 @@ def _assignment(session: Session, task: TaskRow) -> Assignment:
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
         kill_grace=settings.kill_grace(),
+        startup_script=config.startup_script,
+        git_configs=[repo.model_dump(exclude_none=True) for repo in config.git_configs or ()],
     )
 
 

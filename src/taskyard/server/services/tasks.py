@@ -88,6 +88,13 @@ def _same_task(existing: TaskRow, user: UserRow, digest: str) -> TaskRow:
 
 
 def _check_worker_config(spec: TaskSpec, images: Collection[str]) -> None:
+    config = spec.worker_config
+    if config.personal_secrets or any(repo.secret_name for repo in config.git_configs or ()):
+        raise InvalidInput(
+            "this server has no secrets vault yet, so personal_secrets and git secret_name cannot be used; "
+            "clone public repositories, or pass the values as env_variables",
+            field="worker_config.personal_secrets",
+        )
     image = spec.worker_config.worker_image
     if image is not None and image not in images:
         raise InvalidInput(
