@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -43,8 +44,10 @@ class Server:
         return self
 
     def stop(self) -> None:
+        """Stop the control plane, then every worker process it left running (tests only)."""
         embedded.stop(self.home)
         self._close()
+        _kill_processes_under(self.home / "workers")
 
     def kill9(self) -> None:
         """Kill the control plane without warning (its workers go on)."""
@@ -65,6 +68,21 @@ class Server:
         client = Client(self.url, self.client.add_user(name).token)
         self._extra_clients.append(client)
         return client
+
+
+def _kill_processes_under(folder: Path) -> None:
+    """SIGKILL every process whose TASKYARD_WORKER_DIR lies in ``folder`` (agents and their tasks)."""
+    marker = f"TASKYARD_WORKER_DIR={folder}/".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item.startswith(marker) for item in environ.split(b"\0")):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _server(tmp_path_factory, name: str, db_url: str | None = None, **env: str) -> Iterator[Server]:

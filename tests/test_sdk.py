@@ -258,3 +258,32 @@ def test_every_call_needs_a_valid_token(server):
     assert httpx.get(server.url + "/api/v1/tasks").status_code == 401
     bad = httpx.get(server.url + "/api/v1/tasks", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and "token" in bad.json()["error"]["message"]
+
+
+def test_the_same_task_id_submitted_at_once_makes_one_task(any_server):
+    import hashlib
+    import threading
+
+    from taskyard.client import Client
+    from taskyard.models import TaskSpec
+
+    task_id = f"race-{time.monotonic_ns()}"
+    spec = TaskSpec(task_id=task_id, file_name="a.py", bundle_sha256=hashlib.sha256(b"x").hexdigest(), bundle_size=1)
+    results, errors = [], []
+
+    def submit_once():
+        client = Client(any_server.url, any_server.token)
+        try:
+            results.append(client.submit(spec).id)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=submit_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and results == [task_id] * 8
+    assert any_server.client.kill(task_id).status is TaskStatus.KILLED

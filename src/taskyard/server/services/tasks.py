@@ -9,6 +9,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict, InvalidInput, NotFound
@@ -47,8 +48,12 @@ def create_task(
         _check_target_worker(session, user, spec.worker)
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
     task = _new_row(spec, user, digest, status)
-    session.add(task)
-    session.flush()  # the task row first: its history refers to it
+    try:
+        with session.begin_nested():  # the same task_id submitted twice at once: one wins
+            session.add(task)
+            session.flush()  # the task row first: its history refers to it
+    except IntegrityError:
+        return _same_task(session.get(TaskRow, task.id), user, digest), False
     session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
     notify_on_commit(session, SCHEDULER)
     return task, True
