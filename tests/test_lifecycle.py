@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Server
-from support import EXAMPLES, wait_for, write
 
 import taskyard
+from support import EXAMPLES, Server, wait_for, write
 from taskyard import Pool, TaskStatus
 from taskyard.models import parse_duration
 
@@ -67,7 +66,8 @@ def running(task: taskyard.Task, marker: str = "up") -> None:
 STUBBORN = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-kids = [subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]) for _ in range(2)]
+deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+kids = [subprocess.Popen([sys.executable, "-c", deaf]) for _ in range(2)]
 if os.fork() == 0:
     time.sleep(600)
     os._exit(0)

@@ -109,6 +109,9 @@ class Client:
         response = self.request("POST", "/users", json={"name": name, "is_admin": is_admin})
         return UserInfo.model_validate_json(response.content)
 
+    def users(self) -> list[UserInfo]:
+        return [UserInfo.model_validate(u) for u in self.request("GET", "/users").json()]
+
     def me(self) -> UserInfo:
         return UserInfo.model_validate_json(self.request("GET", "/me").content)
 

@@ -1,10 +1,14 @@
-"""The ``taskyard`` command: one module per command group."""
+"""The ``taskyard`` command: one module per command group.
+
+Command modules import only Typer at start; the SDK and Rich are imported inside the commands,
+so that ``taskyard --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from taskyard.cli import server
+from taskyard.cli import output, pools, run, server, tasks, users, workers
 
 app = typer.Typer(
     name="taskyard",
@@ -12,7 +16,13 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
+    cls=output.CliGroup,
 )
+app.command("run")(run.run)
+app.add_typer(tasks.app, name="tasks")
+app.add_typer(workers.app, name="workers")
+app.add_typer(pools.app, name="pools")
+app.add_typer(users.app, name="users")
 app.add_typer(server.app, name="server")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from taskyard import embedded, settings
+from taskyard import settings
 
 app = typer.Typer(help="Run the control plane, or manage the embedded one.", invoke_without_command=True)
 
@@ -28,6 +28,7 @@ def serve(
     """Run the control plane in the foreground (Ctrl+C stops it)."""
     if ctx.invoked_subcommand is not None:
         return
+    from taskyard import embedded
     from taskyard.server.plane import ServerConfig
     from taskyard.server.run import serve as run_server
 
@@ -43,6 +44,8 @@ def serve(
 @app.command()
 def status() -> None:
     """Show whether the embedded server is running."""
+    from taskyard import embedded
+
     state = embedded.status()
     if state is None:
         typer.echo(f"the embedded server is not running (home: {settings.home()})")
@@ -53,6 +56,8 @@ def status() -> None:
 @app.command()
 def stop() -> None:
     """Stop the embedded server. Workers it started finish their tasks and report on its next start."""
+    from taskyard import embedded
+
     if embedded.stop():
         typer.echo("the embedded server has stopped")
     else:

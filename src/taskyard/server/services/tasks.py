@@ -137,7 +137,10 @@ def list_tasks(
     if not user.is_admin:
         query = query.where(TaskRow.user_id == user.id)
     if status is not None:
-        query = query.where(TaskRow.status == TaskStatus.from_alias(status).value)
+        try:
+            query = query.where(TaskRow.status == TaskStatus.from_alias(status).value)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="status") from None
     if cursor:
         query = query.where(_before(cursor))
     rows = session.execute(query.order_by(TaskRow.created_at.desc(), TaskRow.id.desc()).limit(limit + 1)).all()

@@ -1,0 +1,139 @@
+"""``taskyard run``: submit a script task and follow it to its end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from taskyard.cli.output import duration, note
+
+if TYPE_CHECKING:
+    from taskyard.config import WorkerConfig
+    from taskyard.models import TaskInfo
+    from taskyard.sdk import Task
+    from taskyard.status import TaskStatus
+
+SUCCESS, FAILED, OTHER_END = 0, 1, 3
+
+FileArg = Annotated[
+    str, typer.Argument(help="The script to run (.py or .sh), relative to --files.", show_default=False)
+]
+FilesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--files",
+        help="Folder uploaded with the task; the script runs inside it (default: the current folder).",
+        exists=True,
+        file_okay=False,
+        show_default=False,
+    ),
+]
+SizeOpt = Annotated[str | None, typer.Option(help="Worker size: X-Small, Small, Medium, Large or X-Large.")]
+ImageOpt = Annotated[str | None, typer.Option(help="Worker image, e.g. python or practicus.")]
+EnvOpt = Annotated[
+    list[str] | None,
+    typer.Option("--env", "-e", metavar="KEY=VALUE", help="An environment variable for the task; repeat for more."),
+]
+KeepOpt = Annotated[bool, typer.Option("--keep-worker", help="Keep the worker after the task, to inspect or reuse it.")]
+DetachOpt = Annotated[bool, typer.Option("--detach", help="Print the task id and return at once; the task goes on.")]
+TaskIdOpt = Annotated[
+    str | None, typer.Option("--task-id", help="Your own id for the task; the same id again re-attaches to it.")
+]
+NoCaptureOpt = Annotated[bool, typer.Option("--no-capture", help="Do not keep the task's output (nothing to stream).")]
+TtlOpt = Annotated[
+    str | None, typer.Option("--ttl", help="Stop the task if it runs longer, e.g. 90, 45s, 1h30m (Task Timed Out).")
+]
+PoolOpt = Annotated[str | None, typer.Option("--pool", help="Run in this pool of workers (default: the default pool).")]
+RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="Run again on a fresh worker if the worker is lost.")]
+
+
+def run(
+    file: FileArg,
+    files: FilesOpt = None,
+    size: SizeOpt = None,
+    image: ImageOpt = None,
+    env: EnvOpt = None,
+    keep_worker: KeepOpt = False,
+    detach: DetachOpt = False,
+    task_id: TaskIdOpt = None,
+    no_capture: NoCaptureOpt = False,
+    ttl: TtlOpt = None,
+    pool: PoolOpt = None,
+    retries: RetriesOpt = 0,
+) -> None:
+    """Run a script task on a fresh worker and stream its output.
+
+    [bold]Exit codes[/]
+    0    Success
+    1    Failed (the script exited non-zero), or an error
+    2    bad usage or input
+    3    any other end: Killed, Runtime Error, Task Timed Out...
+    130  Ctrl+C: you stopped following; the task goes on
+    """
+    from taskyard.sdk import submit
+
+    config = worker_config(size, image, parse_env(env or []))
+    options = {
+        "terminate_on_completion": not keep_worker,
+        "capture_task_output": not no_capture,
+        "time_to_live": ttl,
+        "pool": pool,
+        "max_retries": retries,
+    }
+    task = submit(file, files, config, task_id=task_id, **options)
+    if detach:
+        typer.echo(task.id)
+        return
+    follow_to_the_end(task, keep_worker)
+
+
+def follow_to_the_end(task: Task, keep_worker: bool) -> NoReturn:
+    """Stream the task's output, print a summary line and exit with the code for its final status."""
+    from taskyard.cli.follow import follow
+
+    status = follow(task)
+    note(summary(task.refresh(), keep_worker))
+    raise typer.Exit(exit_code(status))
+
+
+def parse_env(values: list[str]) -> dict[str, str]:
+    """``["A=1", "B=x=y"]`` -> ``{"A": "1", "B": "x=y"}``; a value without ``=`` is a usage error."""
+    env: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="'-e' / '--env'")
+        env[name] = text
+    return env
+
+
+def worker_config(size: str | None, image: str | None, env: dict[str, str]) -> WorkerConfig:
+    """The worker config from the options given (pydantic checks them; errors exit with code 2)."""
+    from taskyard.config import WorkerConfig
+
+    given = {"worker_size": size, "worker_image": image, "env_variables": env or None}
+    return WorkerConfig(**{key: value for key, value in given.items() if value is not None})
+
+
+def exit_code(status: TaskStatus) -> int:
+    from taskyard.status import TaskStatus
+
+    return {TaskStatus.SUCCESS: SUCCESS, TaskStatus.FAILED: FAILED}.get(status, OTHER_END)
+
+
+def summary(info: TaskInfo, keep_worker: bool) -> str:
+    """One line: the task, how it ended, how long it ran, where; and how to stop a kept worker."""
+    line = f"task {info.id}: {info.alias}"
+    if exit_code(info.status) == FAILED and info.exit_code is not None:
+        line += f" (exit code {info.exit_code})"
+    elif info.reason and exit_code(info.status) == OTHER_END:
+        line += f" ({info.reason})"
+    if info.started_at is not None:
+        line += f", ran {duration(info.started_at, info.finished_at)}"
+    if info.worker_name:
+        line += f", worker {info.worker_name}"
+    if keep_worker and info.worker_name:
+        line += f"; the worker stays up, stop it with: taskyard workers terminate {info.worker_name}"
+    return line

@@ -1,0 +1,150 @@
+"""``taskyard tasks``: list, show, read, kill and download tasks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from taskyard.cli.output import duration, local_time, print_fields, print_json, print_table
+
+if TYPE_CHECKING:
+    from taskyard.models import TaskInfo
+
+app = typer.Typer(help="List, inspect, follow, kill and download tasks.", no_args_is_help=True)
+
+TaskIdArg = Annotated[str, typer.Argument(help="The task id (as `taskyard run` or `tasks list` shows it).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+
+TASK_COLUMNS = ("ID", "FILE", "STATUS", "WORKER", "CREATED", "DURATION")
+HISTORY_COLUMNS = ("STATUS", "START", "END", "DURATION", "REASON")
+
+
+def _status_code(value: str | None) -> str | None:
+    """``"In Queue"``, ``in_queue`` or ``IN QUEUE`` -> ``"in_queue"``."""
+    from taskyard.status import TaskStatus
+
+    if value is None:
+        return None
+    try:
+        return TaskStatus.from_alias(value).value
+    except ValueError:
+        names = ", ".join(status.value for status in TaskStatus)
+        raise typer.BadParameter(f"unknown status {value!r}; use one of: {names}") from None
+
+
+StatusOpt = Annotated[
+    str | None,
+    typer.Option(callback=_status_code, help="Only tasks in this status: a code (in_queue) or a name ('In Queue')."),
+]
+LimitOpt = Annotated[int, typer.Option(min=1, max=500, help="Show at most this many tasks.")]
+
+
+@app.command("list")
+def list_tasks(status: StatusOpt = None, limit: LimitOpt = 20, as_json: JsonOpt = False) -> None:
+    """List tasks, newest first (an admin sees everyone's)."""
+    from taskyard.client import default_client
+
+    tasks = default_client().list_tasks(limit=limit, status=status).tasks
+    if as_json:
+        print_json([task.model_dump(mode="json") for task in tasks])
+        return
+    print_table(TASK_COLUMNS, [_task_row(task) for task in tasks], empty="no tasks")
+
+
+def _task_row(task: TaskInfo) -> tuple:
+    ran = duration(task.started_at, task.finished_at)
+    return task.id, task.file_name, task.alias, task.worker_name, local_time(task.created_at), ran
+
+
+@app.command()
+def show(task_id: TaskIdArg, as_json: JsonOpt = False) -> None:
+    """Show a task: its fields and its status history."""
+    from taskyard.client import default_client
+
+    info = default_client().task(task_id)
+    if as_json:
+        typer.echo(info.model_dump_json(indent=2))
+        return
+    print_fields(_task_fields(info))
+    typer.echo()
+    print_table(HISTORY_COLUMNS, [_history_row(change) for change in info.status_history])
+
+
+def _task_fields(info: TaskInfo) -> list[tuple[str, object]]:
+    return [
+        ("ID", info.id),
+        ("FILE", info.file_name),
+        ("STATUS", info.alias),
+        ("REASON", info.reason),
+        ("EXIT CODE", info.exit_code),
+        ("USER", info.user),
+        ("POOL", info.pool),
+        ("WORKER", info.worker_name),
+        ("ATTEMPT", info.attempt),
+        ("CREATED", local_time(info.created_at)),
+        ("STARTED", local_time(info.started_at)),
+        ("FINISHED", local_time(info.finished_at)),
+        ("DURATION", duration(info.started_at, info.finished_at)),
+        ("OUTPUTS", _outputs_text(info)),
+    ]
+
+
+def _outputs_text(info: TaskInfo) -> str:
+    if info.outputs is None:
+        return "none"
+    kind = "partial" if info.outputs.partial else "complete"
+    return f"{info.outputs.size} bytes, {kind} (taskyard tasks download {info.id})"
+
+
+def _history_row(change) -> tuple:
+    end = local_time(change.ended_at) if change.ended_at else "-"
+    ran = duration(change.started_at, change.ended_at) if change.ended_at else "-"
+    return change.alias, local_time(change.started_at), end, ran, change.reason
+
+
+@app.command()
+def logs(
+    task_id: TaskIdArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on printing until the task ends.")] = False,
+) -> None:
+    """Print what a task has printed so far; with -f, follow it until it ends."""
+    from taskyard.sdk import Task
+
+    task = Task(task_id)
+    if follow:
+        from taskyard.cli.follow import follow as follow_task
+
+        follow_task(task)
+        return
+    sys.stdout.write(task.logs())
+    sys.stdout.flush()
+
+
+@app.command()
+def kill(
+    task_id: TaskIdArg,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the task has stopped.")] = True,
+) -> None:
+    """Kill a task and print its new status (the worker gets SIGTERM, then SIGKILL)."""
+    from taskyard.sdk import Task
+
+    typer.echo(Task(task_id).kill(wait=wait).alias)
+
+
+@app.command()
+def download(
+    task_id: TaskIdArg,
+    directory: Annotated[Path, typer.Option("--dir", help="Where to put the outputs.", file_okay=False)] = Path("."),
+) -> None:
+    """Download the files a task wrote to its output folder (TASKYARD_OUTPUT_DIR)."""
+    from taskyard.sdk import Task
+
+    task = Task(task_id)
+    target = task.download_outputs(directory)
+    if target == directory:
+        typer.echo(f"outputs of task {task_id} saved to {target.resolve()}")
+    else:
+        typer.echo(f"partial outputs of task {task_id} (it did not succeed) saved to {target.resolve()}")
