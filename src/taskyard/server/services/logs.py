@@ -37,8 +37,8 @@ def _store(session: Session, task: TaskRow, chunk: LogChunk, cap: int) -> None:
     room = cap - task.log_bytes
     if room <= 0:
         return
-    if len(data) > room:
-        marker = TRUNCATED.format(mb=cap // (1024 * 1024)).encode()
+    if len(data) >= room:
+        marker = TRUNCATED.format(mb=f"{cap / (1024 * 1024):g}").encode()
         data = data[:room].decode("utf-8", "ignore").encode() + marker
         task.log_bytes = cap  # nothing more is stored after the marker
     else:
@@ -60,11 +60,12 @@ def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -
         .execution_options(yield_per=64)
     )
     chunks, total = [], 0
-    for row in session.scalars(query):
-        chunks.append(_to_chunk(row))
-        total += len(row.data)
-        if total >= max_bytes:
-            break
+    with session.scalars(query) as rows:  # closed early: on PostgreSQL this is a server-side cursor
+        for row in rows:
+            chunks.append(_to_chunk(row))
+            total += len(row.data)
+            if total >= max_bytes:
+                break
     return chunks
 
 
@@ -77,11 +78,12 @@ def tail(session: Session, task_id: str, max_bytes: int) -> str:
         .execution_options(yield_per=64)
     )
     parts, total = [], 0
-    for row in session.scalars(query):
-        parts.append(row.data)
-        total += len(row.data)
-        if total >= max_bytes:
-            break
+    with session.scalars(query) as rows:
+        for row in rows:
+            parts.append(row.data)
+            total += len(row.data)
+            if total >= max_bytes:
+                break
     data = b"".join(reversed(parts))
     return data[-max_bytes:].decode("utf-8", "replace")
 
