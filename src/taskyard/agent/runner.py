@@ -75,8 +75,7 @@ class TaskRun:
                 raise RuntimeError(f"killed before {what}")
             self.process = self._popen(command, subprocess.PIPE, subprocess.PIPE)
         self._capture(self.process)
-        code = self.process.wait()
-        _kill_group(self.process.pid, signal.SIGKILL)
+        code = self._reap(self.process)
         self.pump.drain()
         if code != 0:
             raise RuntimeError(f"{what} failed with exit code {code}")
@@ -87,14 +86,18 @@ class TaskRun:
                 self.pump.close()
                 return -signal.SIGTERM
             self.process = self._start()
-        (self.worker_dir / PGID_FILE).write_text(str(self.process.pid))
         answer = self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "in_progress"})
         if answer.get("kill"):
             self.kill()
-        code = self.process.wait()
-        _kill_group(self.process.pid, signal.SIGKILL)  # nothing the task started outlives it
-        (self.worker_dir / PGID_FILE).unlink(missing_ok=True)
+        code = self._reap(self.process)
         self.pump.close()
+        return code
+
+    def _reap(self, process: subprocess.Popen) -> int:
+        """Wait for a process, then stop whatever it left in its group: nothing outlives it."""
+        code = process.wait()
+        _kill_group(process.pid, signal.SIGKILL)
+        (self.worker_dir / PGID_FILE).unlink(missing_ok=True)
         return code
 
     def _start(self) -> subprocess.Popen:
@@ -113,7 +116,8 @@ class TaskRun:
             pipe.close()
 
     def _popen(self, command: list[str], stdout, stderr) -> subprocess.Popen:
-        return subprocess.Popen(
+        """Start a process group of its own, and note it where the backend finds it if we die."""
+        process = subprocess.Popen(
             command,
             cwd=self.task_dir,
             env=self._env(),
@@ -122,6 +126,8 @@ class TaskRun:
             stderr=stderr,
             start_new_session=True,
         )
+        (self.worker_dir / PGID_FILE).write_text(str(process.pid))
+        return process
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_AGENT_")}

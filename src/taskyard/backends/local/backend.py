@@ -32,6 +32,8 @@ class LocalBackend(Backend):
         self._children: dict[int, subprocess.Popen] = {}
 
     def launch(self, request: LaunchRequest) -> dict:
+        if request.image not in self.images:
+            raise ValueError(f"the local backend has no image {request.image!r}; images: {', '.join(self.images)}")
         workdir = self.root / request.worker_name
         workdir.mkdir(parents=True)
         try:
@@ -40,7 +42,7 @@ class LocalBackend(Backend):
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         self._children[process.pid] = process
-        return {"pid": process.pid, "dir": str(workdir)}
+        return {"pid": process.pid, "started": _start_time(process.pid), "dir": str(workdir)}
 
     def _spawn(self, request: LaunchRequest, workdir: Path) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_")}
@@ -64,36 +66,33 @@ class LocalBackend(Backend):
     def poll(self, handle: dict) -> WorkerState:
         if (Path(handle["dir"]) / PREEMPTED_FILE).exists():
             return WorkerState.PREEMPTED
-        return WorkerState.RUNNING if self._alive(handle["pid"]) else WorkerState.GONE
+        return WorkerState.RUNNING if self._alive(handle) else WorkerState.GONE
 
     def terminate(self, handle: dict) -> None:
         pid, workdir = handle["pid"], Path(handle["dir"])
         task_group = _read_pgid(workdir / TASK_PGID_FILE)
-        if self._alive(pid):
+        if self._alive(handle):
             _signal_group(pid, signal.SIGTERM)
-            self._wait_gone(pid, settings.kill_grace() + 1)
-        for group in (pid, task_group):
-            if group is not None:
-                _signal_group(group, signal.SIGKILL)
-        self._wait_gone(pid, 5)
+            self._wait_gone(handle, settings.kill_grace() + 1)
+            _signal_group(pid, signal.SIGKILL)
+        if task_group is not None:  # the agent died (or was killed) before stopping its task
+            _signal_group(task_group, signal.SIGKILL)
+        self._wait_gone(handle, 5)
         self._children.pop(pid, None)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    def _alive(self, pid: int) -> bool:
+    def _alive(self, handle: dict) -> bool:
+        """Is the worker's agent running? A pid the OS has given to another process does not count."""
+        pid = handle["pid"]
         child = self._children.get(pid)
         if child is not None:
             return child.poll() is None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not _is_zombie(pid)
+        started = _start_time(pid)
+        return started is not None and started == handle.get("started") and not _is_zombie(pid)
 
-    def _wait_gone(self, pid: int, timeout: float) -> None:
+    def _wait_gone(self, handle: dict, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self._alive(pid) and time.monotonic() < deadline:
+        while self._alive(handle) and time.monotonic() < deadline:
             time.sleep(0.01)
 
 
@@ -106,6 +105,15 @@ def _read_pgid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the pid, it names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
         return None
 
 
