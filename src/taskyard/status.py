@@ -95,19 +95,10 @@ _TERMINAL = frozenset(
     }
 )
 
-# Ends a task can meet while a machine holds it (or is about to).
-_LOST_ON_A_MACHINE = frozenset(
-    {
-        TaskStatus.KILLED,
-        TaskStatus.SPOT_RECLAIMED,
-        TaskStatus.TASK_RUNNER_TERMINATED,
-        TaskStatus.MACHINE_TERMINATED_BY_USER,
-        TaskStatus.MACHINE_TIME_LIMIT_REACHED,
-        TaskStatus.RUNTIME_ERROR,
-        TaskStatus.TASK_TIMED_OUT,
-        TaskStatus.PENDING_KILL,
-    }
-)
+# Where a task can go while a machine holds it (or is about to): any ending but its own verdict, or a kill.
+_LOST_ON_A_MACHINE = (
+    _TERMINAL - {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.MACHINE_TERMINATED_IN_QUEUE}
+) | {TaskStatus.PENDING_KILL}
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
