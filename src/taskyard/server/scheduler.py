@@ -34,6 +34,7 @@ log = logging.getLogger("taskyard.scheduler")
 
 LEASE = timedelta(seconds=60)
 PROVISION_TIMEOUT = timedelta(seconds=60)
+RECONCILE_EVERY = 0.5  # seconds between looks for lost workers, timeouts and unanswered kills
 POLL_EVERY = 1.0  # seconds between asking the backend which workers still exist
 KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
 DEFAULT_SIZE = "X-Small"
@@ -55,7 +56,7 @@ class Scheduler:
         self.max_workers = max_workers
         self.warm_workers = settings.warm_workers() if warm_workers is None else warm_workers
         self.started_at = utcnow()
-        self._polled_at = self.started_at
+        self._polled_at = self._reconciled_at = self.started_at
         self.control_plane_url = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,9 +87,10 @@ class Scheduler:
                 self.tick()
             except Exception:
                 log.exception("scheduler pass failed; retrying")
-            self.notifier.wait_blocking(SCHEDULER, 0.5)
+            self.notifier.wait_blocking(SCHEDULER, RECONCILE_EVERY)
 
     def tick(self) -> None:
+        """One pass: place queued tasks, keep warm workers, stop ended ones; look for faults now and then."""
         with transaction(self.sessions) as session:
             specs = pools.all_specs(session)
         for pool in specs:
@@ -97,7 +99,10 @@ class Scheduler:
             for request in self._warm_up(pool):
                 self._launch(None, None, request)
         self._assign_to_kept_workers()
-        self._reconcile(specs)
+        now = utcnow()
+        if (now - self._reconciled_at).total_seconds() >= RECONCILE_EVERY:
+            self._reconciled_at = now
+            self._reconcile(specs)
         self._reap()
 
     # -- fresh workers --------------------------------------------------------------------------

@@ -48,9 +48,9 @@ def create_worker(
 
 
 def busy_count(session: Session, pool: str) -> int:
-    """Workers of ``pool`` that hold (or held) a task and have not ended yet."""
+    """Workers of ``pool`` that were given a task and are not being torn down."""
     query = select(func.count()).select_from(WorkerRow)
-    query = query.where(WorkerRow.pool == pool, WorkerRow.status.in_(LIVE), WorkerRow.user_id.is_not(None))
+    query = query.where(WorkerRow.pool == pool, WorkerRow.status.in_(RUNNABLE), WorkerRow.user_id.is_not(None))
     return session.scalar(query) or 0
 
 
