@@ -648,11 +648,13 @@ def make_scheduler(db):
 
 def claim(scheduler: Scheduler) -> list[tuple[str, str, LaunchRequest]]:
     """Claim in the default pool, whose limits are the scheduler's own max_workers and warm_workers."""
-    return scheduler._claim(pools.default_spec())
+    with transaction(scheduler.sessions) as session:
+        return scheduler._claim(session, pools.default_spec())
 
 
 def warm_up(scheduler: Scheduler) -> list[LaunchRequest]:
-    return scheduler._warm_up(pools.default_spec())
+    with transaction(scheduler.sessions) as session:
+        return scheduler._warm_up(session, pools.default_spec())
 
 
 def workers_of(db) -> list[WorkerRow]:

@@ -78,7 +78,8 @@ class Scheduler:
         with transaction(self.sessions) as session:
             for worker in session.scalars(_idle_warm_anywhere()):
                 worker_service.mark_terminating(session, worker, reason="the control plane stopped")
-        self._reap()
+            doomed = _doomed(session)
+        self._reap(doomed)
         self._terminator.shutdown(wait=True)
 
     def _run(self) -> None:
@@ -90,44 +91,48 @@ class Scheduler:
             self.notifier.wait_blocking(SCHEDULER, RECONCILE_EVERY)
 
     def tick(self) -> None:
-        """One pass: place queued tasks, keep warm workers, stop ended ones; look for faults now and then."""
+        """One pass: place queued tasks, keep warm workers, stop ended ones; look for faults now and then.
+
+        The placing is one short transaction; starting and stopping workers happen after it.
+        """
         with transaction(self.sessions) as session:
             specs = pools.all_specs(session)
-        for pool in specs:
-            for task_id, lease, request in self._claim(pool):
-                self._launch(task_id, lease, request)
-            for request in self._warm_up(pool):
-                self._launch(None, None, request)
-        self._assign_to_kept_workers()
+            claims = [claim for pool in specs for claim in self._claim(session, pool)]
+            warm = [request for pool in specs for request in self._warm_up(session, pool)]
+            self._assign_to_kept_workers(session)
+            doomed = _doomed(session)
+        for task_id, lease, request in claims:
+            self._launch(task_id, lease, request)
+        for request in warm:
+            self._launch(None, None, request)
         now = utcnow()
         if (now - self._reconciled_at).total_seconds() >= RECONCILE_EVERY:
             self._reconciled_at = now
             self._reconcile(specs)
-        self._reap()
+        self._reap(doomed)
 
     # -- fresh workers --------------------------------------------------------------------------
 
-    def _claim(self, pool: PoolSpec) -> list[tuple[str, str, LaunchRequest]]:
+    def _claim(self, session: Session, pool: PoolSpec) -> list[tuple[str, str, LaunchRequest]]:
         """Give queued tasks to warm workers, or claim them for new ones, up to the pool's limit."""
-        with transaction(self.sessions) as session:
-            free = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
-            if free <= 0:
-                return []
-            query = (
-                select(TaskRow)
-                .where(
-                    TaskRow.pool == pool.name,
-                    TaskRow.status == TaskStatus.IN_QUEUE.value,
-                    TaskRow.worker_name.is_(None),
-                    TaskRow.target_worker.is_(None),
-                )
-                .order_by(TaskRow.created_at, TaskRow.id)
-                .limit(free)
-                .with_for_update(skip_locked=True)
+        free = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
+        if free <= 0:
+            return []
+        query = (
+            select(TaskRow)
+            .where(
+                TaskRow.pool == pool.name,
+                TaskRow.status == TaskStatus.IN_QUEUE.value,
+                TaskRow.worker_name.is_(None),
+                TaskRow.target_worker.is_(None),
             )
-            queued = list(session.scalars(query))
-            warm = worker_service.idle_warm(session, pool.name, since=self.started_at) if queued else []
-            return [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
+            .order_by(TaskRow.created_at, TaskRow.id)
+            .limit(free)
+            .with_for_update(skip_locked=True)
+        )
+        queued = list(session.scalars(query))
+        warm = worker_service.idle_warm(session, pool.name, since=self.started_at) if queued else []
+        return [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
 
     def _max_workers(self, pool: PoolSpec) -> int:
         return self.max_workers if pool.name == pools.DEFAULT else pool.max_workers
@@ -163,22 +168,21 @@ class Scheduler:
         request = LaunchRequest(worker.name, token, self.control_plane_url, size, image)
         return task.id, task.lease_token, request
 
-    def _warm_up(self, pool: PoolSpec) -> list[LaunchRequest]:
+    def _warm_up(self, session: Session, pool: PoolSpec) -> list[LaunchRequest]:
         """Keep the pool's warm workers started and waiting, so a task need not wait for one to boot."""
         target = self._warm_target(pool)
         if target <= 0:
             return []
-        with transaction(self.sessions) as session:
-            idle = len(worker_service.idle_warm(session, pool.name, since=self.started_at))
-            room = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
-            size, image = self._shape(pool, WorkerConfig())
-            requests = []
-            for _ in range(min(target - idle, max(room, 0))):
-                worker, token = worker_service.create_worker(
-                    session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image, keep=False
-                )
-                requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image))
-            return requests
+        idle = len(worker_service.idle_warm(session, pool.name, since=self.started_at))
+        room = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
+        size, image = self._shape(pool, WorkerConfig())
+        requests = []
+        for _ in range(min(target - idle, max(room, 0))):
+            worker, token = worker_service.create_worker(
+                session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image, keep=False
+            )
+            requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image))
+        return requests
 
     def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest) -> None:
         try:
@@ -208,15 +212,14 @@ class Scheduler:
 
     # -- kept workers ---------------------------------------------------------------------------
 
-    def _assign_to_kept_workers(self) -> None:
-        with transaction(self.sessions) as session:
-            query = select(TaskRow).where(
-                TaskRow.status == TaskStatus.IN_QUEUE.value,
-                TaskRow.worker_name.is_(None),
-                TaskRow.target_worker.is_not(None),
-            )
-            for task in session.scalars(query.order_by(TaskRow.created_at).with_for_update(skip_locked=True)):
-                self._assign_one(session, task)
+    def _assign_to_kept_workers(self, session: Session) -> None:
+        query = select(TaskRow).where(
+            TaskRow.status == TaskStatus.IN_QUEUE.value,
+            TaskRow.worker_name.is_(None),
+            TaskRow.target_worker.is_not(None),
+        )
+        for task in session.scalars(query.order_by(TaskRow.created_at).with_for_update(skip_locked=True)):
+            self._assign_one(session, task)
 
     def _assign_one(self, session: Session, task: TaskRow) -> None:
         worker = session.get(WorkerRow, task.target_worker)
@@ -305,10 +308,8 @@ class Scheduler:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def _reap(self) -> None:
-        with transaction(self.sessions) as session:
-            query = select(WorkerRow.name, WorkerRow.handle).where(WorkerRow.status == WorkerStatus.TERMINATING.value)
-            doomed = session.execute(query).all()
+    def _reap(self, doomed: list[tuple[str, str | None]]) -> None:
+        """Stop the given workers (name, handle) on the terminator threads, each once at a time."""
         for name, handle in doomed:
             with self._lock:
                 if name in self._terminating:
@@ -355,3 +356,8 @@ def _past_deadline(now):
 
 def _idle_warm_anywhere():
     return select(WorkerRow).where(WorkerRow.user_id.is_(None), WorkerRow.status.in_(worker_service.RUNNABLE))
+
+
+def _doomed(session: Session) -> list[tuple[str, str | None]]:
+    query = select(WorkerRow.name, WorkerRow.handle).where(WorkerRow.status == WorkerStatus.TERMINATING.value)
+    return [(name, handle) for name, handle in session.execute(query)]

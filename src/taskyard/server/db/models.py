@@ -88,7 +88,8 @@ class TaskRow(Base):
 
     __table_args__ = (
         Index("ix_tasks_status_created", "status", "created_at"),
-        Index("ix_tasks_user_created", "user_id", "created_at"),
+        Index("ix_tasks_created", "created_at", "id"),  # the task list, newest first
+        Index("ix_tasks_user_created", "user_id", "created_at", "id"),
         Index("ix_tasks_worker", "worker_name"),
     )
 

@@ -79,8 +79,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.create_index("ix_tasks_created", ["created_at", "id"], unique=False)
         batch_op.create_index("ix_tasks_status_created", ["status", "created_at"], unique=False)
-        batch_op.create_index("ix_tasks_user_created", ["user_id", "created_at"], unique=False)
+        batch_op.create_index("ix_tasks_user_created", ["user_id", "created_at", "id"], unique=False)
         batch_op.create_index("ix_tasks_worker", ["worker_name"], unique=False)
 
     op.create_table(
@@ -150,6 +151,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tasks_worker")
         batch_op.drop_index("ix_tasks_user_created")
         batch_op.drop_index("ix_tasks_status_created")
+        batch_op.drop_index("ix_tasks_created")
 
     op.drop_table("tasks")
     op.drop_table("pools")
