@@ -96,9 +96,9 @@ _TERMINAL = frozenset(
 )
 
 # Where a task can go while a machine holds it (or is about to): any ending but its own verdict, or a kill.
-_LOST_ON_A_MACHINE = (
-    _TERMINAL - {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.MACHINE_TERMINATED_IN_QUEUE}
-) | {TaskStatus.PENDING_KILL}
+_LOST_ON_A_MACHINE = (_TERMINAL - {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.MACHINE_TERMINATED_IN_QUEUE}) | {
+    TaskStatus.PENDING_KILL
+}
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {

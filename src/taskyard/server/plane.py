@@ -39,6 +39,7 @@ class Plane:
     backend: Backend
     scheduler: Scheduler
     users_by_token: dict[str, object] = field(default_factory=dict)
+    worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
 
     def transaction(self):
         return transaction(self.sessions)

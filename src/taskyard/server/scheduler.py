@@ -131,7 +131,9 @@ class Scheduler:
             .with_for_update(skip_locked=True)
         )
         queued = list(session.scalars(query))
-        warm = worker_service.idle_warm(session, pool.name, since=self.started_at) if queued else []
+        if not queued:
+            return []
+        warm = worker_service.idle_warm(session, pool.name, since=self.started_at)
         return [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
 
     def _max_workers(self, pool: PoolSpec) -> int:

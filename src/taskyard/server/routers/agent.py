@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from sqlalchemy.orm import Session
 
 from taskyard import settings
 from taskyard.models import AgentAck, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
-from taskyard.server.db.models import WorkerRow
 from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.services import agent as agent_service
@@ -18,8 +16,7 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 MAX_WAIT = 30.0
 
 
-def _worker(session: Session, worker: WorkerRow) -> WorkerRow:
-    return session.get(WorkerRow, worker.name, with_for_update=True)
+_worker = agent_service.live_worker
 
 
 @router.get("/next", response_model=NextTask)
@@ -30,7 +27,7 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Next
         found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker)))
         return found is not None, found or NextTask()
 
-    return await plane.notifier.poll(worker_key(worker.name), check, min(wait, MAX_WAIT))
+    return await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
 
 
 @router.post("/heartbeat", response_model=AgentCommands)
@@ -43,13 +40,13 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Agen
 
     # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
     longest = settings.heartbeat_timeout() / 3
-    return await plane.notifier.poll(worker_key(worker.name), check, min(wait, longest))
+    return await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
 
 
 @router.get("/tasks/{task_id}/bundle")
 def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileResponse:
     with plane.transaction() as session:
-        task = agent_service.own_task(session, worker, task_id)
+        task = agent_service.own_task(session, _worker(session, worker), task_id)
         key = bundle_key(task.user_id, task.bundle_sha256)
     return FileResponse(plane.storage.path(key), media_type="application/gzip")
 
@@ -64,16 +61,16 @@ def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) ->
 @router.post("/tasks/{task_id}/logs", response_model=AgentAck)
 def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
     with plane.transaction() as session:
-        acked, kill = agent_service.append_logs(session, worker, task_id, body.chunks)
+        acked, kill = agent_service.append_logs(session, _worker(session, worker), task_id, body.chunks)
         return AgentAck(acked=acked, kill=kill)
 
 
 @router.put("/tasks/{task_id}/outputs")
 async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker: WorkerDep, partial: bool = False):
-    task = await plane.run(lambda s: agent_service.own_task(s, worker, task_id))
+    task = await plane.run(lambda s: agent_service.own_task(s, _worker(s, worker), task_id))
     key = outputs_key(task_id, task.attempt, partial)
     size = await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_upload_bytes() * 10)
-    await plane.run(lambda s: agent_service.outputs_stored(s, worker, task_id, key, size, partial))
+    await plane.run(lambda s: agent_service.outputs_stored(s, _worker(s, worker), task_id, key, size, partial))
     return {"size": size, "partial": partial}
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from taskyard.errors import Forbidden, Unauthorized
-from taskyard.server.db.models import UserRow, WorkerRow
+from taskyard.server.db.models import UserRow
 from taskyard.server.plane import Plane
 from taskyard.server.services import agent as agent_service
 from taskyard.server.services import users as user_service
@@ -41,12 +41,23 @@ def admin_user(user: Annotated[UserRow, Depends(current_user)]) -> UserRow:
     return user
 
 
-def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> WorkerRow:
-    with plane.transaction() as session:
-        return agent_service.authenticate(session, bearer(request))
+def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> str:
+    """The name of the worker whose agent calls; a token names one worker for good, so it is cached.
+
+    Whether that worker may still call is checked in each request's own transaction.
+    """
+    token = bearer(request)
+    name = plane.worker_names.get(token)
+    if name is None:
+        with plane.transaction() as session:
+            name = agent_service.authenticate(session, token).name
+        if len(plane.worker_names) > 100_000:
+            plane.worker_names.clear()
+        plane.worker_names[token] = name
+    return name
 
 
 PlaneDep = Annotated[Plane, Depends(get_plane)]
 UserDep = Annotated[UserRow, Depends(current_user)]
 AdminDep = Annotated[UserRow, Depends(admin_user)]
-WorkerDep = Annotated[WorkerRow, Depends(current_worker)]
+WorkerDep = Annotated[str, Depends(current_worker)]

@@ -26,6 +26,14 @@ def authenticate(session: Session, token: str) -> WorkerRow:
     return worker
 
 
+def live_worker(session: Session, name: str) -> WorkerRow:
+    """The calling agent's worker, locked for this transaction; refused once the worker has ended."""
+    worker = session.get(WorkerRow, name, with_for_update=True)
+    if worker is None or WorkerStatus(worker.status).is_finished():
+        raise Unauthorized("this agent token is not valid (or its worker has ended)")
+    return worker
+
+
 def touch(worker: WorkerRow) -> None:
     worker.last_seen_at = utcnow()
     if worker.status == WorkerStatus.PROVISIONING.value:

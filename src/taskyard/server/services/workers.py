@@ -106,7 +106,7 @@ def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason
     worker.status = status.value
     worker.terminated_at = utcnow()
     worker.reason = worker.reason or reason
-    notify_on_commit(session, SCHEDULER, worker_key(worker.name))
+    notify_on_commit(session, worker_key(worker.name))
 
 
 def request_terminate(session: Session, user: UserRow, name: str) -> WorkerRow:
