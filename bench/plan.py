@@ -1,0 +1,42 @@
+"""How much each measurement does: the full plan, and the tiny one ``--smoke`` (CI) runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    smoke: bool = False
+    warmup: int = 2  # untimed runs before the timed ones (e2e, kill)
+    e2e_runs: int = 20
+    bare_runs: int = 20
+    throughput_tasks: int = 200
+    ticks: int = 60  # log latency: lines printed 50 ms apart (~3 s)
+    log_bytes: int = 50_000_000  # log throughput: about this much stdout
+    kill_runs: int = 10
+    scale_steps: tuple[int, ...] = (1_000, 5_000, 10_000)
+    drain: int = 300  # completions the drain rate is taken over
+    list_runs: int = 20  # first-page list latency samples per step
+    footprint_runs: int = 5
+    idle_seconds: float = 2.0
+    submit_threads: int = 4
+
+
+FULL = Plan()
+
+SMOKE = Plan(
+    smoke=True,
+    warmup=0,
+    e2e_runs=3,
+    bare_runs=3,
+    throughput_tasks=20,
+    ticks=20,
+    log_bytes=1_000_000,
+    kill_runs=3,
+    scale_steps=(100, 200),
+    drain=5,
+    list_runs=5,
+    footprint_runs=1,
+    idle_seconds=0.5,
+)

@@ -1,0 +1,133 @@
+"""scale: a deep queue behind a blocked pool, then the drain once it is unblocked.
+
+A pool of one worker (``TASKYARD_MAX_WORKERS=1``) is held by a long sleeper. Hello tasks are
+submitted (the SDK's ``submit`` from a few threads, each with a client of its own) until each
+step's count is queued. The first hello task uploads the folder; the rest find it on the server.
+At each step: submission rate, ``list_tasks(limit=50)`` first-page latency, control-plane RSS and
+its growth per queued task since just before the queue was filled. Then the sleeper is killed and
+the drain rate taken over the first completions (the tasks submitted first, one worker at a time).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from taskyard.sdk import submit
+from taskyard.status import TaskStatus
+
+from .figures import BenchError, Figure, Target, single, spread
+from .harness import (
+    EXAMPLES,
+    HELLO,
+    Server,
+    expect_status,
+    progress,
+    running,
+    task_folder,
+    timed,
+    wait_running,
+    wait_terminal,
+)
+from .plan import Plan
+
+SLEEPER = """\
+import time
+for _ in range(36000):
+    time.sleep(0.1)
+"""
+BLOCKED = "pool of 1 held by a sleeper"
+
+
+@dataclass
+class Step:
+    queued: int
+    rate: float
+    list_ms: list[float]
+    rss_mb: float
+    kb_per_task: float
+
+
+def run(plan: Plan) -> list[Figure]:
+    with task_folder({"sleeper.py": SLEEPER}) as folder, running("scale", TASKYARD_MAX_WORKERS="1") as server:
+        client = server.client()
+        sleeper = submit("sleeper.py", folder, client=client)
+        wait_running(client, sleeper.id)
+        queued = [submit(HELLO, EXAMPLES, client=client).id]  # this one uploads the folder
+        time.sleep(1.0)
+        base = server.rss_mb()
+        steps = [_step(plan, server, queued, count, base) for count in plan.scale_steps]
+        drain = _drain(plan, client, sleeper.id, queued)
+    return _figures(plan, base, steps, drain)
+
+
+def _step(plan: Plan, server: Server, queued: list[str], count: int, base: float) -> Step:
+    need = count - len(queued)
+    seconds, answered = timed(lambda: _submit_many(server, need, plan.submit_threads))
+    queued += [task_id for _, task_id in answered]  # oldest first, as the scheduler takes them
+    client = server.client()
+    list_ms = [timed(lambda: client.list_tasks(limit=50))[0] * 1000 for _ in range(plan.list_runs)]
+    rss = server.rss_mb()
+    step = Step(len(queued), need / seconds, list_ms, rss, (rss - base) * 1024 / len(queued))
+    progress(f"scale: {step.queued} queued, {step.rate:.0f} submissions/s, RSS {rss:.0f} MB")
+    return step
+
+
+def _submit_many(server: Server, count: int, threads: int) -> list[tuple[float, str]]:
+    """Submit ``count`` hello tasks from ``threads`` threads; ``(time answered, id)`` in that order."""
+    shares = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
+    clients = [server.client() for _ in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        batches = list(pool.map(_submit_share, clients, shares))
+    return sorted(entry for batch in batches for entry in batch)
+
+
+def _submit_share(client, count: int) -> list[tuple[float, str]]:
+    return [_submit_one(client) for _ in range(count)]
+
+
+def _submit_one(client) -> tuple[float, str]:
+    task_id = submit(HELLO, EXAMPLES, client=client).id
+    return time.monotonic(), task_id
+
+
+def _drain(plan: Plan, client, sleeper_id: str, queued: list[str]) -> float:
+    client.kill(sleeper_id)
+    expect_status(wait_terminal(client, sleeper_id, timeout=30), TaskStatus.KILLED)
+    count = min(plan.drain, len(queued))
+    deadline = time.monotonic() + 60 + 2 * count
+    began = time.perf_counter()
+    for task_id in queued[:count]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"scale: the first {count} queued tasks did not drain in time")
+        expect_status(wait_terminal(client, task_id, timeout=left), TaskStatus.SUCCESS)
+    rate = count / (time.perf_counter() - began)
+    progress(f"scale: drained {count} at {rate:.1f} tasks/s")
+    return rate
+
+
+def _figures(plan: Plan, base: float, steps: list[Step], drain: float) -> list[Figure]:
+    figures = [figure for step in steps for figure in _step_figures(plan, base, step)]
+    first, last = steps[0], steps[-1]
+    if first.kb_per_task > 0:
+        name = f"per-task cost flatness, {last.queued:,} vs {first.queued:,} queued"
+        note = f"{last.kb_per_task:.2f} ÷ {first.kb_per_task:.2f} KB/task"
+        ratio = last.kb_per_task / first.kb_per_task
+        figures.append(single("scale", name, "×", ratio, target=Target("<=", 1.5), note=note))
+    count = min(plan.drain, last.queued)
+    name = f"drain rate, first {count} completions once the sleeper is killed, pool of 1"
+    return [*figures, single("scale", name, "tasks/s", drain)]
+
+
+def _step_figures(plan: Plan, base: float, step: Step) -> list[Figure]:
+    n = f"{step.queued:,} queued"
+    rate = f"submission rate to {n}, {plan.submit_threads} client threads, {BLOCKED}"
+    before = f"{base:.0f} MB before the queue was filled"
+    return [
+        single("scale", rate, "tasks/s", step.rate, target=Target(">=", 300)),
+        spread("scale", f"list_tasks(limit=50) first page, {n}", "ms", step.list_ms, target=Target("<", 50)),
+        single("scale", f"control-plane RSS, {n}", "MB", step.rss_mb, target=Target("<", 300), note=before),
+        single("scale", f"RSS growth per queued task, {n}", "KB/task", step.kb_per_task),
+    ]
