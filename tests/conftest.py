@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from support import Server
 from taskyard.client import reset_default_client
+
+from support import Server
 
 PG_ADMIN_URL = os.environ.get("TASKYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

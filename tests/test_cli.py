@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner, Result
 
-from support import EXAMPLES, wait_for, write
 from taskyard.cli import app
 from taskyard.client import reset_default_client
 from taskyard.config import WORKER_SIZES
 from taskyard.status import TaskStatus, WorkerStatus
+
+from support import EXAMPLES, wait_for, write
 
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
 

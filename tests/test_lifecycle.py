@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 import taskyard
-from support import EXAMPLES, Server, wait_for, write
 from taskyard import Pool, TaskStatus
 from taskyard.models import parse_duration
+
+from support import EXAMPLES, Server, wait_for, write
 
 S = TaskStatus
 

@@ -9,9 +9,10 @@ import time
 import pytest
 
 import taskyard
-from support import EXAMPLES, wait_for, write
 from taskyard import TaskStatus, WorkerConfig
 from taskyard.errors import Conflict, InvalidInput, NotFound, TooLarge
+
+from support import EXAMPLES, wait_for, write
 
 
 def test_seed_python_task_prints_live_and_terminates_its_worker(sdk_env, capsys):

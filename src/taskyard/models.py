@@ -169,6 +169,7 @@ class LogPage(BaseModel):
     chunks: list[LogChunk]
     last_seq: int
     status: TaskStatus
+    worker_name: str | None = None
     done: bool  # the task is over and every chunk it will ever have is in this page or before it
 
 

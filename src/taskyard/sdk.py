@@ -166,13 +166,14 @@ class Task:
             target = out if chunk_stream == "stdout" else err
             target.write(text)
             target.flush()
-        return self.refresh().status
+        return self._info.status if self._info.status.is_terminal() else self.refresh().status
 
     def stream_logs(self, *, after: int = 0, deadline: float | None = None) -> Iterator[tuple[str, str]]:
         """Yield ``(stream, text)`` as the task prints, until it has ended and all is read."""
         while True:
             wait = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
             page = self.client.logs(self.id, after=after, wait=wait)
+            self._info = self._info.model_copy(update={"status": page.status, "worker_name": page.worker_name})
             for chunk in page.chunks:
                 yield chunk.stream, chunk.text
             after = page.last_seq

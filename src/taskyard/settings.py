@@ -10,6 +10,7 @@
 ``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
 ``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)
+``TASKYARD_PROVISION_TIMEOUT`` seconds a new worker may take to call in before it is replaced (60)
 ``TASKYARD_LOG_CAP_MB``        the most log a task keeps; the rest is cut with a marker (100)
 =============================  ==============================================================
 """
@@ -59,6 +60,10 @@ def kill_grace() -> float:
 
 def heartbeat_timeout() -> float:
     return float(_get("HEARTBEAT_TIMEOUT", "10"))
+
+
+def provision_timeout() -> float:
+    return float(_get("PROVISION_TIMEOUT", "60"))
 
 
 def log_cap_bytes() -> int:

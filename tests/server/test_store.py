@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import time
 import warnings
 from datetime import datetime, timezone
 from itertools import pairwise
@@ -772,3 +773,21 @@ def test_a_warm_worker_of_another_size_is_not_given_the_task(db, make_user, make
     assert task_id == task.id and claimed.size == "Large"
     with transaction(db) as session:
         assert session.get(WorkerRow, request.worker_name).user_id is None
+
+
+def test_a_worker_stuck_in_provisioning_is_replaced(db, make_user, make_task, make_scheduler, monkeypatch):
+    monkeypatch.setenv("TASKYARD_PROVISION_TIMEOUT", "0.2")
+    task_id = make_task(make_user()).id
+    backend = RecordingBackend()
+    scheduler = make_scheduler(backend, max_workers=1)
+    [(_, lease, request)] = claim(scheduler)
+    scheduler._launch(task_id, lease, request)  # started, but its agent never calls in
+    time.sleep(0.3)
+    scheduler._reconcile([pools.default_spec()])
+    stuck = next(w for w in workers_of(db) if w.name == request.worker_name)
+    assert (stuck.status, stuck.reason) == ("Terminating", "lost: it did not start in time")
+    row = reload(db, task_id)
+    assert (row.status, row.worker_name) == (S.IN_QUEUE.value, None)  # back in the queue, not failed
+    assert "did not start in time" in row.reason and "queued again" in row.reason
+    [(again, _, replacement)] = claim(scheduler)
+    assert again == task_id and replacement.worker_name != request.worker_name

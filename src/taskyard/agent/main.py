@@ -23,6 +23,8 @@ class Agent:
         self.stopping = threading.Event()
 
     def loop(self) -> None:
+        from . import archive  # noqa: F401  (tarfile is slow to import: do it before a task is waiting)
+
         while not self.stopping.is_set():
             answer = self.client.call("GET", f"/next?wait={NEXT_WAIT}", timeout=NEXT_WAIT + 10)
             if answer.get("terminate"):

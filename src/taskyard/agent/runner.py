@@ -57,7 +57,7 @@ class TaskRun:
         for folder in (self.task_dir, self.output_dir):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-        from . import archive  # tarfile is slow to import: only when there is something to unpack
+        from . import archive
 
         bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)

@@ -33,7 +33,6 @@ from taskyard.status import TaskStatus, WorkerStatus
 log = logging.getLogger("taskyard.scheduler")
 
 LEASE = timedelta(seconds=60)
-PROVISION_TIMEOUT = timedelta(seconds=60)
 RECONCILE_EVERY = 0.5  # seconds between looks for lost workers, timeouts and unanswered kills
 POLL_EVERY = 1.0  # seconds between asking the backend which workers still exist
 KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
@@ -244,7 +243,8 @@ class Scheduler:
         if silent_since < self.started_at:
             silent_since = datetime.min.replace(tzinfo=timezone.utc)  # just (re)started: agents get time to call back
         with transaction(self.sessions) as session:
-            for worker in session.scalars(_stale_workers(now - PROVISION_TIMEOUT, silent_since)):
+            provision_deadline = now - timedelta(seconds=settings.provision_timeout())
+            for worker in session.scalars(_stale_workers(provision_deadline, silent_since)):
                 self._lost(session, worker)
             for pool in specs:
                 if pool.time_to_live is not None:

@@ -101,7 +101,8 @@ async def logs(
         chunks = log_service.read(session, task_id, after, max_bytes)
         last = chunks[-1].seq if chunks else after
         status = TaskStatus(task.status)
-        return LogPage(chunks=chunks, last_seq=last, status=status, done=status.is_terminal() and last >= task.log_seq)
+        done = status.is_terminal() and last >= task.log_seq
+        return LogPage(chunks=chunks, last_seq=last, status=status, worker_name=task.worker_name, done=done)
 
     async def check() -> tuple[bool, LogPage]:
         result = await plane.run(page)
