@@ -202,6 +202,8 @@ class Assignment(BaseModel):
     kill_grace: float
     startup_script: str | None = None
     git_configs: list[dict] = []
+    bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
+    bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
 
 
 class NextTask(BaseModel):

@@ -59,7 +59,13 @@ class TaskRun:
             folder.mkdir(parents=True)
         from . import archive
 
-        bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
+        inline = self.a.get("bundle")
+        if inline is not None:
+            import base64
+
+            bundle = base64.b64decode(inline)
+        else:
+            bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
         if not (self.task_dir / self.a["file_name"]).is_file():
             raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")

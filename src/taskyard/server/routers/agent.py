@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
@@ -27,7 +29,11 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Next
         found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker)))
         return found is not None, found or NextTask()
 
-    return await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
+    answer = await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
+    if answer.task is not None and answer.task.bundle_key is not None:
+        data = plane.storage.path(answer.task.bundle_key).read_bytes()
+        answer.task.bundle = base64.b64encode(data).decode()
+    return answer
 
 
 @router.post("/heartbeat", response_model=AgentCommands)

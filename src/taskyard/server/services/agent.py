@@ -14,9 +14,11 @@ from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.services import logs, pools, workers
 from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
+from taskyard.server.storage import bundle_key
 from taskyard.status import TaskStatus, WorkerStatus
 
 AGENT_STATUSES = (TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING)
+INLINE_BUNDLE = 256 * 1024  # bundles up to this size travel with the assignment: one round trip less
 
 
 def authenticate(session: Session, token: str) -> WorkerRow:
@@ -66,6 +68,7 @@ def _assignment(session: Session, task: TaskRow) -> Assignment:
         log_seq=task.log_seq,
         kill_grace=settings.kill_grace(),
         startup_script=config.startup_script,
+        bundle_key=bundle_key(task.user_id, task.bundle_sha256) if task.bundle_size <= INLINE_BUNDLE else None,
         git_configs=[repo.model_dump(exclude_none=True) for repo in config.git_configs or ()],
     )
 
