@@ -299,9 +299,4 @@ class Pool:
         self.client.delete_pool(self.name)
 
 
-def list_workers(client: Client | None = None, *, include_ended: bool = False) -> list[Worker]:
-    client = client or default_client()
-    return [Worker(w.name, client=client, info=w) for w in client.workers(include_ended=include_ended)]
-
-
-__all__ = ["Pool", "Task", "Worker", "list_workers", "run_task", "submit"]
+__all__ = ["Pool", "Task", "Worker", "run_task", "submit"]

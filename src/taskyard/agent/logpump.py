@@ -47,10 +47,6 @@ class LogPump:
         for reader in self._readers:
             reader.join(max(0.0, deadline - time.monotonic()))
 
-    def system(self, text: str) -> None:
-        """A line from the agent itself (a failure to prepare, say), kept with the task's output."""
-        self._put("system", text if text.endswith("\n") else text + "\n")
-
     def _read(self, stream: str, fd: int) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,13 +53,6 @@ class Storage:
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
-
-    def delete(self, key: str) -> None:
-        path = self.path(key)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink()
 
 
 def bundle_key(user_id: int, sha256: str) -> str:
