@@ -115,6 +115,10 @@ ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
 del S
 
 
+#: the stored values of the statuses a task can still leave (for queries)
+ACTIVE_VALUES = tuple(status.value for status in TaskStatus if not status.is_terminal())
+
+
 def check_transition(current: TaskStatus, new: TaskStatus) -> None:
     """Raise :class:`IllegalTransition` unless ``current -> new`` is in the lifecycle table."""
     if new not in ALLOWED.get(current, frozenset()):

@@ -28,7 +28,7 @@ from taskyard.server.services import pools
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
-from taskyard.status import TaskStatus, WorkerStatus
+from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
 
@@ -344,8 +344,7 @@ def _stale_workers(provision_deadline, silent_since):
 
 
 def _unanswered_stops(overdue):
-    active = [s.value for s in TaskStatus if not s.is_terminal()]
-    late = TaskRow.stop_reason.is_not(None) & TaskRow.status.in_(active) & (TaskRow.stop_requested_at < overdue)
+    late = TaskRow.stop_reason.is_not(None) & TaskRow.status.in_(ACTIVE_VALUES) & (TaskRow.stop_requested_at < overdue)
     return select(TaskRow).where(late).with_for_update(skip_locked=True)
 
 

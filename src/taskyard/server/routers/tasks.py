@@ -122,7 +122,6 @@ def tail(task_id: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20)
 def kill(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
     with plane.transaction() as session:
         task_service.request_kill(session, user, task_id)
-    with plane.transaction() as session:
         return _info(session, user, task_id)
 
 

@@ -15,7 +15,7 @@ from taskyard.server.services import logs, pools, workers
 from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
 from taskyard.server.storage import bundle_key
-from taskyard.status import TaskStatus, WorkerStatus
+from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 AGENT_STATUSES = (TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING)
 INLINE_BUNDLE = 256 * 1024  # bundles up to this size travel with the assignment: one round trip less
@@ -143,9 +143,8 @@ def _reason(fin: AgentFinish) -> str | None:
 
 def commands(session: Session, worker: WorkerRow) -> AgentCommands:
     touch(worker)
-    active = [s.value for s in TaskStatus if not s.is_terminal()]
     query = select(TaskRow.id).where(
-        TaskRow.worker_name == worker.name, TaskRow.stop_reason.is_not(None), TaskRow.status.in_(active)
+        TaskRow.worker_name == worker.name, TaskRow.stop_reason.is_not(None), TaskRow.status.in_(ACTIVE_VALUES)
     )
     return AgentCommands(kill=list(session.scalars(query)), terminate=worker.status != WorkerStatus.RUNNING.value)
 

@@ -19,7 +19,7 @@ from taskyard.server.notifier import SCHEDULER
 from taskyard.server.services import logs, pools
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status
-from taskyard.status import TaskStatus, WorkerStatus
+from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -261,6 +261,5 @@ def user_name(session: Session, row: TaskRow | WorkerRow) -> str | None:
 
 def task_of_worker(session: Session, worker: WorkerRow) -> TaskRow | None:
     """The task a worker holds now (not yet ended), if any."""
-    active = [s.value for s in TaskStatus if not s.is_terminal()]
-    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status.in_(active))
+    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status.in_(ACTIVE_VALUES))
     return session.scalar(query.order_by(TaskRow.created_at).limit(1))

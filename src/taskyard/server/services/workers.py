@@ -15,7 +15,7 @@ from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER, worker_key
 from taskyard.server.services.lifecycle import notify_on_commit, set_status
 from taskyard.server.services.users import hash_token, new_token
-from taskyard.status import TaskStatus, WorkerStatus
+from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 _ALPHABET = string.ascii_lowercase + string.digits
 LIVE = (WorkerStatus.PROVISIONING.value, WorkerStatus.RUNNING.value, WorkerStatus.TERMINATING.value)
@@ -127,9 +127,8 @@ def end_with_tasks(session: Session, worker: WorkerRow, *, by: str) -> None:
 
 
 def _tasks_on(session: Session, worker: WorkerRow) -> list[TaskRow]:
-    active = [s.value for s in TaskStatus if not s.is_terminal()]
     on_worker = (TaskRow.worker_name == worker.name) | (TaskRow.target_worker == worker.name)
-    return list(session.scalars(select(TaskRow).where(on_worker, TaskRow.status.in_(active))))
+    return list(session.scalars(select(TaskRow).where(on_worker, TaskRow.status.in_(ACTIVE_VALUES))))
 
 
 def release_fresh_worker(session: Session, task: TaskRow, *, force: bool = False) -> None:
