@@ -214,15 +214,20 @@ def _kill(pid: int) -> None:
 
 
 def _end_workers(home: Path) -> None:
-    """SIGKILL the agents and tasks this control plane started: those whose worker dir is under ``home``."""
+    """SIGKILL the agents and tasks this control plane started: those of worker folders under ``home``.
+
+    A task has ``TASKYARD_WORKER_DIR`` in its environment. An agent runs in its worker's folder; it
+    is forked from the local backend's zygote, so ``/proc`` shows the zygote's environment for it.
+    """
     marker = f"TASKYARD_WORKER_DIR={home}/".encode()
     for pid in _pids():
         try:
             with open(f"/proc/{pid}/environ", "rb") as environ:
                 entries = environ.read().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if any(entry.startswith(marker) for entry in entries):
+        if any(entry.startswith(marker) for entry in entries) or cwd.startswith(f"{home}/"):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

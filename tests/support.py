@@ -85,15 +85,68 @@ class Server:
 
 
 def _kill_processes_under(folder: Path) -> None:
-    """SIGKILL every process whose TASKYARD_WORKER_DIR lies in ``folder`` (agents and their tasks)."""
-    marker = f"TASKYARD_WORKER_DIR={folder}/".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    """SIGKILL every process started for a worker in ``folder`` (agents and their tasks)."""
+    for pid in processes_in(folder):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes on this host started for the worker(s) in ``folder``: agents, tasks and what those forked.
+
+    An agent runs in its worker's folder. It is forked from the local backend's zygote, so the
+    environment ``/proc`` shows for it is the zygote's; but it starts its task with
+    ``TASKYARD_WORKER_DIR`` set, and the task's children inherit that. A zombie's environment can
+    no longer be read, and it holds nothing but its pid.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        pid = int(entry) if entry.isdigit() else None
+        if pid is None or pid == os.getpid():
             continue
+        env = environ_of(pid) or {}
+        places = (env.get("TASKYARD_WORKER_DIR"), cwd_of(pid))
+        if any(place is not None and _within(Path(place), folder) for place in places):
+            found.append(pid)
+    return found
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def cwd_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
+def environ_of(pid: int) -> dict[str, str] | None:
+    """The environment process ``pid`` was started with; None if it is gone or not ours to read.
+
+    A process is briefly without one while it execs (``Popen`` may return by then), so an empty
+    answer from a process that is neither a zombie nor a kernel thread is asked again.
+    """
+    deadline = time.monotonic() + 2
+    while True:
         try:
-            environ = (entry / "environ").read_bytes()
+            with open(f"/proc/{pid}/environ", "rb") as source:
+                raw = source.read()
         except OSError:
-            continue
-        if any(item.startswith(marker) for item in environ.split(b"\0")):
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
+            return None
+        if raw or not _execing(pid) or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    pairs = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if entry)
+    return {key: value for key, _, value in pairs}
+
+
+def _execing(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    kernel_thread = int(fields[6]) & 0x00200000  # PF_KTHREAD in field 9, flags
+    return fields[0] != "Z" and not kernel_thread

@@ -14,7 +14,7 @@ import taskyard
 from taskyard import Pool, TaskStatus
 from taskyard.models import parse_duration
 
-from support import EXAMPLES, Server, wait_for, write
+from support import EXAMPLES, Server, cwd_of, wait_for, write
 
 S = TaskStatus
 
@@ -46,16 +46,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def agent_pid(worker_name: str) -> int:
-    """The pid of the agent of a local worker, found by the worker name in its environment."""
-    wanted = f"TASKYARD_WORKER_NAME={worker_name}".encode()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
-                return int(entry.name)
-        except OSError:
-            continue
-    raise AssertionError(f"no agent process for {worker_name}")
+def agent_pid(server: Server, worker_name: str) -> int:
+    """The pid of the agent of a local worker: the one process that runs in the worker's folder."""
+    folder = str(server.home / "workers" / worker_name)
+    found = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and cwd_of(int(pid)) == folder]
+    assert len(found) == 1, f"agent processes of {worker_name}: {found}"
+    return found[0]
 
 
 def running(task: taskyard.Task, marker: str = "up") -> None:
@@ -154,7 +150,7 @@ def test_a_lost_worker_ends_its_task_and_a_retry_runs_it_again(lc, tmp_path):
     task = submit(lc, tmp_path, "flaky.py", code, max_retries=1)
     running(task)
     first_worker = task.worker_name
-    os.kill(agent_pid(first_worker), signal.SIGKILL)
+    os.kill(agent_pid(lc, first_worker), signal.SIGKILL)
     assert task.wait(timeout=30) is S.SUCCESS
     info = task.info
     assert info.attempt == 2 and info.worker_name != first_worker
@@ -165,7 +161,7 @@ def test_a_lost_worker_ends_its_task_and_a_retry_runs_it_again(lc, tmp_path):
 def test_without_retries_a_lost_worker_is_final(lc, tmp_path):
     task = submit(lc, tmp_path, "up.py", "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
     running(task)
-    os.kill(agent_pid(task.worker_name), signal.SIGKILL)
+    os.kill(agent_pid(lc, task.worker_name), signal.SIGKILL)
     assert task.wait(timeout=30) is S.TASK_RUNNER_TERMINATED
     assert "was lost" in task.info.reason
 

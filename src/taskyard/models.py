@@ -223,6 +223,7 @@ class AgentLogs(BaseModel):
 class AgentAck(BaseModel):
     acked: int
     kill: bool = False
+    terminate: bool = False  # the worker is to stop: the agent need not ask for another task
 
 
 class AgentFinish(BaseModel):

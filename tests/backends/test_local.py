@@ -18,54 +18,11 @@ from pathlib import Path
 import pytest
 
 from taskyard.backends import Backend, WorkerState, make_backend
+from taskyard.sdk import submit
+from taskyard.status import TaskStatus
 
 from contract import BackendContract, start_control_plane
-from support import Server, wait_for
-
-
-def _environ(pid: int) -> dict[str, str] | None:
-    """The environment process ``pid`` was started with; None if it is gone or not ours to read.
-
-    A process is briefly without one while it execs (``Popen`` may return by then), so an empty
-    answer from a process that is neither a zombie nor a kernel thread is asked again.
-    """
-    deadline = time.monotonic() + 2
-    while True:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as source:
-                raw = source.read()
-        except OSError:
-            return None
-        if raw or not _execing(pid) or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
-    pairs = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if entry)
-    return {key: value for key, _, value in pairs}
-
-
-def _execing(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    kernel_thread = int(fields[6]) & 0x00200000  # PF_KTHREAD in field 9, flags
-    return fields[0] != "Z" and not kernel_thread
-
-
-def _processes_of(worker_name: str) -> list[int]:
-    """Processes on this host started for ``worker_name``: its agent, its task and whatever that forked.
-
-    The local backend gives the agent ``TASKYARD_WORKER_NAME``, and the agent passes it on to its
-    task; a zombie's environment can no longer be read, and it holds nothing but its pid.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            env = _environ(int(entry))
-            if env is not None and env.get("TASKYARD_WORKER_NAME") == worker_name:
-                found.append(int(entry))
-    return found
+from support import Server, cwd_of, processes_in, wait_for, write
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +35,23 @@ def contract_server(tmp_path_factory) -> Iterator[Server]:
 
 class TestLocalBackend(BackendContract):
     @pytest.fixture
-    def backend(self, data_dir: Path) -> Backend:
-        return make_backend("local", data_dir)
+    def backend(self, data_dir: Path) -> Iterator[Backend]:
+        backend = make_backend("local", data_dir)
+        yield backend
+        backend.close()
 
     def crash(self, handle: dict) -> None:
         os.kill(handle["pid"], signal.SIGKILL)  # the agent only: what it started lives on
 
     def traces(self, backend: Backend, worker_name: str) -> set[str]:
-        found = {f"process {pid}" for pid in _processes_of(worker_name)}
+        found = {f"process {pid}" for pid in processes_in(backend.root / worker_name)}
         folder = backend.root / worker_name
         if folder.exists():
             found.add(f"folder {folder}")
         return found
 
     def force_cleanup(self, backend: Backend, worker_name: str) -> None:
-        for pid in _processes_of(worker_name):
+        for pid in processes_in(backend.root / worker_name):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(backend.root / worker_name, ignore_errors=True)
@@ -107,39 +66,26 @@ class TestLocalBackend(BackendContract):
         backend.terminate(handle)
         assert not folder.exists()
 
-    def test_the_agent_gets_only_the_four_settings_it_needs(self, backend, launch_worker, monkeypatch):
-        for key, value in {
-            "TASKYARD_URL": "http://parent.invalid",
-            "TASKYARD_TOKEN": "parent-token",
-            "TASKYARD_HOME": "/parent/home",
-            "TASKYARD_DB_URL": "sqlite:////parent/db",
-            "TASKYARD_MAX_WORKERS": "99",
-            "TASKYARD_TASK_ID": "parent-task",
-            # the four the agent needs, set here too: the request's values must win
-            "TASKYARD_AGENT_URL": "http://parent-agent.invalid",
-            "TASKYARD_AGENT_TOKEN": "parent-agent-token",
-            "TASKYARD_WORKER_NAME": "parent-worker",
-            "TASKYARD_WORKER_DIR": "/parent/worker",
-        }.items():
-            monkeypatch.setenv(key, value)
-        request, handle = launch_worker(control_plane_url="http://127.0.0.1:9/some/prefix")
-        env = _environ(handle["pid"])
-        assert env is not None
-        assert {key: value for key, value in env.items() if key.startswith("TASKYARD_")} == {
-            "TASKYARD_AGENT_URL": request.control_plane_url,
-            "TASKYARD_AGENT_TOKEN": request.agent_token,
-            "TASKYARD_WORKER_NAME": request.worker_name,
-            "TASKYARD_WORKER_DIR": handle["dir"],
-        }
-
-    def test_the_agent_calls_the_url_of_the_request_with_its_token(self, backend, recorder, launch_worker):
+    def test_the_agent_calls_the_url_of_the_request_with_its_token(self, backend, recorder, launch_worker, monkeypatch):
+        monkeypatch.setenv("TASKYARD_AGENT_URL", "http://parent-agent.invalid")  # the request's values win
+        monkeypatch.setenv("TASKYARD_AGENT_TOKEN", "parent-agent-token")
         request, handle = launch_worker(control_plane_url=recorder.url + "/some/prefix")
         wait_for(lambda: {"GET", "POST"} <= {method for method, _, _ in recorder.seen})
         for method, path, authorization in list(recorder.seen):
             assert path.startswith("/some/prefix/api/v1/agent/"), (method, path)
             assert authorization == f"Bearer {request.agent_token}", (method, path)
+        assert cwd_of(handle["pid"]) == handle["dir"]
         backend.terminate(handle)
         assert backend.poll(handle) is WorkerState.GONE
+
+    def test_a_task_sees_no_setting_of_the_control_plane(self, contract_server, tmp_path):
+        """The control plane's own settings (its token, home, database) never reach a worker."""
+        write(tmp_path, "env.py", "import os\nprint(sorted(k for k in os.environ if k.startswith('TASKYARD_')))\n")
+        task = submit("env.py", tmp_path, client=contract_server.client)
+        assert task.wait(timeout=60) is TaskStatus.SUCCESS
+        expected = ['TASKYARD_OUTPUT_DIR', 'TASKYARD_TASK_ID', 'TASKYARD_WORKER_DIR', 'TASKYARD_WORKER_NAME']
+        assert task.logs().strip() == str(expected)
+        assert any(key.startswith("TASKYARD_") for key in contract_server.env)  # there were some to leak
 
     def test_a_reused_pid_is_neither_running_nor_terminated(self, backend, launch_worker):
         _, handle = launch_worker()

@@ -30,9 +30,11 @@ class Agent:
             if answer.get("terminate"):
                 return
             if answer.get("task"):
-                self.current = TaskRun(self.client, self.worker_dir, answer["task"])
-                self.current.run()
+                run = self.current = TaskRun(self.client, self.worker_dir, answer["task"])
+                run.run()
                 self.current = None
+                if run.worker_done:
+                    return
 
     def heartbeat(self) -> None:
         while not self.stopping.is_set():

@@ -28,6 +28,7 @@ class TaskRun:
         self.task_dir = worker_dir / "task"
         self.output_dir = worker_dir / "outputs"
         self.killed = False
+        self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.pump = LogPump(self._send_logs, assignment["log_seq"])
@@ -174,7 +175,8 @@ class TaskRun:
             seq = self.pump.last_seq + 1
             chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {error}\n"})
         body = {"exit_code": exit_code, "killed": killed, "error": error, "chunks": chunks}
-        self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
+        self.worker_done = answer.get("terminate", False)
 
     def _upload_outputs(self, partial: bool) -> None:
         if not any(self.output_dir.iterdir()):

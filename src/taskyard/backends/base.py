@@ -64,3 +64,6 @@ class Backend(ABC):
         grace) and forcibly after that. Blocks until the worker is gone. Idempotent: terminating a
         worker that is already gone returns silently.
         """
+
+    def close(self) -> None:  # noqa: B027  (most backends hold nothing between calls)
+        """Let go of what this backend object holds between calls. Workers are not stopped: they go on."""

@@ -11,10 +11,11 @@ import json
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskyard import settings
@@ -33,6 +34,7 @@ from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 log = logging.getLogger("taskyard.scheduler")
 
 LEASE = timedelta(seconds=60)
+MIN_GAP = 0.005  # seconds from the start of one pass to the next, however often the scheduler is woken
 RECONCILE_EVERY = 0.5  # seconds between looks for lost workers, timeouts and unanswered kills
 POLL_EVERY = 1.0  # seconds between asking the backend which workers still exist
 KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
@@ -80,14 +82,17 @@ class Scheduler:
             doomed = _doomed(session)
         self._reap(doomed)
         self._terminator.shutdown(wait=True)
+        self.backend.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 self.tick()
             except Exception:
                 log.exception("scheduler pass failed; retrying")
             self.notifier.wait_blocking(SCHEDULER, RECONCILE_EVERY)
+            self._stop.wait(began + MIN_GAP - time.monotonic())  # a burst of wake-ups makes one pass
 
     def tick(self) -> None:
         """One pass: place queued tasks, keep warm workers, stop ended ones; look for faults now and then.
@@ -96,10 +101,14 @@ class Scheduler:
         """
         with transaction(self.sessions) as session:
             specs = pools.all_specs(session)
-            claims = [claim for pool in specs for claim in self._claim(session, pool)]
-            warm = [request for pool in specs for request in self._warm_up(session, pool)]
+            live = worker_service.live_workers(session)
+            claims, warm = [], []
+            for pool in specs:
+                pool_claims, pool_warm = self._fill(session, pool, live)
+                claims += pool_claims
+                warm += pool_warm
             self._assign_to_kept_workers(session)
-            doomed = _doomed(session)
+        doomed = [(w.name, w.handle) for w in live if w.status == WorkerStatus.TERMINATING.value]
         for task_id, lease, request in claims:
             self._launch(task_id, lease, request)
         for request in warm:
@@ -112,28 +121,28 @@ class Scheduler:
 
     # -- fresh workers --------------------------------------------------------------------------
 
-    def _claim(self, session: Session, pool: PoolSpec) -> list[tuple[str, str, LaunchRequest]]:
-        """Give queued tasks to warm workers, or claim them for new ones, up to the pool's limit."""
-        free = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
+    def _fill(
+        self, session: Session, pool: PoolSpec, live: list[WorkerRow]
+    ) -> tuple[list[tuple[str, str, LaunchRequest]], list[LaunchRequest]]:
+        """Place the pool's queued tasks, then top up its warm workers, within its limit."""
+        workers = [worker for worker in live if worker.pool == pool.name]
+        warm = worker_service.idle_warm(workers, pool.name, since=self.started_at)
+        busy = sum(1 for worker in workers if worker_service.is_busy(worker))
+        placed, claims = self._claim(session, pool, self._max_workers(pool) - busy, warm)
+        return claims, self._warm_up(session, pool, room=self._max_workers(pool) - busy - placed, idle=len(warm))
+
+    def _claim(
+        self, session: Session, pool: PoolSpec, free: int, warm: list[WorkerRow]
+    ) -> tuple[int, list[tuple[str, str, LaunchRequest]]]:
+        """Give up to ``free`` queued tasks to ``warm`` workers (taken from the list), or claim them for new ones.
+
+        Returns how many tasks were placed, and the claims for new workers.
+        """
         if free <= 0:
-            return []
-        query = (
-            select(TaskRow)
-            .where(
-                TaskRow.pool == pool.name,
-                TaskRow.status == TaskStatus.IN_QUEUE.value,
-                TaskRow.worker_name.is_(None),
-                TaskRow.target_worker.is_(None),
-            )
-            .order_by(TaskRow.created_at, TaskRow.id)
-            .limit(free)
-            .with_for_update(skip_locked=True)
-        )
-        queued = list(session.scalars(query))
-        if not queued:
-            return []
-        warm = worker_service.idle_warm(session, pool.name, since=self.started_at)
-        return [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
+            return 0, []
+        queued = list(session.scalars(_QUEUED, {"pool": pool.name, "free": free}))
+        claims = [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
+        return len(queued), claims
 
     def _max_workers(self, pool: PoolSpec) -> int:
         return self.max_workers if pool.name == pools.DEFAULT else pool.max_workers
@@ -169,16 +178,11 @@ class Scheduler:
         request = LaunchRequest(worker.name, token, self.control_plane_url, size, image)
         return task.id, task.lease_token, request
 
-    def _warm_up(self, session: Session, pool: PoolSpec) -> list[LaunchRequest]:
+    def _warm_up(self, session: Session, pool: PoolSpec, *, room: int, idle: int) -> list[LaunchRequest]:
         """Keep the pool's warm workers started and waiting, so a task need not wait for one to boot."""
-        target = self._warm_target(pool)
-        if target <= 0:
-            return []
-        idle = len(worker_service.idle_warm(session, pool.name, since=self.started_at))
-        room = self._max_workers(pool) - worker_service.busy_count(session, pool.name)
         size, image = self._shape(pool, WorkerConfig())
         requests = []
-        for _ in range(min(target - idle, max(room, 0))):
+        for _ in range(min(self._warm_target(pool) - idle, room)):
             worker, token = worker_service.create_worker(
                 session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image, keep=False
             )
@@ -214,12 +218,7 @@ class Scheduler:
     # -- kept workers ---------------------------------------------------------------------------
 
     def _assign_to_kept_workers(self, session: Session) -> None:
-        query = select(TaskRow).where(
-            TaskRow.status == TaskStatus.IN_QUEUE.value,
-            TaskRow.worker_name.is_(None),
-            TaskRow.target_worker.is_not(None),
-        )
-        for task in session.scalars(query.order_by(TaskRow.created_at).with_for_update(skip_locked=True)):
+        for task in session.scalars(_QUEUED_FOR_KEPT):
             self._assign_one(session, task)
 
     def _assign_one(self, session: Session, task: TaskRow) -> None:
@@ -362,3 +361,19 @@ def _idle_warm_anywhere():
 def _doomed(session: Session) -> list[tuple[str, str | None]]:
     query = select(WorkerRow.name, WorkerRow.handle).where(WorkerRow.status == WorkerStatus.TERMINATING.value)
     return [(name, handle) for name, handle in session.execute(query)]
+
+
+_WAITING = (TaskRow.status == TaskStatus.IN_QUEUE.value) & TaskRow.worker_name.is_(None)
+_QUEUED = (
+    select(TaskRow)
+    .where(_WAITING, TaskRow.pool == bindparam("pool"), TaskRow.target_worker.is_(None))
+    .order_by(TaskRow.created_at, TaskRow.id)
+    .limit(bindparam("free"))
+    .with_for_update(skip_locked=True)
+)
+_QUEUED_FOR_KEPT = (
+    select(TaskRow)
+    .where(_WAITING, TaskRow.target_worker.is_not(None))
+    .order_by(TaskRow.created_at)
+    .with_for_update(skip_locked=True)
+)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from taskyard import settings
@@ -29,39 +32,29 @@ class LocalBackend(Backend):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._children: dict[int, subprocess.Popen] = {}
+        self._zygote = Zygote(root / "zygote.log")
 
     def launch(self, request: LaunchRequest) -> dict:
         if request.image not in self.images:
             raise ValueError(f"the local backend has no image {request.image!r}; images: {', '.join(self.images)}")
         workdir = self.root / request.worker_name
         workdir.mkdir(parents=True)
-        try:
-            process = self._spawn(request, workdir)
-        except OSError:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        self._children[process.pid] = process
-        return {"pid": process.pid, "started": _start_time(process.pid), "dir": str(workdir)}
-
-    def _spawn(self, request: LaunchRequest, workdir: Path) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_")}
+        env = _without_settings(os.environ)
         env.update(
             TASKYARD_AGENT_URL=request.control_plane_url,
             TASKYARD_AGENT_TOKEN=request.agent_token,
             TASKYARD_WORKER_NAME=request.worker_name,
             TASKYARD_WORKER_DIR=str(workdir),
         )
-        with open(workdir / "agent.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "taskyard.agent"],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        try:
+            pid = self._zygote.spawn(workdir, env, workdir / "agent.log")
+        except OSError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return {"pid": pid, "started": _start_time(pid), "dir": str(workdir)}
+
+    def close(self) -> None:
+        self._zygote.close()
 
     def poll(self, handle: dict) -> WorkerState:
         if (Path(handle["dir"]) / PREEMPTED_FILE).exists():
@@ -78,15 +71,11 @@ class LocalBackend(Backend):
         if task_group is not None:  # the agent died (or was killed) before stopping its task
             _signal_group(task_group, signal.SIGKILL)
         self._wait_gone(handle, 5)
-        self._children.pop(pid, None)
         shutil.rmtree(workdir, ignore_errors=True)
 
     def _alive(self, handle: dict) -> bool:
         """Is the worker's agent running? A pid the OS has given to another process does not count."""
         pid = handle["pid"]
-        child = self._children.get(pid)
-        if child is not None:
-            return child.poll() is None
         started = _start_time(pid)
         return started is not None and started == handle.get("started") and not _is_zombie(pid)
 
@@ -94,6 +83,58 @@ class LocalBackend(Backend):
         deadline = time.monotonic() + timeout
         while self._alive(handle) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+class Zygote:
+    """The agent zygote (``taskyard.agent.zygote``): started when first needed, and again if it died."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def spawn(self, cwd: Path, env: dict[str, str], log: Path) -> int:
+        """Start an agent in ``cwd`` with exactly ``env``, its output in ``log``; return its pid."""
+        request = json.dumps({"cwd": str(cwd), "env": env, "log": str(log)}).encode() + b"\n"
+        with self._lock:
+            process = self._running()
+            try:
+                process.stdin.write(request)
+                process.stdin.flush()
+                answer = process.stdout.readline()
+            except OSError:
+                answer = b""
+            if not answer:
+                raise OSError(f"the agent zygote stopped; its log is {self.log_path}")
+            return json.loads(answer)["pid"]
+
+    def close(self) -> None:
+        """End the zygote (it stops when its stdin closes); the agents it started go on."""
+        with self._lock:
+            process, self._process = self._process, None
+        if process is not None:
+            process.stdin.close()
+            process.stdout.close()
+            process.wait(timeout=10)
+
+    def _running(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            with open(self.log_path, "ab") as log:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "taskyard.agent.zygote"],
+                    cwd=self.log_path.parent,
+                    env=_without_settings(os.environ),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    start_new_session=True,
+                )
+        return self._process
+
+
+def _without_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment without the control plane's own settings (its token, home, database...)."""
+    return {key: value for key, value in environ.items() if not key.startswith("TASKYARD_")}
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -13,6 +13,7 @@ from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.services import agent as agent_service
 from taskyard.server.storage import bundle_key, outputs_key
+from taskyard.status import WorkerStatus
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 MAX_WAIT = 30.0
@@ -83,5 +84,6 @@ async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker
 @router.post("/tasks/{task_id}/finish", response_model=AgentAck)
 def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
     with plane.transaction() as session:
-        task = agent_service.finish(session, _worker(session, worker), task_id, body)
-        return AgentAck(acked=task.log_seq)
+        row = _worker(session, worker)
+        task = agent_service.finish(session, row, task_id, body)
+        return AgentAck(acked=task.log_seq, terminate=row.status != WorkerStatus.RUNNING.value)

@@ -12,8 +12,10 @@ from taskyard.server.plane import Plane
 from taskyard.server.services import agent as agent_service
 from taskyard.server.services import users as user_service
 
+# The dependencies are ``async``: a sync one would cost a hop to the thread pool on every request.
 
-def get_plane(request: Request) -> Plane:
+
+async def get_plane(request: Request) -> Plane:
     return request.app.state.plane
 
 
@@ -25,23 +27,22 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-def current_user(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> UserRow:
+async def current_user(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> UserRow:
     token = bearer(request)
     user = plane.users_by_token.get(token)
     if user is None:
-        with plane.transaction() as session:
-            user = user_service.authenticate(session, token)
+        user = await plane.run(lambda session: user_service.authenticate(session, token))
         plane.users_by_token[token] = user
     return user  # type: ignore[return-value]
 
 
-def admin_user(user: Annotated[UserRow, Depends(current_user)]) -> UserRow:
+async def admin_user(user: Annotated[UserRow, Depends(current_user)]) -> UserRow:
     if not user.is_admin:
         raise Forbidden("only an admin can do this")
     return user
 
 
-def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> str:
+async def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> str:
     """The name of the worker whose agent calls; a token names one worker for good, so it is cached.
 
     Whether that worker may still call is checked in each request's own transaction.
@@ -49,8 +50,7 @@ def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]
     token = bearer(request)
     name = plane.worker_names.get(token)
     if name is None:
-        with plane.transaction() as session:
-            name = agent_service.authenticate(session, token).name
+        name = await plane.run(lambda session: agent_service.authenticate(session, token).name)
         if len(plane.worker_names) > 100_000:
             plane.worker_names.clear()
         plane.worker_names[token] = name

@@ -83,11 +83,12 @@ def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
 async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: float = 30) -> TaskInfo:
     """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
 
-    async def check() -> tuple[bool, TaskInfo]:
-        info = await plane.run(lambda s: _info(s, user, task_id))
-        return info.status.is_terminal(), info
+    async def check() -> tuple[bool, None]:  # the status alone: the full answer is built once, at the end
+        status = await plane.run(lambda s: task_service.get_task(s, user, task_id).status)
+        return TaskStatus(status).is_terminal(), None
 
-    return await plane.notifier.poll(task_key(task_id), check, min(timeout, MAX_WAIT))
+    await plane.notifier.poll(task_key(task_id), check, min(timeout, MAX_WAIT))
+    return await plane.run(lambda s: _info(s, user, task_id))
 
 
 @router.get("/{task_id}/logs", response_model=LogPage)

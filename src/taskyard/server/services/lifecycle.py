@@ -25,11 +25,10 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
         task.reason = reason
     _stamp_times(task, new, now)
     session.add(StatusChangeRow(task_id=task.id, status=new.value, at=now, reason=reason))
+    # The agent is not woken: what it must act on (a task given, a stop, a terminate) wakes it itself.
     keys = [task_key(task.id)]
     if new is TaskStatus.IN_QUEUE or new.is_terminal():  # work to place, or a place freed
         keys.append(SCHEDULER)
-    if task.worker_name:
-        keys.append(worker_key(task.worker_name))
     notify_on_commit(session, *keys)
 
 

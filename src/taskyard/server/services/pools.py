@@ -36,8 +36,11 @@ def get_spec(session: Session, name: str) -> PoolSpec:
     return PoolSpec.model_validate_json(row.spec)
 
 
+_POOLS = select(PoolRow).order_by(PoolRow.name)
+
+
 def all_specs(session: Session) -> list[PoolSpec]:
-    rows = session.scalars(select(PoolRow).order_by(PoolRow.name))
+    rows = session.scalars(_POOLS)
     return [default_spec(), *(PoolSpec.model_validate_json(row.spec) for row in rows)]
 
 

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import string
 from collections.abc import Collection
+from contextlib import nullcontext
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -49,9 +50,11 @@ def create_task(
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
     task = _new_row(spec, user, digest, status)
     try:
-        with session.begin_nested():  # the same task_id submitted twice at once: one wins
+        # The task row first: its history refers to it. A task_id given by the client may be
+        # submitted twice at once (one wins); a generated one is new, so it needs no savepoint.
+        with session.begin_nested() if spec.task_id is not None else nullcontext():
             session.add(task)
-            session.flush()  # the task row first: its history refers to it
+            session.flush()
     except IntegrityError:
         return _same_task(session.get(TaskRow, task.id), user, digest), False
     session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))

@@ -6,7 +6,7 @@ import secrets
 import string
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taskyard.errors import NotFound
@@ -47,27 +47,37 @@ def create_worker(
     return row, token
 
 
+_LIVE_WORKERS = select(WorkerRow).where(WorkerRow.status.in_(LIVE))
+
+
+def live_workers(session: Session) -> list[WorkerRow]:
+    """Every worker not yet ended, of all pools (a short list: at most the pools' limits plus warm ones)."""
+    return list(session.scalars(_LIVE_WORKERS))
+
+
+def is_busy(worker: WorkerRow) -> bool:
+    """Given a task and not being torn down: it counts against its pool's limit."""
+    return worker.status in RUNNABLE and worker.user_id is not None
+
+
 def busy_count(session: Session, pool: str) -> int:
-    """Workers of ``pool`` that were given a task and are not being torn down."""
-    query = select(func.count()).select_from(WorkerRow)
-    query = query.where(WorkerRow.pool == pool, WorkerRow.status.in_(RUNNABLE), WorkerRow.user_id.is_not(None))
-    return session.scalar(query) or 0
+    return sum(1 for worker in live_workers(session) if worker.pool == pool and is_busy(worker))
 
 
-def idle_warm(session: Session, pool: str, since: datetime | None = None) -> list[WorkerRow]:
-    """Started workers of ``pool`` that wait for their first task; the ones already up first.
+def idle_warm(workers: list[WorkerRow], pool: str, since: datetime) -> list[WorkerRow]:
+    """The started workers of ``pool`` that wait for their first task; the ones already up first.
 
-    With ``since``, only workers made or heard from since then (so not ones a restart may have lost).
+    Only workers made or heard from since ``since`` (so not ones a restart may have lost).
     """
-    query = select(WorkerRow).where(
-        WorkerRow.pool == pool,
-        WorkerRow.user_id.is_(None),
-        WorkerRow.status.in_(RUNNABLE),
-    )
-    if since is not None:
-        query = query.where((WorkerRow.created_at >= since) | (WorkerRow.last_seen_at >= since))
-    rows = session.scalars(query.with_for_update(skip_locked=True)).all()
-    return sorted(rows, key=lambda w: (w.status != WorkerStatus.RUNNING.value, w.created_at))
+    idle = [
+        worker
+        for worker in workers
+        if worker.pool == pool
+        and worker.user_id is None
+        and worker.status in RUNNABLE
+        and (worker.created_at >= since or (worker.last_seen_at is not None and worker.last_seen_at >= since))
+    ]
+    return sorted(idle, key=lambda w: (w.status != WorkerStatus.RUNNING.value, w.created_at))
 
 
 def give_task(session: Session, worker: WorkerRow, task: TaskRow) -> None:
