@@ -26,15 +26,24 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # ended agents are reaped by the kernel
     for line in sys.stdin:
         request = json.loads(line)
+        ready, set_up = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _become_agent(request)
+            os.close(ready)
+            _become_agent(request, set_up)
+        os.close(set_up)
+        with os.fdopen(ready, "rb") as child:
+            child.read()  # until the child has set itself up (or died trying): then it is a worker
         sys.stdout.write(json.dumps({"pid": pid}) + "\n")
         sys.stdout.flush()
 
 
-def _become_agent(request: dict) -> None:
-    """In the forked child: set up as a freshly started agent would be, run it, and never return."""
+def _become_agent(request: dict, set_up: int) -> None:
+    """In the forked child: set up as a freshly started agent would be, run it, and never return.
+
+    ``set_up`` is closed once the child is a session of its own in its folder, so that whoever
+    started it may signal its process group and find it where it belongs.
+    """
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its task's exit code
@@ -44,6 +53,7 @@ def _become_agent(request: dict) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.close(set_up)
         run_agent()
         code = 0
     except SystemExit as exc:

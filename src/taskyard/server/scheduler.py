@@ -218,8 +218,10 @@ class Scheduler:
     # -- kept workers ---------------------------------------------------------------------------
 
     def _assign_to_kept_workers(self, session: Session) -> None:
-        for task in session.scalars(_QUEUED_FOR_KEPT):
-            self._assign_one(session, task)
+        waiting = [task for task in session.scalars(_FOR_KEPT) if task.status == TaskStatus.IN_QUEUE.value]
+        for task in sorted(waiting, key=lambda t: t.created_at):
+            if task.worker_name is None:
+                self._assign_one(session, task)
 
     def _assign_one(self, session: Session, task: TaskRow) -> None:
         worker = session.get(WorkerRow, task.target_worker)
@@ -363,17 +365,18 @@ def _doomed(session: Session) -> list[tuple[str, str | None]]:
     return [(name, handle) for name, handle in session.execute(query)]
 
 
-_WAITING = (TaskRow.status == TaskStatus.IN_QUEUE.value) & TaskRow.worker_name.is_(None)
 _QUEUED = (
     select(TaskRow)
-    .where(_WAITING, TaskRow.pool == bindparam("pool"), TaskRow.target_worker.is_(None))
+    .where(
+        TaskRow.status == TaskStatus.IN_QUEUE.value,
+        TaskRow.worker_name.is_(None),
+        TaskRow.pool == bindparam("pool"),
+        TaskRow.target_worker.is_(None),
+    )
     .order_by(TaskRow.created_at, TaskRow.id)
     .limit(bindparam("free"))
     .with_for_update(skip_locked=True)
 )
-_QUEUED_FOR_KEPT = (
-    select(TaskRow)
-    .where(_WAITING, TaskRow.target_worker.is_not(None))
-    .order_by(TaskRow.created_at)
-    .with_for_update(skip_locked=True)
-)
+# Tasks sent to a given worker, found through their own index (the queue may be long, they are few).
+# A range, not IS NOT NULL, and nothing else to filter or sort by: SQLite would use another index.
+_FOR_KEPT = select(TaskRow).where(TaskRow.target_worker > "").with_for_update(skip_locked=True)

@@ -65,7 +65,7 @@ class TaskRow(Base):
     pool: Mapped[str] = mapped_column(String(64), default="default")
     status: Mapped[str] = mapped_column(String(40))
     status_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    target_worker: Mapped[str | None] = mapped_column(String(64))
+    target_worker: Mapped[str | None] = mapped_column(String(64))  # the worker it waits for; cleared once it starts
     worker_name: Mapped[str | None] = mapped_column(String(64))
     terminate_on_completion: Mapped[bool] = mapped_column(Boolean, default=True)
     exit_code: Mapped[int | None] = mapped_column(Integer)
@@ -91,6 +91,7 @@ class TaskRow(Base):
         Index("ix_tasks_created", "created_at", "id"),  # the task list, newest first
         Index("ix_tasks_user_created", "user_id", "created_at", "id"),
         Index("ix_tasks_worker", "worker_name"),
+        Index("ix_tasks_target_worker", "target_worker"),  # tasks waiting for a given worker: few
     )
 
 

@@ -33,6 +33,8 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
 
 
 def _stamp_times(task: TaskRow, new: TaskStatus, now: datetime) -> None:
+    if new not in (TaskStatus.WAITING_FOR_INPUT, TaskStatus.IN_QUEUE):
+        task.target_worker = None  # out of the queue: it waits for no worker (a retry may run anywhere)
     if new is TaskStatus.IN_PROGRESS:
         task.started_at = now
         if task.time_to_live is not None:

@@ -83,6 +83,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_tasks_status_created", ["status", "created_at"], unique=False)
         batch_op.create_index("ix_tasks_user_created", ["user_id", "created_at", "id"], unique=False)
         batch_op.create_index("ix_tasks_worker", ["worker_name"], unique=False)
+        batch_op.create_index("ix_tasks_target_worker", ["target_worker"], unique=False)
 
     op.create_table(
         "workers",
@@ -148,6 +149,7 @@ def downgrade() -> None:
 
     op.drop_table("workers")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index("ix_tasks_target_worker")
         batch_op.drop_index("ix_tasks_worker")
         batch_op.drop_index("ix_tasks_user_created")
         batch_op.drop_index("ix_tasks_status_created")
