@@ -87,6 +87,20 @@ class TestLocalBackend(BackendContract):
         assert task.logs().strip() == str(expected)
         assert any(key.startswith("TASKYARD_") for key in contract_server.env)  # there were some to leak
 
+    def test_agents_outlive_their_zygote_and_a_dead_zygote_is_started_again(self, backend, launch_worker):
+        first_request, first = launch_worker()
+        zygote = backend._zygote._process
+        assert os.getsid(first["pid"]) == first["pid"] != os.getsid(zygote.pid)  # a session of its own
+        assert cwd_of(first["pid"]) == first["dir"]  # set up before launch returned
+        zygote.kill()
+        zygote.wait()
+        assert backend.poll(first) is WorkerState.RUNNING
+        _, second = launch_worker()  # through a new zygote
+        assert backend._zygote._process.pid != zygote.pid
+        assert backend.poll(second) is WorkerState.RUNNING
+        backend.terminate(first)
+        assert self.traces(backend, first_request.worker_name) == set()
+
     def test_a_reused_pid_is_neither_running_nor_terminated(self, backend, launch_worker):
         _, handle = launch_worker()
         backend.terminate(handle)

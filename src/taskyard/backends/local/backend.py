@@ -97,28 +97,36 @@ class Zygote:
         """Start an agent in ``cwd`` with exactly ``env``, its output in ``log``; return its pid."""
         request = json.dumps({"cwd": str(cwd), "env": env, "log": str(log)}).encode() + b"\n"
         with self._lock:
-            process = self._running()
-            try:
-                process.stdin.write(request)
-                process.stdin.flush()
-                answer = process.stdout.readline()
-            except OSError:
-                answer = b""
-            if not answer:
-                raise OSError(f"the agent zygote stopped; its log is {self.log_path}")
-            return json.loads(answer)["pid"]
+            for _ in range(2):  # a zygote found dead is started again, once
+                answer = self._ask(self._running(), request)
+                if answer:
+                    return json.loads(answer)["pid"]
+        raise OSError(f"the agent zygote stopped; its log is {self.log_path}")
+
+    @staticmethod
+    def _ask(process: subprocess.Popen, request: bytes) -> bytes:
+        try:
+            process.stdin.write(request)
+            process.stdin.flush()
+            answer = process.stdout.readline()
+        except OSError:
+            answer = b""
+        if not answer:
+            process.wait(timeout=10)  # it has ended: reap it, so that it is started again
+        return answer
 
     def close(self) -> None:
         """End the zygote (it stops when its stdin closes); the agents it started go on."""
         with self._lock:
             process, self._process = self._process, None
         if process is not None:
-            process.stdin.close()
-            process.stdout.close()
-            process.wait(timeout=10)
+            _end(process)
 
     def _running(self) -> subprocess.Popen:
-        if self._process is None or self._process.poll() is not None:
+        if self._process is not None and self._process.poll() is not None:
+            _end(self._process)
+            self._process = None
+        if self._process is None:
             with open(self.log_path, "ab") as log:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "taskyard.agent.zygote"],
@@ -130,6 +138,14 @@ class Zygote:
                     start_new_session=True,
                 )
         return self._process
+
+
+def _end(zygote: subprocess.Popen) -> None:
+    """Close our ends of its pipes (it stops when its stdin closes) and reap it."""
+    for pipe in (zygote.stdin, zygote.stdout):
+        with contextlib.suppress(OSError):
+            pipe.close()
+    zygote.wait(timeout=10)
 
 
 def _without_settings(environ: Mapping[str, str]) -> dict[str, str]:
