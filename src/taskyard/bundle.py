@@ -14,6 +14,7 @@ patterns, one per line (blank lines and ``#`` comments are ignored), and so does
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -128,6 +129,7 @@ def make_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return excluded
 
 
+@functools.lru_cache(maxsize=512)
 def _compile(pattern: str) -> tuple[re.Pattern[str], bool, bool]:
     pattern = pattern.strip()
     dir_only = pattern.endswith("/")
