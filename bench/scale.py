@@ -1,11 +1,13 @@
-"""scale: a deep queue behind a blocked pool, then the drain once it is unblocked.
+"""scale: a deep queue behind a blocked pool, then the drain once it is unblocked, at each size.
 
-A pool of one worker (``TASKYARD_MAX_WORKERS=1``) is held by a long sleeper. Hello tasks are
-submitted (the SDK's ``submit`` from a few threads, each with a client of its own) until each
-step's count is queued. The first hello task uploads the folder; the rest find it on the server.
-At each step: submission rate, ``list_tasks(limit=50)`` first-page latency, control-plane RSS and
-its growth per queued task since just before the queue was filled. Then the sleeper is killed and
-the drain rate taken over the first completions (the tasks submitted first, one worker at a time).
+Each size (1,000, 5,000, 10,000 tasks) gets a control plane of its own, whose pool of one worker
+(``TASKYARD_MAX_WORKERS=1``) is held by a long sleeper. Hello tasks are submitted (the SDK's
+``submit`` from a few threads, each with a client of its own) until that many are queued. The
+first hello task uploads the folder; the rest find it on the server. Then: the submission rate,
+``list_tasks(limit=50)`` first-page latency, control-plane RSS and its growth per queued task
+since just before the queue was filled; and, once the sleeper is killed, the drain rate over the
+first completions (the tasks submitted first, one worker at a time). A cost that is flat per task
+shows as the same figures at every size.
 """
 
 from __future__ import annotations
@@ -45,11 +47,18 @@ class Step:
     queued: int
     rate: float
     list_ms: list[float]
+    base_mb: float
     rss_mb: float
     kb_per_task: float
+    drain: float
 
 
 def run(plan: Plan) -> list[Figure]:
+    steps = [_step(plan, count) for count in plan.scale_steps]
+    return _figures(plan, steps)
+
+
+def _step(plan: Plan, count: int) -> Step:
     with task_folder({"sleeper.py": SLEEPER}) as folder, running("scale", TASKYARD_MAX_WORKERS="1") as server:
         client = server.client()
         sleeper = submit("sleeper.py", folder, client=client)
@@ -57,20 +66,13 @@ def run(plan: Plan) -> list[Figure]:
         queued = [submit(HELLO, EXAMPLES, client=client).id]  # this one uploads the folder
         time.sleep(1.0)
         base = server.rss_mb()
-        steps = [_step(plan, server, queued, count, base) for count in plan.scale_steps]
+        seconds, answered = timed(lambda: _submit_many(server, count - 1, plan.submit_threads))
+        queued += [task_id for _, task_id in answered]  # oldest first, as the scheduler takes them
+        list_ms = [timed(lambda: client.list_tasks(limit=50))[0] * 1000 for _ in range(plan.list_runs)]
+        rss = server.rss_mb()
         drain = _drain(plan, client, sleeper.id, queued)
-    return _figures(plan, base, steps, drain)
-
-
-def _step(plan: Plan, server: Server, queued: list[str], count: int, base: float) -> Step:
-    need = count - len(queued)
-    seconds, answered = timed(lambda: _submit_many(server, need, plan.submit_threads))
-    queued += [task_id for _, task_id in answered]  # oldest first, as the scheduler takes them
-    client = server.client()
-    list_ms = [timed(lambda: client.list_tasks(limit=50))[0] * 1000 for _ in range(plan.list_runs)]
-    rss = server.rss_mb()
-    step = Step(len(queued), need / seconds, list_ms, rss, (rss - base) * 1024 / len(queued))
-    progress(f"scale: {step.queued} queued, {step.rate:.0f} submissions/s, RSS {rss:.0f} MB")
+    step = Step(count, (count - 1) / seconds, list_ms, base, rss, (rss - base) * 1024 / count, drain)
+    progress(f"scale: {count} queued, {step.rate:.0f} submissions/s, RSS {rss:.0f} MB, drain {drain:.1f} tasks/s")
     return step
 
 
@@ -103,31 +105,29 @@ def _drain(plan: Plan, client, sleeper_id: str, queued: list[str]) -> float:
         if left <= 0:
             raise BenchError(f"scale: the first {count} queued tasks did not drain in time")
         expect_status(wait_terminal(client, task_id, timeout=left), TaskStatus.SUCCESS)
-    rate = count / (time.perf_counter() - began)
-    progress(f"scale: drained {count} at {rate:.1f} tasks/s")
-    return rate
+    return count / (time.perf_counter() - began)
 
 
-def _figures(plan: Plan, base: float, steps: list[Step], drain: float) -> list[Figure]:
-    figures = [figure for step in steps for figure in _step_figures(plan, base, step)]
+def _figures(plan: Plan, steps: list[Step]) -> list[Figure]:
+    figures = [figure for step in steps for figure in _step_figures(plan, step)]
     first, last = steps[0], steps[-1]
     if first.kb_per_task > 0:
         name = f"per-task cost flatness, {last.queued:,} vs {first.queued:,} queued"
         note = f"{last.kb_per_task:.2f} ÷ {first.kb_per_task:.2f} KB/task"
         ratio = last.kb_per_task / first.kb_per_task
         figures.append(single("scale", name, "×", ratio, target=Target("<=", 1.5), note=note))
-    count = min(plan.drain, last.queued)
-    name = f"drain rate, first {count} completions once the sleeper is killed, pool of 1"
-    return [*figures, single("scale", name, "tasks/s", drain)]
+    return figures
 
 
-def _step_figures(plan: Plan, base: float, step: Step) -> list[Figure]:
+def _step_figures(plan: Plan, step: Step) -> list[Figure]:
     n = f"{step.queued:,} queued"
     rate = f"submission rate to {n}, {plan.submit_threads} client threads, {BLOCKED}"
-    before = f"{base:.0f} MB before the queue was filled"
+    before = f"{step.base_mb:.0f} MB before the queue was filled"
+    drain = f"drain rate, first {min(plan.drain, step.queued)} completions once the sleeper is killed, {n}, pool of 1"
     return [
         single("scale", rate, "tasks/s", step.rate, target=Target(">=", 300)),
         spread("scale", f"list_tasks(limit=50) first page, {n}", "ms", step.list_ms, target=Target("<", 50)),
         single("scale", f"control-plane RSS, {n}", "MB", step.rss_mb, target=Target("<", 300), note=before),
         single("scale", f"RSS growth per queued task, {n}", "KB/task", step.kb_per_task),
+        single("scale", drain, "tasks/s", step.drain),
     ]
