@@ -1,4 +1,4 @@
-"""Start agents by forking one that has already started: ~1 ms a worker instead of ~40 ms.
+"""Start agents by forking one that has already started: a few ms a worker instead of ~40 ms.
 
 An interpreter's start and the agent's imports cost more than a hello-world task itself. The
 local backend keeps one zygote: a process that has imported the agent and waits. For each line
