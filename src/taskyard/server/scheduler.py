@@ -77,10 +77,11 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with transaction(self.sessions) as session:
-            for worker in session.scalars(_idle_warm_anywhere()):
-                worker_service.mark_terminating(session, worker, reason="the control plane stopped")
-            doomed = _doomed(session)
-        self._reap(doomed)
+            live = worker_service.live_workers(session)
+            for worker in live:
+                if worker.user_id is None and worker.status in worker_service.RUNNABLE:  # idle warm
+                    worker_service.mark_terminating(session, worker, reason="the control plane stopped")
+        self._reap(_doomed(live))
         self._terminator.shutdown(wait=True)
         self.backend.close()
 
@@ -108,7 +109,7 @@ class Scheduler:
                 claims += pool_claims
                 warm += pool_warm
             self._assign_to_kept_workers(session)
-        doomed = [(w.name, w.handle) for w in live if w.status == WorkerStatus.TERMINATING.value]
+        doomed = _doomed(live)
         for task_id, lease, request in claims:
             self._launch(task_id, lease, request)
         for request in warm:
@@ -127,9 +128,9 @@ class Scheduler:
         """Place the pool's queued tasks, then top up its warm workers, within its limit."""
         workers = [worker for worker in live if worker.pool == pool.name]
         warm = worker_service.idle_warm(workers, pool.name, since=self.started_at)
-        busy = sum(1 for worker in workers if worker_service.is_busy(worker))
-        placed, claims = self._claim(session, pool, self._max_workers(pool) - busy, warm)
-        return claims, self._warm_up(session, pool, room=self._max_workers(pool) - busy - placed, idle=len(warm))
+        free = self._max_workers(pool) - sum(1 for worker in workers if worker_service.is_busy(worker))
+        placed, claims = self._claim(session, pool, free, warm)
+        return claims, self._warm_up(session, pool, room=free - placed, idle=len(warm))
 
     def _claim(
         self, session: Session, pool: PoolSpec, free: int, warm: list[WorkerRow]
@@ -218,10 +219,10 @@ class Scheduler:
     # -- kept workers ---------------------------------------------------------------------------
 
     def _assign_to_kept_workers(self, session: Session) -> None:
-        waiting = [task for task in session.scalars(_FOR_KEPT) if task.status == TaskStatus.IN_QUEUE.value]
+        tasks = session.scalars(_FOR_KEPT)
+        waiting = [t for t in tasks if t.status == TaskStatus.IN_QUEUE.value and t.worker_name is None]
         for task in sorted(waiting, key=lambda t: t.created_at):
-            if task.worker_name is None:
-                self._assign_one(session, task)
+            self._assign_one(session, task)
 
     def _assign_one(self, session: Session, task: TaskRow) -> None:
         worker = session.get(WorkerRow, task.target_worker)
@@ -356,13 +357,9 @@ def _past_deadline(now):
     return select(TaskRow).where(late).with_for_update(skip_locked=True)
 
 
-def _idle_warm_anywhere():
-    return select(WorkerRow).where(WorkerRow.user_id.is_(None), WorkerRow.status.in_(worker_service.RUNNABLE))
-
-
-def _doomed(session: Session) -> list[tuple[str, str | None]]:
-    query = select(WorkerRow.name, WorkerRow.handle).where(WorkerRow.status == WorkerStatus.TERMINATING.value)
-    return [(name, handle) for name, handle in session.execute(query)]
+def _doomed(live: list[WorkerRow]) -> list[tuple[str, str | None]]:
+    """The workers being torn down, as (name, handle)."""
+    return [(worker.name, worker.handle) for worker in live if worker.status == WorkerStatus.TERMINATING.value]
 
 
 _QUEUED = (
