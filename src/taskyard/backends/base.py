@@ -14,12 +14,22 @@ from enum import Enum
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What a worker may use, or what a host or cluster holds; each backend maps it onto its own limits."""
+
+    cpu: float  # cores, may be fractional
+    memory: int  # bytes
+    gpus: tuple[str, ...] = ()  # device ids, as the host names them (``nvidia-smi -L``'s index)
+
+
+@dataclass(frozen=True)
 class LaunchRequest:
     worker_name: str
     agent_token: str
     control_plane_url: str
     size: str
     image: str
+    resources: Resources | None = None  # None: no limits (tests of the protocol alone)
 
 
 class WorkerState(str, Enum):
@@ -64,6 +74,13 @@ class Backend(ABC):
         grace) and forcibly after that. Blocks until the worker is gone. Idempotent: terminating a
         worker that is already gone returns silently.
         """
+
+    def capacity(self) -> Resources | None:
+        """What this backend's workers may use in all, at most; None when it has no known bound.
+
+        Cheap (cached where finding it out is not). A size bigger than this is refused at submit.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027  (most backends hold nothing between calls)
         """Let go of what this backend object holds between calls. Workers are not stopped: they go on."""

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from taskyard import settings
-from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
+from taskyard.backends.local import host
 
 TASK_PGID_FILE = "task.pgid"  # written by the agent: the process group of the task it runs
 # A local machine is never reclaimed; a file of this name in a worker's folder makes it look so (tests).
@@ -30,9 +31,14 @@ class LocalBackend(Backend):
     }
     default_image = "python"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, sandbox: str = "auto", gpus: tuple[str, ...] | None = None) -> None:
         self.root = root
+        self.sandbox = sandbox
+        self._capacity = host.host_capacity(gpus)
         self._zygote = Zygote(root / "zygote.log")
+
+    def capacity(self) -> Resources:
+        return self._capacity
 
     def launch(self, request: LaunchRequest) -> dict:
         if request.image not in self.images:
