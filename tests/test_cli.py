@@ -16,7 +16,6 @@ from typer.testing import CliRunner, Result
 
 from taskyard.cli import app
 from taskyard.client import reset_default_client
-from taskyard.config import WORKER_SIZES
 from taskyard.status import TaskStatus, WorkerStatus
 
 from support import EXAMPLES, wait_for, write
@@ -235,8 +234,12 @@ def test_bad_worker_options_give_one_clean_line(cli):
     result = invoke(cli, "run", "task_1.py", "--files", EXAMPLES, "--size", "Huge")
     assert_clean_error(result, 2)
     assert result.stderr == (
-        "error: unknown worker_size 'Huge'; valid sizes: X-Small, Small, Medium, Large, X-Large (field: worker_size)\n"
+        "error: unknown worker_size 'Huge'; valid sizes: X-Small, Small, Medium, Large, X-Large "
+        "(field: worker_config.worker_size)\n"
     )
+    result = invoke(cli, "run", "task_1.py", "--files", EXAMPLES, "--size", "Huge size")
+    assert_clean_error(result, 2)
+    assert result.stderr.startswith("error: worker_size 'Huge size' is not a size name; use 1-32 letters")
     result = invoke(cli, "run", "task_1.py", "--files", EXAMPLES, "-e", "BAD-NAME=1")
     assert_clean_error(result, 2)
     assert result.stderr.startswith("error: invalid env variable name 'BAD-NAME'")
@@ -302,6 +305,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
         assert "Run script tasks on isolated, on-demand workers." in result.output
         for line in (
             "run      Run a script task on a fresh worker and stream its output.",
+            "sizes    List the worker sizes the server offers, and which fit on its host.",
             "tasks    List, inspect, follow, kill and download tasks.",
             "workers  List workers, terminate them, read their logs.",
             "users    Add and list users, and see who you are.",
@@ -333,7 +337,7 @@ def test_run_help_documents_exit_codes_and_sizes(cli):
     for code in ("0    Success", "1    Failed", "2    bad usage", "3    any other end", "130  Ctrl+C"):
         assert code in result.stdout
     text = " ".join(result.stdout.replace("│", " ").split())
-    assert f"Worker size: {', '.join(WORKER_SIZES[:-1])} or {WORKER_SIZES[-1]}." in text
+    assert "Worker size, e.g. X-Small or Large; `taskyard sizes` lists the server's." in text
 
 
 # -- time limits and pools -------------------------------------------------------------------------

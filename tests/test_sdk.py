@@ -176,8 +176,13 @@ def test_bad_input_is_refused_before_anything_starts(server, tmp_path):
         taskyard.submit("job.txt", files_path=tmp_path, client=server.client)
     with pytest.raises(ValueError, match="BAD-NAME"):
         WorkerConfig(env_variables={"BAD-NAME": "x"})
-    with pytest.raises(ValueError, match="valid sizes: X-Small, Small, Medium, Large, X-Large"):
-        WorkerConfig(worker_size="Huge")
+    with pytest.raises(ValueError, match="'Huge size' is not a size name"):
+        WorkerConfig(worker_size="Huge size")
+    with pytest.raises(InvalidInput, match="valid sizes: X-Small, Small, Medium, Large, X-Large") as refused:
+        taskyard.submit(
+            "ok.py", files_path=tmp_path, worker_config=WorkerConfig(worker_size="Huge"), client=server.client
+        )
+    assert refused.value.field == "worker_config.worker_size"
     with pytest.raises(InvalidInput, match="valid images: practicus, python") as refused:
         taskyard.submit(
             "ok.py", files_path=tmp_path, worker_config=WorkerConfig(worker_image="nope"), client=server.client

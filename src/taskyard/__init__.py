@@ -19,6 +19,7 @@ _EXPORTS = {
     "Task": "taskyard.sdk",
     "Worker": "taskyard.sdk",
     "Pool": "taskyard.sdk",
+    "worker_sizes": "taskyard.sdk",
     "WorkerConfig": "taskyard.config",
     "GitConfig": "taskyard.config",
     "TaskStatus": "taskyard.status",
@@ -32,7 +33,7 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
-    from taskyard.sdk import Pool, Task, Worker, run_task, submit
+    from taskyard.sdk import Pool, Task, Worker, run_task, submit, worker_sizes
     from taskyard.status import TaskStatus, WorkerStatus
 
 

@@ -7,7 +7,17 @@ from pathlib import Path
 import httpx
 
 from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
-from taskyard.models import LogPage, PoolInfo, PoolSpec, TaskInfo, TaskPage, TaskSpec, UserInfo, WorkerInfo
+from taskyard.models import (
+    LogPage,
+    PoolInfo,
+    PoolSpec,
+    SizeCatalog,
+    TaskInfo,
+    TaskPage,
+    TaskSpec,
+    UserInfo,
+    WorkerInfo,
+)
 
 
 class Client:
@@ -91,6 +101,10 @@ class Client:
 
     def worker_logs(self, name: str, max_bytes: int) -> str:
         return self.request("GET", f"/workers/{name}/logs", params={"max_bytes": max_bytes}).text
+
+    def sizes(self) -> SizeCatalog:
+        """The worker sizes the server offers, and what its backend's host holds."""
+        return SizeCatalog.model_validate_json(self.request("GET", "/sizes").content)
 
     def create_pool(self, spec: PoolSpec) -> PoolInfo:
         response = self.request("POST", "/pools", json=spec.model_dump(mode="json", exclude_none=True))

@@ -28,9 +28,9 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-WORKER_SIZES = ("X-Small", "Small", "Medium", "Large", "X-Large")
-
-_SIZE_BY_LOWER = {size.lower(): size for size in WORKER_SIZES}
+#: a worker size's name; which sizes exist is the server's to say (``taskyard sizes``)
+SIZE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+SIZE_NAME_RULE = "1-32 letters, digits, '-', '_' or '.'"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SCP_LIKE_URL = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S.*")
@@ -119,7 +119,9 @@ class WorkerConfig(BaseModel):
     """Container image of the worker; the server checks it against its catalog."""
 
     worker_size: str | None = None
-    """One of X-Small, Small, Medium, Large, X-Large (any letter case; stored canonically)."""
+    """A size the server offers (``taskyard sizes``), e.g. X-Small, Small, Medium, Large, X-Large.
+
+    Matched in any letter case by the server, which stores the size's own spelling."""
 
     env_variables: dict[str, str | int | float | bool] | None = None
     """Environment variables set for the task; values keep their type here."""
@@ -158,13 +160,10 @@ class WorkerConfig(BaseModel):
 
     @field_validator("worker_size")
     @classmethod
-    def _canonical_worker_size(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        canonical = _SIZE_BY_LOWER.get(value.lower())
-        if canonical is None:
-            raise ValueError(f"unknown worker_size {value!r}; valid sizes: {', '.join(WORKER_SIZES)}")
-        return canonical
+    def _check_worker_size(cls, value: str | None) -> str | None:
+        if value is not None and not SIZE_NAME.fullmatch(value):
+            raise ValueError(f"worker_size {value!r} is not a size name; use {SIZE_NAME_RULE}")
+        return value
 
     @field_validator("env_variables", mode="before")
     @classmethod

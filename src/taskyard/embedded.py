@@ -89,17 +89,31 @@ def _lock(home: Path):
 
 def _start(home: Path) -> dict:
     state_path(home).unlink(missing_ok=True)
+    log = home / "server.log"
+    logged = log.stat().st_size if log.exists() else 0
     pid = _spawn_detached(home)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if os.waitpid(pid, os.WNOHANG) != (0, 0):
-            raise ServerUnavailable(f"the embedded server failed to start; see {home / 'server.log'}")
+            raise ServerUnavailable(f"the embedded server failed to start{_reason(log, logged)}; see {log}")
         state = status(home)
         if state is not None:
             return state
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
     raise ServerUnavailable(f"the embedded server did not answer in {START_TIMEOUT:.0f} s; see {home / 'server.log'}")
+
+
+def _reason(log: Path, offset: int) -> str:
+    """``": <message>"`` from the last ``error: ...`` line the server wrote after ``offset``, or ``""``."""
+    try:
+        with open(log, "rb") as source:
+            source.seek(offset)
+            lines = source.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return f": {errors[-1]}" if errors else ""
 
 
 def _spawn_detached(home: Path) -> int:

@@ -30,6 +30,12 @@ class InvalidInput(TaskyardError, ValueError):
     http_status = 422
 
 
+class ConfigError(InvalidInput):
+    """The server configuration is not valid; the message names the file (or variable) and the key."""
+
+    code = "invalid_config"
+
+
 class Unauthorized(TaskyardError):
     code = "unauthorized"
     http_status = 401
@@ -76,6 +82,7 @@ ERRORS_BY_CODE: dict[str, type[TaskyardError]] = {
     for cls in (
         TaskyardError,
         InvalidInput,
+        ConfigError,
         Unauthorized,
         Forbidden,
         NotFound,

@@ -158,6 +158,34 @@ class PoolInfo(PoolSpec):
     created_at: datetime
 
 
+class SizeInfo(BaseModel):
+    """A worker size the server offers, and whether its backend's host can hold one."""
+
+    name: str
+    cpu: float  # cores
+    memory: int  # bytes
+    memory_text: str  # e.g. "2 GiB"
+    gpu: int = 0
+    default: bool = False  # the size of a task that names none
+    fits: bool = True  # False: a task asking for it is refused at submit
+    why: str | None = None  # why it does not fit: what it needs, and what the host has
+
+
+class CapacityInfo(BaseModel):
+    """What the backend's workers may use in all."""
+
+    cpu: float
+    memory: int  # bytes
+    memory_text: str
+    gpus: list[str] = []  # device ids
+    text: str  # e.g. "2 cpu, 23.5 GiB, 0 GPUs"
+
+
+class SizeCatalog(BaseModel):
+    sizes: list[SizeInfo]  # in the server config's order
+    capacity: CapacityInfo | None = None  # None: the backend names no bound, and every size fits
+
+
 class LogChunk(BaseModel):
     seq: int
     stream: str = Field(pattern=r"^(stdout|stderr|system)$")

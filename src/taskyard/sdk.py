@@ -14,7 +14,16 @@ from taskyard import bundle
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig
 from taskyard.errors import InvalidInput
-from taskyard.models import PoolInfo, PoolSpec, StatusChange, TaskInfo, TaskSpec, WorkerInfo, check_file_name
+from taskyard.models import (
+    PoolInfo,
+    PoolSpec,
+    SizeInfo,
+    StatusChange,
+    TaskInfo,
+    TaskSpec,
+    WorkerInfo,
+    check_file_name,
+)
 from taskyard.status import TaskStatus, WorkerStatus
 
 
@@ -98,6 +107,15 @@ def run_task(
     )
     status = task.wait(print_logs=capture_task_output)
     return Worker(task.worker_name or "", client=task.client), status is TaskStatus.SUCCESS
+
+
+def worker_sizes(client: Client | None = None) -> list[SizeInfo]:
+    """The worker sizes the server offers (for ``WorkerConfig(worker_size=...)``), in its order.
+
+    Each says what it gives (cpu, memory, gpu), whether it is the default, and whether the
+    server's host can hold it (``fits``; ``why`` not, if it cannot).
+    """
+    return (client or default_client()).sizes().sizes
 
 
 class Task:
@@ -299,4 +317,4 @@ class Pool:
         self.client.delete_pool(self.name)
 
 
-__all__ = ["Pool", "Task", "Worker", "run_task", "submit"]
+__all__ = ["Pool", "Task", "Worker", "run_task", "submit", "worker_sizes"]

@@ -4,9 +4,12 @@
 ``TASKYARD_HOME``              where the embedded server keeps its state (``~/.taskyard``)
 ``TASKYARD_URL``               a control plane to use instead of the embedded one
 ``TASKYARD_TOKEN``             the bearer token for ``TASKYARD_URL``
+``TASKYARD_CONFIG``            the server's TOML configuration file (read by ``taskyard.server.config``)
 ``TASKYARD_DB_URL``            the server's database (default: SQLite under the home folder)
 ``TASKYARD_MAX_WORKERS``       workers running at once in the default pool (default: cores)
 ``TASKYARD_WARM_WORKERS``      started workers kept waiting for their first task (default 2)
+``TASKYARD_SANDBOX``           how the local backend isolates tasks: auto, required or off (server config)
+``TASKYARD_GPUS``              GPU ids workers may be given, e.g. ``0,1`` (server config; default: nvidia-smi -L)
 ``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
 ``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskyard.models import TaskSpec
+from taskyard.server.config import builtin_sizes
 from taskyard.server.db.models import TaskRow, UserRow
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
 from taskyard.server.services import tasks, users
@@ -99,7 +100,9 @@ def submit(db) -> Callable[..., tuple[TaskRow, bool]]:
 
     def run(user: UserRow, spec: TaskSpec, *, bundle_present: bool = True) -> tuple[TaskRow, bool]:
         with transaction(db) as session:
-            return tasks.create_task(session, user, spec, bundle_present=bundle_present, images=IMAGES)
+            return tasks.create_task(
+                session, user, spec, bundle_present=bundle_present, images=IMAGES, sizes=builtin_sizes(), capacity=None
+            )
 
     return run
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from taskyard.cli import output, pools, run, server, tasks, users, workers
+from taskyard.cli import output, pools, run, server, sizes, tasks, users, workers
 
 app = typer.Typer(
     name="taskyard",
@@ -19,6 +19,7 @@ app = typer.Typer(
     cls=output.CliGroup,
 )
 app.command("run")(run.run)
+app.command("sizes")(sizes.sizes)
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(workers.app, name="workers")
 app.add_typer(pools.app, name="pools")

@@ -30,7 +30,9 @@ FilesOpt = Annotated[
         show_default=False,
     ),
 ]
-SizeOpt = Annotated[str | None, typer.Option(help="Worker size: X-Small, Small, Medium, Large or X-Large.")]
+SizeOpt = Annotated[
+    str | None, typer.Option(help="Worker size, e.g. X-Small or Large; `taskyard sizes` lists the server's.")
+]
 ImageOpt = Annotated[str | None, typer.Option(help="Worker image, e.g. python or practicus.")]
 EnvOpt = Annotated[
     list[str] | None,

@@ -17,6 +17,10 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8642,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="The server's TOML configuration file (or TASKYARD_CONFIG).", show_default=False),
+    ] = None,
     db_url: Annotated[
         str | None,
         typer.Option(help="Database URL (default: SQLite under TASKYARD_HOME; or TASKYARD_DB_URL)."),
@@ -25,18 +29,22 @@ def serve(
     max_workers: Annotated[int | None, typer.Option(help="Workers running at once (default: cores).")] = None,
     embedded_mode: Annotated[bool, typer.Option("--embedded", hidden=True)] = False,
 ) -> None:
-    """Run the control plane in the foreground (Ctrl+C stops it)."""
+    """Run the control plane in the foreground (Ctrl+C stops it).
+
+    The configuration is read at start: the --config file, then TASKYARD_* variables, then these
+    options; a mistake in it stops the server with a message naming the key (exit code 2).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from taskyard import embedded
-    from taskyard.server.plane import ServerConfig
+    from taskyard.server.config import load_config
     from taskyard.server.run import serve as run_server
 
     data_dir = home or settings.home()
-    config = ServerConfig(data_dir=data_dir, db_url=db_url, max_workers=max_workers)
+    token = embedded.read_token(data_dir) if embedded_mode else None
+    config = load_config(config_file, data_dir=data_dir, db_url=db_url, max_workers=max_workers, admin_token=token)
     state_file = None
     if embedded_mode:
-        config.admin_token = embedded.read_token(data_dir)
         state_file, port = embedded.state_path(data_dir), embedded.saved_port(data_dir)
     run_server(config, host=host, port=port, state_file=state_file, any_port=embedded_mode)
 

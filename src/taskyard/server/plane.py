@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import event
@@ -13,26 +12,20 @@ from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
 from taskyard.backends import Backend, make_backend
+from taskyard.models import PoolSpec
+from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
+from taskyard.server.services import pools
 from taskyard.server.storage import Storage
 
 T = TypeVar("T")
 
 
 @dataclass
-class ServerConfig:
-    data_dir: Path
-    db_url: str | None = None
-    backend: str = "local"
-    max_workers: int | None = None
-    admin_token: str | None = None  # make sure an admin with this token exists (embedded server)
-
-
-@dataclass
 class Plane:
-    config: ServerConfig
+    config: ServerConfig  # the validated server configuration: sizes, sandbox, GPUs, limits
     sessions: sessionmaker[Session]
     notifier: Notifier
     storage: Storage
@@ -53,16 +46,27 @@ class Plane:
 
         return await run_in_threadpool(unit)
 
+    def default_pool(self) -> PoolSpec:
+        """The default pool as the scheduler runs it: its limits come from the server config."""
+        return pools.default_spec(max_workers=self.scheduler.max_workers, warm_workers=self.scheduler.warm_workers)
+
 
 def build_plane(config: ServerConfig) -> Plane:
+    """Open (and migrate) the store and make the backend and the scheduler; nothing is started yet."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
     notifier = Notifier()
     _notify_after_commit(sessions, notifier)
-    backend = make_backend(config.backend, config.data_dir)
-    scheduler = Scheduler(sessions, notifier, backend, max_workers=config.max_workers or settings.max_workers())
+    backend = make_backend(config.backend, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
+    scheduler = Scheduler(
+        sessions,
+        notifier,
+        backend,
+        max_workers=config.max_workers or settings.max_workers(),
+        warm_workers=config.warm_workers,
+    )
     return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from taskyard.server.app import create_app
-from taskyard.server.plane import ServerConfig
+from taskyard.server.config import ServerConfig
 
 
 def serve(

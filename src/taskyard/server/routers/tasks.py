@@ -30,7 +30,13 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
     present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
     with plane.transaction() as session:
         task, created = task_service.create_task(
-            session, user, spec, bundle_present=present, images=plane.backend.images
+            session,
+            user,
+            spec,
+            bundle_present=present,
+            images=plane.backend.images,
+            sizes=plane.config.sizes,
+            capacity=plane.backend.capacity(),
         )
         info = task_service.to_info(task, user.name)
     if not created:

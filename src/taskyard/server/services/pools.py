@@ -1,20 +1,23 @@
 """Pools: named groups of workers with a backend, a default worker config, a size limit and a TTL.
 
-The ``default`` pool always exists; its limits come from the server's settings.
+The ``default`` pool always exists; its limits come from the server's configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from taskyard import settings
+from taskyard.backends.base import Resources
 from taskyard.config import WorkerConfig
 from taskyard.errors import Conflict, Forbidden, InvalidInput, NotFound
 from taskyard.models import PoolInfo, PoolSpec
+from taskyard.server.config import Size
 from taskyard.server.db.models import PoolRow, TaskRow, UserRow, WorkerRow, utcnow
+from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import set_status
 from taskyard.status import TaskStatus
@@ -22,13 +25,19 @@ from taskyard.status import TaskStatus
 DEFAULT = "default"
 
 
-def default_spec() -> PoolSpec:
-    return PoolSpec(name=DEFAULT, max_workers=settings.max_workers(), warm_workers=settings.warm_workers())
+def default_spec(*, max_workers: int | None = None, warm_workers: int | None = None) -> PoolSpec:
+    """The default pool; the limits not given are the settings' (``TASKYARD_MAX_WORKERS`` ...)."""
+    return PoolSpec(
+        name=DEFAULT,
+        max_workers=settings.max_workers() if max_workers is None else max_workers,
+        warm_workers=settings.warm_workers() if warm_workers is None else warm_workers,
+    )
 
 
-def get_spec(session: Session, name: str) -> PoolSpec:
+def get_spec(session: Session, name: str, *, default: PoolSpec | None = None) -> PoolSpec:
+    """The pool called ``name`` (``default``: the default pool's spec, when known); InvalidInput if none."""
     if name == DEFAULT:
-        return default_spec()
+        return default or default_spec()
     row = session.get(PoolRow, name)
     if row is None:
         known = ", ".join([DEFAULT, *session.scalars(select(PoolRow.name).order_by(PoolRow.name))])
@@ -39,19 +48,31 @@ def get_spec(session: Session, name: str) -> PoolSpec:
 _POOLS = select(PoolRow).order_by(PoolRow.name)
 
 
-def all_specs(session: Session) -> list[PoolSpec]:
+def all_specs(session: Session, *, default: PoolSpec | None = None) -> list[PoolSpec]:
     rows = session.scalars(_POOLS)
-    return [default_spec(), *(PoolSpec.model_validate_json(row.spec) for row in rows)]
+    return [default or default_spec(), *(PoolSpec.model_validate_json(row.spec) for row in rows)]
 
 
-def create_pool(session: Session, user: UserRow, spec: PoolSpec, *, backends: Collection[str]) -> PoolRow:
+def create_pool(
+    session: Session,
+    user: UserRow,
+    spec: PoolSpec,
+    *,
+    backends: Collection[str],
+    sizes: Mapping[str, Size],
+    capacity: Resources | None,
+) -> PoolInfo:
+    """Add a pool; its worker size must be one of ``sizes`` that ``capacity`` holds (stored canonically)."""
     if spec.name == DEFAULT or session.get(PoolRow, spec.name) is not None:
         raise Conflict(f"pool {spec.name!r} already exists", field="name")
     if spec.backend not in backends:
         raise InvalidInput(f"unknown backend {spec.backend!r}; backends: {', '.join(backends)}", field="backend")
+    if spec.worker_config.worker_size is not None:
+        size = size_service.check(sizes, capacity, spec.worker_config.worker_size)
+        spec = spec.model_copy(update={"worker_config": spec.worker_config.model_copy(update={"worker_size": size})})
     row = PoolRow(name=spec.name, user_id=user.id, spec=spec.model_dump_json(), created_at=utcnow())
     session.add(row)
-    return row
+    return to_info(session, spec, row)
 
 
 def delete_pool(session: Session, user: UserRow, name: str) -> None:
@@ -74,8 +95,23 @@ def _queued(name: str):
     return select(TaskRow).where(TaskRow.pool == name, TaskRow.status.in_(waiting), TaskRow.worker_name.is_(None))
 
 
+def pool_info(session: Session, name: str, *, default: PoolSpec) -> PoolInfo:
+    """The pool called ``name`` with its busy workers and queued tasks; NotFound if there is none."""
+    row = session.get(PoolRow, name)
+    if row is None and name != DEFAULT:
+        raise NotFound(f"no pool {name!r}")
+    return to_info(session, get_spec(session, name, default=default), row)
+
+
+def list_pools(session: Session, *, default: PoolSpec) -> list[PoolInfo]:
+    """Every pool, the default one first."""
+    rows = {row.name: row for row in session.scalars(_POOLS)}
+    return [to_info(session, spec, rows.get(spec.name)) for spec in all_specs(session, default=default)]
+
+
 def to_info(session: Session, spec: PoolSpec, row: PoolRow | None) -> PoolInfo:
-    owner = session.get(UserRow, row.user_id).name if row else "admin"
+    owner_row = session.get(UserRow, row.user_id) if row else None
+    owner = owner_row.name if owner_row else "admin"
     queued = session.scalar(select(func.count()).select_from(_queued(spec.name).subquery())) or 0
     return PoolInfo(
         **spec.model_dump(),

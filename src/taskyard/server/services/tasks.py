@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from datetime import datetime
 
@@ -13,11 +13,14 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from taskyard.backends.base import Resources
 from taskyard.errors import Conflict, InvalidInput, NotFound
 from taskyard.models import OutputsInfo, StatusChange, TaskInfo, TaskSpec
+from taskyard.server.config import Size, match_size
 from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER
 from taskyard.server.services import logs, pools
+from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
@@ -35,15 +38,27 @@ def spec_hash(spec: TaskSpec) -> str:
 
 
 def create_task(
-    session: Session, user: UserRow, spec: TaskSpec, *, bundle_present: bool, images: Collection[str]
+    session: Session,
+    user: UserRow,
+    spec: TaskSpec,
+    *,
+    bundle_present: bool,
+    images: Collection[str],
+    sizes: Mapping[str, Size],
+    capacity: Resources | None,
 ) -> tuple[TaskRow, bool]:
-    """Create a task, or return the existing one for a repeated ``task_id``: ``(row, created)``."""
+    """Create a task, or return the existing one for a repeated ``task_id``: ``(row, created)``.
+
+    ``images`` and ``sizes`` are what the backend and the server config offer; ``capacity`` is
+    what the backend holds (None: no bound). The worker size is stored in its canonical spelling.
+    """
+    spec = _canonical_size(spec, sizes)
     digest = spec_hash(spec)
     if spec.task_id is not None:
         existing = session.get(TaskRow, spec.task_id)
         if existing is not None:
             return _same_task(existing, user, digest), False
-    _check_worker_config(spec, images)
+    _check_worker_config(spec, images, sizes, capacity)
     pools.get_spec(session, spec.pool)  # the pool must exist
     if spec.worker is not None:
         _check_target_worker(session, user, spec.worker)
@@ -56,7 +71,10 @@ def create_task(
             session.add(task)
             session.flush()
     except IntegrityError:
-        return _same_task(session.get(TaskRow, task.id), user, digest), False
+        winner = session.get(TaskRow, task.id)
+        if winner is None:  # not a twin submission: some other constraint failed
+            raise
+        return _same_task(winner, user, digest), False
     session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
     notify_on_commit(session, SCHEDULER)
     return task, True
@@ -95,7 +113,19 @@ def _same_task(existing: TaskRow, user: UserRow, digest: str) -> TaskRow:
     return existing
 
 
-def _check_worker_config(spec: TaskSpec, images: Collection[str]) -> None:
+def _canonical_size(spec: TaskSpec, sizes: Mapping[str, Size]) -> TaskSpec:
+    """``spec`` with its worker size spelled as the server's config spells it (when there is one)."""
+    given = spec.worker_config.worker_size
+    canonical = match_size(sizes, given) if given is not None else None
+    if canonical is None or canonical == given:
+        return spec
+    config = spec.worker_config.model_copy(update={"worker_size": canonical})
+    return spec.model_copy(update={"worker_config": config})
+
+
+def _check_worker_config(
+    spec: TaskSpec, images: Collection[str], sizes: Mapping[str, Size], capacity: Resources | None
+) -> None:
     config = spec.worker_config
     if config.personal_secrets or any(repo.secret_name for repo in config.git_configs or ()):
         raise InvalidInput(
@@ -109,6 +139,8 @@ def _check_worker_config(spec: TaskSpec, images: Collection[str]) -> None:
             f"unknown worker_image {image!r}; valid images: {', '.join(sorted(images))}",
             field="worker_config.worker_image",
         )
+    if config.worker_size is not None:
+        size_service.check(sizes, capacity, config.worker_size)
 
 
 def _check_target_worker(session: Session, user: UserRow, name: str) -> None:

@@ -1,0 +1,258 @@
+"""The server's one configuration: a TOML file, then ``TASKYARD_*`` overrides, then command-line flags.
+
+:func:`load_config` reads them in that order (a later one wins) into one validated
+:class:`ServerConfig`, once, at start. Every mistake is a :class:`~taskyard.errors.ConfigError`
+whose message names where it is (the file, or the variable) and the dotted key::
+
+    taskyard.toml: sizes.Small.memory: '2 gigs' is not a size; use e.g. "2GiB", "512MiB"
+
+A file looks like this (every key is optional)::
+
+    db_url = "postgresql://taskyard@db/taskyard"
+    max_workers = 8           # workers running tasks at once in the default pool
+    warm_workers = 2          # workers started ahead of need
+    sandbox = "auto"          # auto | required | off
+    gpus = ["0", "1"]         # GPU ids workers may be given (or "0,1"); left out: found with nvidia-smi -L
+
+    [sizes.Small]             # given sizes replace the built-in ones
+    cpu = 1
+    memory = "2GiB"
+    default = true
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskyard import settings
+from taskyard.config import SIZE_NAME, SIZE_NAME_RULE
+from taskyard.errors import ConfigError, InvalidInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GiB = 1 << 30
+UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9}
+UNITS |= {"t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
+_GPU_ID = re.compile(r"[A-Za-z0-9:._-]+")
+
+#: top-level keys a file may hold. ``[backends.NAME]`` and ``[pools.NAME]`` tables go here too,
+#: each as a field of ServerConfig holding a dict of its own extra="forbid" model, as ``sizes`` does.
+FILE_KEYS = ("db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes")
+#: the variables that override a file's keys (and are overridden by explicit arguments)
+ENV_OVERRIDES = {
+    "db_url": "TASKYARD_DB_URL",
+    "max_workers": "TASKYARD_MAX_WORKERS",
+    "warm_workers": "TASKYARD_WARM_WORKERS",
+    "sandbox": "TASKYARD_SANDBOX",
+    "gpus": "TASKYARD_GPUS",
+}
+
+
+def parse_memory(value: Any) -> int:
+    """Bytes from ``"2GiB"``, ``"512MiB"``, ``"1.5GB"``, ``"2 GiB"`` or an int of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _MEMORY.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in UNITS:
+        raise ValueError(f'{value!r} is not a size; use e.g. "2GiB", "512MiB"')
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
+
+def memory_text(size: int) -> str:
+    """``"2 GiB"``, ``"512 MiB"``, ``"23.5 GiB"``: bytes for people, in binary units."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while power < len(units) - 1 and size >= 1024 ** (power + 1):
+        power += 1
+    number = f"{size / 1024**power:.1f}".removesuffix(".0")
+    return f"{number} {units[power]}"
+
+
+def _size_name(name: str) -> str:
+    if not SIZE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a size name; use {SIZE_NAME_RULE}")
+    return name
+
+
+SizeName = Annotated[str, AfterValidator(_size_name)]
+
+
+class Size(BaseModel):
+    """A worker size: what a worker of this size may use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: float = Field(gt=0, allow_inf_nan=False)  # cores, may be fractional
+    memory: Annotated[int, Field(gt=0)]  # bytes; a file gives "2GiB", "512MiB", "1.5GB" or bytes
+    gpu: int = Field(default=0, ge=0)
+    default: bool = False  # the size of a task that names none (at most one size)
+
+    _memory = field_validator("memory", mode="before")(parse_memory)
+
+    def needs(self) -> str:
+        """``"8 cpu, 16 GiB"``, with ``", 1 GPU"`` when it takes any."""
+        text = f"{self.cpu:g} cpu, {memory_text(self.memory)}"
+        return text + (f", {self.gpu} GPU{'s' if self.gpu > 1 else ''}" if self.gpu else "")
+
+
+def builtin_sizes() -> dict[str, Size]:
+    """The sizes a server offers when its file names none; X-Small is the default."""
+    shapes = {"X-Small": (1, 1), "Small": (1, 2), "Medium": (2, 4), "Large": (4, 8), "X-Large": (8, 16)}
+    return {name: Size(cpu=cpu, memory=gib * GiB) for name, (cpu, gib) in shapes.items()}
+
+
+def match_size(sizes: Mapping[str, Size], name: str) -> str | None:
+    """The canonical name of the size called ``name`` in any letter case, or None."""
+    lowered = name.lower()
+    return next((known for known in sizes if known.lower() == lowered), None)
+
+
+def find_size(sizes: Mapping[str, Size], name: str) -> tuple[str, Size]:
+    """``(canonical name, size)`` for ``name`` in any letter case; InvalidInput naming the valid sizes."""
+    canonical = match_size(sizes, name)
+    if canonical is None:
+        raise InvalidInput(
+            f"unknown worker_size {name!r}; valid sizes: {', '.join(sizes)}", field="worker_config.worker_size"
+        )
+    return canonical, sizes[canonical]
+
+
+def default_size_name(sizes: Mapping[str, Size]) -> str:
+    """The size marked default; else X-Small if there is one; else the first."""
+    marked = [name for name, size in sizes.items() if size.default]
+    return next(iter(marked), "X-Small" if "X-Small" in sizes else next(iter(sizes)))
+
+
+class ServerConfig(BaseModel):
+    """Everything the control plane is told at start; validated once, read-only afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path
+    db_url: str | None = None  # None: SQLite under data_dir
+    backend: str = "local"
+    max_workers: int | None = Field(default=None, ge=1)  # None: one per core
+    warm_workers: int | None = Field(default=None, ge=0, le=100)  # None: TASKYARD_WARM_WORKERS or 2
+    admin_token: str | None = Field(default=None, repr=False)  # make sure an admin with it exists (embedded)
+    sandbox: Literal["auto", "required", "off"] = "auto"
+    gpus: tuple[str, ...] | None = None  # GPU ids workers may be given; None: found on the host
+    sizes: dict[SizeName, Size] = Field(default_factory=builtin_sizes)
+    # backends: dict[str, BackendConfig] and pools: dict[str, PoolConfig] are to come, as sizes is.
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            return tuple(_gpu_id(item) for item in value)
+        return value
+
+    @field_validator("sizes")
+    @classmethod
+    def _check_sizes(cls, sizes: dict[str, Size]) -> dict[str, Size]:
+        if not sizes:
+            raise ValueError("name at least one size, or leave sizes out for the built-in ones")
+        seen: dict[str, str] = {}
+        for name in sizes:
+            if (other := seen.setdefault(name.lower(), name)) != name:
+                raise ValueError(f"{other!r} and {name!r} differ only by letter case; sizes are matched in any case")
+        marked = [f"sizes.{name}.default" for name, size in sizes.items() if size.default]
+        if len(marked) > 1:
+            raise ValueError(f"more than one size is marked default ({', '.join(marked)}); mark one at most")
+        return sizes
+
+    def size(self, name: str) -> tuple[str, Size]:
+        """``(canonical name, size)`` for ``name`` in any letter case; InvalidInput naming the valid sizes."""
+        return find_size(self.sizes, name)
+
+    def default_size(self) -> str:
+        """The name of the size a task gets when neither it nor its pool names one."""
+        return default_size_name(self.sizes)
+
+
+def _gpu_id(item: Any) -> str:
+    text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+    if not isinstance(text, str) or not _GPU_ID.fullmatch(text):
+        raise ValueError(f'{item!r} is not a GPU id; use e.g. "0" (nvidia-smi -L\'s index) or a GPU UUID')
+    return text
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
+    """The server's configuration from ``path`` (else ``TASKYARD_CONFIG``, else no file).
+
+    Then the ``TASKYARD_*`` variables of :data:`ENV_OVERRIDES` replace the file's keys, and the
+    ``overrides`` that are not None replace both (command-line flags win). ``data_dir`` defaults to
+    ``TASKYARD_HOME``. Raises :class:`ConfigError` naming the file or variable and the key.
+    """
+    path = path or _path_from_env()
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        values = _read_file(path)
+        origins = dict.fromkeys(values, str(path))
+    for key, variable in ENV_OVERRIDES.items():
+        given = os.environ.get(variable)
+        if given is not None and (given != "" or key == "gpus"):
+            values[key], origins[key] = given, variable
+    values |= {key: value for key, value in overrides.items() if value is not None}
+    values.setdefault("data_dir", settings.home())
+    try:
+        return ServerConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(error, origins) for error in exc.errors())) from None
+
+
+def _path_from_env() -> Path | None:
+    given = os.environ.get("TASKYARD_CONFIG")
+    return Path(given).expanduser() if given else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """The file's top-level keys, refused when one is not a known key."""
+    try:
+        with open(path, "rb") as source:
+            values = tomllib.load(source)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = [key for key in values if key not in FILE_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key; the keys are: {', '.join(FILE_KEYS)}")
+    return values
+
+
+def _describe(error: Any, origins: Mapping[str, str]) -> str:
+    """One pydantic error as ``where: dotted.key: what is wrong`` (a variable stands for its key)."""
+    loc = [str(part) for part in error["loc"] if part != "[key]"]
+    origin = origins.get(loc[0], "") if loc else ""
+    if origin.startswith("TASKYARD_") and len(loc) == 1:
+        return f"{origin}: {_message(error, loc)}"
+    prefix = f"{origin}: " if origin else ""
+    return f"{prefix}{'.'.join(loc) or 'configuration'}: {_message(error, loc)}"
+
+
+def _message(error: Any, loc: list[str]) -> str:
+    if error["type"] == "extra_forbidden":
+        known = Size.model_fields if loc[0] == "sizes" else ServerConfig.model_fields
+        return f"unknown key; the keys are: {', '.join(known)}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if error["type"] != "value_error" and isinstance(given, (str, int, float)):
+        message += f" (got {given!r})"
+    return message
