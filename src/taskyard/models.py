@@ -202,6 +202,7 @@ class Assignment(BaseModel):
     kill_grace: float
     startup_script: str | None = None
     git_configs: list[dict] = []
+    network: bool = True  # False: the task runs with an empty network namespace (sandboxed workers)
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
 
@@ -230,6 +231,7 @@ class AgentFinish(BaseModel):
     exit_code: int | None = None
     killed: bool = False
     error: str | None = None  # a failure outside the task itself (runtime error)
+    reason: str | None = None  # why the task ended so, when the agent knows better than its exit code
     chunks: list[LogChunk] = []
 
 
