@@ -130,6 +130,9 @@ class WorkerInfo(BaseModel):
     backend: str
     size: str
     image: str
+    gpus: list[str] = []  # the GPU devices it was given
+    sandboxed: bool | None = None  # its task runs in a sandbox; None until its backend has started it
+    limits: str | None = None  # how its size is held: "cgroup v2", "cgroup v1", "rlimit" or "none"
     keep: bool
     reason: str | None = None
     task_id: str | None = None
