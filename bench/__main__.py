@@ -10,13 +10,14 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import e2e, footprint, kill, logs, ray_side, report, scale, throughput
+from . import e2e, footprint, kill, logs, ray_side, report, sandbox, scale, throughput
 from .figures import BenchError, Figure
 from .harness import progress
 from .plan import FULL, SMOKE, Plan
 
 MEASUREMENTS = {
     "e2e": e2e.run,
+    "sandbox": sandbox.run,
     "throughput": throughput.run,
     "logs": logs.run,
     "kill": kill.run,

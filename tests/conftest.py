@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +75,12 @@ def sdk_env(server, monkeypatch) -> Iterator[Server]:
     reset_default_client()
     yield server
     reset_default_client()
+
+
+@pytest.fixture
+def readable_dir() -> Iterator[Path]:
+    """A folder that sandboxed tasks can read (outside /tmp, which is private to each of them)."""
+    folder = Path(tempfile.mkdtemp(prefix="taskyard-test-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

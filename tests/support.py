@@ -111,6 +111,30 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
+def seen_from_here(folder: Path, pids: dict[str, int]) -> dict[str, int]:
+    """Host pids of processes that a task of the worker in ``folder`` reported with its own pids.
+
+    A sandboxed task has a PID namespace of its own: each of its processes is found by its id in
+    there (the last of ``NSpid``). Unsandboxed, the ids are the same.
+    """
+    here = {}
+    for pid in processes_in(folder):
+        inner = namespace_pids(pid)
+        if len(inner) > 1:
+            here[inner[-1]] = pid
+    return {label: here.get(pid, pid) for label, pid in pids.items()}
+
+
+def namespace_pids(pid: int) -> list[int]:
+    """Process ``pid``'s ids in this PID namespace and each one below it, innermost last."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            line = next(line for line in status if line.startswith("NSpid:"))
+    except (OSError, StopIteration):
+        return []
+    return [int(part) for part in line.split()[1:]]
+
+
 def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 

@@ -14,7 +14,7 @@ import taskyard
 from taskyard import Pool, TaskStatus
 from taskyard.models import parse_duration
 
-from support import EXAMPLES, Server, cwd_of, wait_for, write
+from support import EXAMPLES, Server, cwd_of, seen_from_here, wait_for, write
 
 S = TaskStatus
 
@@ -77,7 +77,9 @@ time.sleep(600)
 def test_kill_leaves_no_process_behind_even_one_that_ignores_sigterm(lc, tmp_path):
     task = submit(lc, tmp_path, "stubborn.py", STUBBORN)
     running(task)
-    pids = [int(p) for p in task.logs().split("pids ", 1)[1].split("\n", 1)[0].split()]
+    reported = [int(p) for p in task.logs().split("pids ", 1)[1].split("\n", 1)[0].split()]
+    pids = list(seen_from_here(lc.home / "workers" / task.worker_name, dict(enumerate(reported))).values())
+    assert all(alive(pid) for pid in pids)
     assert task.kill(timeout=30) is S.KILLED
     wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10)
     assert statuses(task)[-2:] == [S.PENDING_KILL, S.KILLED]
@@ -139,16 +141,17 @@ def test_a_worker_past_its_pool_time_limit_ends_its_task(lc, tmp_path):
 # -- lost workers and retries -------------------------------------------------------------------
 
 
-def test_a_lost_worker_ends_its_task_and_a_retry_runs_it_again(lc, tmp_path):
-    marker = tmp_path / "first-run-done"
+def test_a_lost_worker_ends_its_task_and_a_retry_runs_it_again(lc, tmp_path, readable_dir):
+    marker = readable_dir / "first-run-done"  # the sandbox lets a task read it, not write it
     code = (
         "import os, pathlib, time\n"
         f"m = pathlib.Path({str(marker)!r})\n"
         "if m.exists():\n    print('second run'); raise SystemExit(0)\n"
-        "m.touch(); print('up', flush=True); time.sleep(600)\n"
+        "print('up', flush=True); time.sleep(600)\n"
     )
     task = submit(lc, tmp_path, "flaky.py", code, max_retries=1)
     running(task)
+    marker.touch()
     first_worker = task.worker_name
     os.kill(agent_pid(lc, first_worker), signal.SIGKILL)
     assert task.wait(timeout=30) is S.SUCCESS
@@ -166,16 +169,17 @@ def test_without_retries_a_lost_worker_is_final(lc, tmp_path):
     assert "was lost" in task.info.reason
 
 
-def test_a_reclaimed_machine_is_spot_reclaimed_and_resubmitted(lc, tmp_path):
-    marker = tmp_path / "reclaimed-once"
+def test_a_reclaimed_machine_is_spot_reclaimed_and_resubmitted(lc, tmp_path, readable_dir):
+    marker = readable_dir / "reclaimed-once"
     code = (
         "import pathlib, time\n"
         f"m = pathlib.Path({str(marker)!r})\n"
         "if m.exists():\n    raise SystemExit(0)\n"
-        "m.touch(); print('up', flush=True); time.sleep(600)\n"
+        "print('up', flush=True); time.sleep(600)\n"
     )
     task = submit(lc, tmp_path, "spot.py", code, resubmit_on_preemption=True)
     running(task)
+    marker.touch()
     (lc.home / "workers" / task.worker_name / "preempted").touch()  # the provider's notice, injected
     assert task.wait(timeout=30) is S.SUCCESS
     assert S.SPOT_RECLAIMED in statuses(task)
@@ -271,10 +275,10 @@ def test_a_failing_startup_script_is_a_runtime_error(lc, tmp_path):
     assert "no such package" in logs and "must not run" not in logs
 
 
-def test_git_repositories_are_cloned_into_the_task_folder(lc, tmp_path):
+def test_git_repositories_are_cloned_into_the_task_folder(lc, tmp_path, readable_dir):
     import subprocess
 
-    repo = tmp_path / "repo"
+    repo = readable_dir / "repo"  # where a sandboxed clone can read it
     write(repo, "model.txt", "v1\n")
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)

@@ -130,6 +130,9 @@ class WorkerInfo(BaseModel):
     backend: str
     size: str
     image: str
+    gpus: list[str] = []  # the GPU devices it was given
+    sandboxed: bool | None = None  # its task runs in a sandbox; None until its backend has started it
+    limits: str | None = None  # how its size is held: "cgroup v2", "cgroup v1", "rlimit" or "none"
     keep: bool
     reason: str | None = None
     task_id: str | None = None
@@ -230,6 +233,7 @@ class Assignment(BaseModel):
     kill_grace: float
     startup_script: str | None = None
     git_configs: list[dict] = []
+    network: bool = True  # False: the task runs with an empty network namespace (sandboxed workers)
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
 
@@ -258,6 +262,7 @@ class AgentFinish(BaseModel):
     exit_code: int | None = None
     killed: bool = False
     error: str | None = None  # a failure outside the task itself (runtime error)
+    reason: str | None = None  # why the task ended so, when the agent knows better than its exit code
     chunks: list[LogChunk] = []
 
 

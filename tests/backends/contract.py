@@ -234,6 +234,13 @@ class BackendContract:
         """When process ``pid`` (as a task on the worker sees it) started; None once it is gone."""
         return _proc_start_time(pid)
 
+    def seen_from_here(self, server, worker_name: str, pids: dict[str, int]) -> dict[str, int]:
+        """The ids, as :meth:`start_time` takes them, of processes a task reported with its own ids.
+
+        The same by default; a backend whose tasks have a PID namespace of their own maps them.
+        """
+        return pids
+
     # -- fixtures --------------------------------------------------------------------------------
 
     @pytest.fixture
@@ -380,7 +387,7 @@ class BackendContract:
                 )
             return json.loads(found.group(1)) if found else None
 
-        pids = wait_for(reported, timeout=60)
+        pids = self.seen_from_here(server, task.refresh().worker_name, wait_for(reported, timeout=60))
         for label, pid in pids.items():
             start = self.start_time(pid)
             assert start is not None, f"{label} ({pid}) is not running"

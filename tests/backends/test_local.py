@@ -22,7 +22,7 @@ from taskyard.sdk import submit
 from taskyard.status import TaskStatus
 
 from contract import BackendContract, start_control_plane
-from support import Server, cwd_of, processes_in, wait_for, write
+from support import Server, cwd_of, processes_in, seen_from_here, wait_for, write
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,9 @@ class TestLocalBackend(BackendContract):
         if folder.exists():
             found.add(f"folder {folder}")
         return found
+
+    def seen_from_here(self, server, worker_name: str, pids: dict[str, int]) -> dict[str, int]:
+        return seen_from_here(server.home / "workers" / worker_name, pids)
 
     def force_cleanup(self, backend: Backend, worker_name: str) -> None:
         for pid in processes_in(backend.root / worker_name):

@@ -8,17 +8,22 @@ import sys
 import threading
 from pathlib import Path
 
+from . import tree
+from .isolation import Isolation
 from .protocol import Client, Refused, Unreachable
 from .runner import TaskRun
+
+TOKEN_FILE = "agent.token"  # in the worker's folder: read once and removed
 
 HEARTBEAT_WAIT = 5.0
 NEXT_WAIT = 20.0
 
 
 class Agent:
-    def __init__(self, client: Client, worker_dir: Path) -> None:
+    def __init__(self, client: Client, worker_dir: Path, isolation: Isolation | None = None) -> None:
         self.client = client
         self.worker_dir = worker_dir
+        self.isolation = isolation or Isolation({})
         self.current: TaskRun | None = None
         self.stopping = threading.Event()
 
@@ -30,7 +35,7 @@ class Agent:
             if answer.get("terminate"):
                 return
             if answer.get("task"):
-                run = self.current = TaskRun(self.client, self.worker_dir, answer["task"])
+                run = self.current = TaskRun(self.client, self.worker_dir, answer["task"], self.isolation)
                 run.run()
                 self.current = None
                 if run.worker_done:
@@ -58,8 +63,10 @@ class Agent:
 
 
 def main() -> None:
-    client = Client(os.environ["TASKYARD_AGENT_URL"], os.environ["TASKYARD_AGENT_TOKEN"])
-    agent = Agent(client, Path(os.environ.get("TASKYARD_WORKER_DIR", os.getcwd())))
+    worker_dir = Path(os.environ.get("TASKYARD_WORKER_DIR", os.getcwd()))
+    client = Client(os.environ["TASKYARD_AGENT_URL"], _take_token(worker_dir))
+    agent = Agent(client, worker_dir, Isolation.from_env())
+    tree.become_subreaper()
     signal.signal(signal.SIGTERM, lambda *_: _on_sigterm(agent))
     threading.Thread(target=agent.heartbeat, name="heartbeat", daemon=True).start()
     try:
@@ -70,6 +77,14 @@ def main() -> None:
         print(f"taskyard agent: {exc}; stopping", file=sys.stderr)
     finally:
         agent.stop()
+
+
+def _take_token(worker_dir: Path) -> str:
+    """The worker's token, from its file, which is removed at once: no other process holds it."""
+    path = worker_dir / TOKEN_FILE
+    token = path.read_text().strip()
+    path.unlink()
+    return token
 
 
 def _on_sigterm(agent: Agent) -> None:

@@ -1,8 +1,7 @@
-"""Runs one task: fetch its files, start it as its own process group, ship its output, report."""
+"""Runs one task: fetch its files, start it (sandboxed, where the worker is), ship its output, report."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
@@ -13,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from . import tree
+from .isolation import Isolation
 from .logpump import LogPump
 
 COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
@@ -20,14 +21,17 @@ PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent 
 
 
 class TaskRun:
-    def __init__(self, client, worker_dir: Path, assignment: dict) -> None:
+    def __init__(self, client, worker_dir: Path, assignment: dict, isolation: Isolation | None = None) -> None:
         self.client = client
         self.worker_dir = worker_dir
         self.a = assignment
+        self.isolation = isolation or Isolation({})
         self.task_id = assignment["task_id"]
         self.task_dir = worker_dir / "task"
         self.output_dir = worker_dir / "outputs"
+        self.home_dir = worker_dir / "home"
         self.killed = False
+        self._oom_kills_before = 0
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -52,10 +56,14 @@ class TaskRun:
             self.kill()
             self._finish(error=f"the agent failed while running the task: {exc!r}")
             return
-        self._finish(exit_code=code, killed=self.killed, outputs=True)
+        reason = self.isolation.oom_message() if self._out_of_memory(code) else None
+        self._finish(exit_code=code, killed=self.killed, outputs=True, reason=reason)
+
+    def _out_of_memory(self, code: int) -> bool:
+        return code != 0 and not self.killed and self.isolation.oom_kills() > self._oom_kills_before
 
     def _prepare(self) -> None:
-        for folder in (self.task_dir, self.output_dir):
+        for folder in self._writable():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
         from . import archive
@@ -70,6 +78,10 @@ class TaskRun:
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
         if not (self.task_dir / self.a["file_name"]).is_file():
             raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")
+        if self.a.get("git_configs"):
+            # A sandboxed task runs as a user of its own: a local repository it clones is someone else's.
+            (self.home_dir / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+        self.isolation.own(*self._writable())
         for repo in self.a.get("git_configs") or ():
             self._step(_clone_command(repo), f"git clone of {repo['remote_url']}")
         if self.a.get("startup_script"):
@@ -92,6 +104,7 @@ class TaskRun:
             if self.killed:
                 self.pump.close()
                 return -signal.SIGTERM
+            self._oom_kills_before = self.isolation.oom_kills()
             self.process = self._start()
         answer = self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "in_progress"})
         if answer.get("kill"):
@@ -101,18 +114,19 @@ class TaskRun:
         return code
 
     def _reap(self, process: subprocess.Popen) -> int:
-        """Wait for a process, then stop whatever it left in its group: nothing outlives it."""
+        """Wait for a process, then stop whatever it left behind, in its group or not: nothing outlives it."""
         code = process.wait()
-        _kill_group(process.pid, signal.SIGKILL)
+        tree.kill_all_and_reap()
         (self.worker_dir / PGID_FILE).unlink(missing_ok=True)
         return code
 
     def _start(self) -> subprocess.Popen:
         command = COMMANDS[self.a["kind"]](self.a["file_name"])
+        network = self.a.get("network", True)
         if not self.a["capture_output"]:
             with open(self.worker_dir / "task_output.log", "ab") as out:
-                return self._popen(command, out, out)
-        process = self._popen(command, subprocess.PIPE, subprocess.PIPE)
+                return self._popen(command, out, out, network=network)
+        process = self._popen(command, subprocess.PIPE, subprocess.PIPE, network=network)
         self._capture(process)
         return process
 
@@ -122,19 +136,24 @@ class TaskRun:
         for pipe in pipes.values():
             pipe.close()
 
-    def _popen(self, command: list[str], stdout, stderr) -> subprocess.Popen:
-        """Start a process group of its own, and note it where the backend finds it if we die."""
+    def _popen(self, command: list[str], stdout, stderr, *, network: bool = True) -> subprocess.Popen:
+        """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die."""
+        argv, extra = self.isolation.command(command, cwd=self.task_dir, writable=self._writable(), network=network)
         process = subprocess.Popen(
-            command,
+            argv,
             cwd=self.task_dir,
             env=self._env(),
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            **extra,
         )
         (self.worker_dir / PGID_FILE).write_text(str(process.pid))
         return process
+
+    def _writable(self) -> list[Path]:
+        return [self.task_dir, self.output_dir, self.home_dir]
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_AGENT_")}
@@ -142,6 +161,7 @@ class TaskRun:
         env.update(
             TASKYARD_TASK_ID=self.task_id,
             TASKYARD_OUTPUT_DIR=str(self.output_dir),
+            HOME=str(self.home_dir),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -149,15 +169,15 @@ class TaskRun:
     # -- stopping ----------------------------------------------------------------------------------
 
     def kill(self) -> None:
-        """SIGTERM to the task's process group now, SIGKILL after the grace period."""
+        """SIGTERM to every process of the task now, SIGKILL after the grace period."""
         with self._lock:
             first = not self.killed
             self.killed = True
             process = self.process
         if process is None or not first:
             return
-        _kill_group(process.pid, signal.SIGTERM)
-        timer = threading.Timer(self.a["kill_grace"], _kill_group, (process.pid, signal.SIGKILL))
+        tree.signal_all(signal.SIGTERM, spare_bwrap=True)
+        timer = threading.Timer(self.a["kill_grace"], tree.signal_all, (signal.SIGKILL,))
         timer.daemon = True
         timer.start()
 
@@ -167,14 +187,15 @@ class TaskRun:
         answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
         return answer["acked"], answer.get("kill", False)
 
-    def _finish(self, *, exit_code=None, killed=False, error=None, outputs=False) -> None:
+    def _finish(self, *, exit_code=None, killed=False, error=None, outputs=False, reason=None) -> None:
         if outputs:
             self._upload_outputs(partial=killed or exit_code != 0)
         chunks = []
-        if error is not None:
+        note = error or reason
+        if note is not None:
             seq = self.pump.last_seq + 1
-            chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {error}\n"})
-        body = {"exit_code": exit_code, "killed": killed, "error": error, "chunks": chunks}
+            chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {note}\n"})
+        body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks}
         answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
         self.worker_done = answer.get("terminate", False)
 
@@ -189,11 +210,6 @@ class TaskRun:
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
         self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _clone_command(repo: dict) -> list[str]:

@@ -2,15 +2,17 @@
 
 An interpreter's start and the agent's imports cost more than a hello-world task itself. The
 local backend keeps one zygote: a process that has imported the agent and waits. For each line
-it reads on stdin (``{"cwd": ..., "env": {...}, "log": ...}``) it forks a child that becomes a
-session of its own (so its own process group), takes that environment, folder and log file, and
-runs the agent; it answers each line with ``{"pid": ...}`` on stdout. Each worker is still a
-fresh process in a fresh folder. The zygote ends when its stdin closes; the agents it started go
-on without it, and the kernel reaps them (SIGCHLD is ignored here, never in an agent).
+it reads on stdin (``{"cwd": ..., "env": {...}, "log": ..., "cgroups": [...]}``) it forks a child
+that joins those cgroups, becomes a session of its own (so its own process group), takes that
+environment, folder and log file, and runs the agent; it answers each line with ``{"pid": ...}``
+on stdout. Each worker is still a fresh process in a fresh folder. No token passes through the
+zygote: each agent reads its own from its folder. The zygote ends when its stdin closes; the
+agents it started go on without it, and the kernel reaps them (SIGCHLD is ignored here, never in an agent).
 """
 
 from __future__ import annotations
 
+import ctypes  # noqa: F401  (the agent makes itself a subreaper with it)
 import json
 import os
 import signal
@@ -48,7 +50,9 @@ def _become_agent(request: dict, set_up: int) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its task's exit code
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _join(request.get("cgroups") or ())
         os.setsid()
+        os.umask(0o022)  # the control plane's is 077; a worker's folder is private already
         _redirect(request["log"])
         os.chdir(request["cwd"])
         os.environ.clear()
@@ -64,6 +68,13 @@ def _become_agent(request: dict, set_up: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _join(cgroups) -> None:
+    """Move this process into the worker's cgroups: all it starts from now on is inside."""
+    for folder in cgroups:
+        with open(os.path.join(folder, "cgroup.procs"), "w") as procs:
+            procs.write(str(os.getpid()))
 
 
 def _redirect(log_path: str) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="List workers, terminate them, read their logs.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="The worker name (as `workers list` shows it).")]
-WORKER_COLUMNS = ("NAME", "STATUS", "SIZE", "IMAGE", "TASK", "USER", "CREATED")
+WORKER_COLUMNS = ("NAME", "STATUS", "SIZE", "IMAGE", "SANDBOXED", "TASK", "USER", "CREATED")
 
 
 @app.command("list")
@@ -34,8 +34,10 @@ def list_workers(
 
 
 def _worker_row(worker: WorkerInfo) -> tuple:
-    status = worker.status.value
-    return worker.name, status, worker.size, worker.image, worker.task_id, worker.user, local_time(worker.created_at)
+    sandboxed = {True: "yes", False: "NO", None: ""}[worker.sandboxed]
+    size = f"{worker.size} (GPU {','.join(worker.gpus)})" if worker.gpus else worker.size
+    cells = worker.name, worker.status.value, size, worker.image, sandboxed, worker.task_id, worker.user
+    return (*cells, local_time(worker.created_at))
 
 
 @app.command()

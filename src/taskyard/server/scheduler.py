@@ -14,14 +14,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskyard import settings
-from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
 from taskyard.config import WorkerConfig
+from taskyard.errors import TaskyardError
 from taskyard.models import PoolSpec, TaskSpec
+from taskyard.server.admission import Ledger, Need
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
@@ -38,7 +41,15 @@ MIN_GAP = 0.005  # seconds from the start of one pass to the next, however often
 RECONCILE_EVERY = 0.5  # seconds between looks for lost workers, timeouts and unanswered kills
 POLL_EVERY = 1.0  # seconds between asking the backend which workers still exist
 KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
-DEFAULT_SIZE = "X-Small"
+WARM_BACKOFF = 10.0  # seconds without warm workers after one could not be started
+
+
+class Sizes(Protocol):
+    """The worker sizes of the server's configuration (``taskyard.server.config.ServerConfig``)."""
+
+    def size(self, name: str) -> tuple[str, Any]: ...  # (canonical name, a size with cpu, memory, gpu)
+
+    def default_size(self) -> str: ...
 
 
 class Scheduler:
@@ -49,11 +60,13 @@ class Scheduler:
         backend: Backend,
         *,
         max_workers: int,
+        sizes: Sizes,
         warm_workers: int | None = None,
     ) -> None:
         self.sessions = sessions
         self.notifier = notifier
         self.backend = backend
+        self.sizes = sizes
         self.max_workers = max_workers
         self.warm_workers = settings.warm_workers() if warm_workers is None else warm_workers
         self.started_at = utcnow()
@@ -63,6 +76,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._terminator = ThreadPoolExecutor(max_workers=4, thread_name_prefix="taskyard-terminate")
         self._terminating: set[str] = set()
+        self._warm_after = 0.0  # monotonic time before which no warm worker is started
         self._lock = threading.Lock()
 
     def start(self, control_plane_url: str) -> None:
@@ -103,9 +117,10 @@ class Scheduler:
         with transaction(self.sessions) as session:
             specs = pools.all_specs(session)
             live = worker_service.live_workers(session)
+            ledger = Ledger(self.backend.capacity(), live, self._need)
             claims, warm = [], []
             for pool in specs:
-                pool_claims, pool_warm = self._fill(session, pool, live)
+                pool_claims, pool_warm = self._fill(session, pool, live, ledger)
                 claims += pool_claims
                 warm += pool_warm
             self._assign_to_kept_workers(session)
@@ -123,27 +138,32 @@ class Scheduler:
     # -- fresh workers --------------------------------------------------------------------------
 
     def _fill(
-        self, session: Session, pool: PoolSpec, live: list[WorkerRow]
+        self, session: Session, pool: PoolSpec, live: list[WorkerRow], ledger: Ledger
     ) -> tuple[list[tuple[str, str, LaunchRequest]], list[LaunchRequest]]:
-        """Place the pool's queued tasks, then top up its warm workers, within its limit."""
+        """Place the pool's queued tasks, then top up its warm workers, within its limit and what is left."""
         workers = [worker for worker in live if worker.pool == pool.name]
         warm = worker_service.idle_warm(workers, pool.name, since=self.started_at)
         free = self._max_workers(pool) - sum(1 for worker in workers if worker_service.is_busy(worker))
-        placed, claims = self._claim(session, pool, free, warm)
-        return claims, self._warm_up(session, pool, room=free - placed, idle=len(warm))
+        placed, claims = self._claim(session, pool, free, warm, ledger)
+        return claims, self._warm_up(session, pool, room=free - placed, idle=len(warm), ledger=ledger)
 
     def _claim(
-        self, session: Session, pool: PoolSpec, free: int, warm: list[WorkerRow]
+        self, session: Session, pool: PoolSpec, free: int, warm: list[WorkerRow], ledger: Ledger
     ) -> tuple[int, list[tuple[str, str, LaunchRequest]]]:
         """Give up to ``free`` queued tasks to ``warm`` workers (taken from the list), or claim them for new ones.
 
-        Returns how many tasks were placed, and the claims for new workers.
+        A task whose size does not fit what is left now waits In Queue. Returns how many tasks were
+        placed, and the claims for new workers.
         """
         if free <= 0:
             return 0, []
-        queued = list(session.scalars(_QUEUED, {"pool": pool.name, "free": free}))
-        claims = [claim for task in queued if (claim := self._place(session, pool, task, warm)) is not None]
-        return len(queued), claims
+        placed, claims = 0, []
+        for task in session.scalars(_QUEUED, {"pool": pool.name, "free": free}):
+            outcome = self._place(session, pool, task, warm, ledger)
+            placed += outcome is not False
+            if outcome:
+                claims.append(outcome)
+        return placed, claims
 
     def _max_workers(self, pool: PoolSpec) -> int:
         return self.max_workers if pool.name == pools.DEFAULT else pool.max_workers
@@ -153,17 +173,35 @@ class Scheduler:
 
     def _shape(self, pool: PoolSpec, config: WorkerConfig) -> tuple[str, str]:
         config = pools.effective_config(pool, config)
-        return config.worker_size or DEFAULT_SIZE, config.worker_image or self.backend.default_image
+        size, _ = self.sizes.size(config.worker_size or self.sizes.default_size())
+        return size, config.worker_image or self.backend.default_image
+
+    def _need(self, size_name: str) -> Need:
+        try:
+            _, size = self.sizes.size(size_name)
+        except TaskyardError:  # a size no longer in the configuration: it holds what it was given
+            return Need(0.0, 0)
+        return Need(size.cpu, size.memory, size.gpu)
+
+    def _resources(self, size: str, gpus: tuple[str, ...]) -> Resources:
+        need = self._need(size)
+        return Resources(cpu=need.cpu, memory=need.memory, gpus=gpus)
 
     def _place(
-        self, session: Session, pool: PoolSpec, task: TaskRow, warm: list[WorkerRow]
-    ) -> tuple[str, str, LaunchRequest] | None:
+        self, session: Session, pool: PoolSpec, task: TaskRow, warm: list[WorkerRow], ledger: Ledger
+    ) -> tuple[str, str, LaunchRequest] | bool:
+        """Give ``task`` a warm worker (True), claim a new one (the claim), or leave it queued (False)."""
         size, image = self._shape(pool, TaskSpec.model_validate_json(task.spec).worker_config)
         for worker in warm:
             if (worker.size, worker.image) == (size, image):
+                if ledger.reserve(self._need(size), gpus=False) is None:
+                    return False
                 warm.remove(worker)
                 worker_service.give_task(session, worker, task)
-                return None
+                return True
+        gpus = ledger.reserve(self._need(size))
+        if gpus is None:
+            return False
         worker, token = worker_service.create_worker(
             session,
             user_id=task.user_id,
@@ -171,23 +209,33 @@ class Scheduler:
             backend=self.backend.name,
             size=size,
             image=image,
+            gpus=gpus,
             keep=not task.terminate_on_completion,
         )
         task.worker_name = worker.name
         task.lease_token = secrets.token_hex(8)
         task.lease_expires_at = utcnow() + LEASE
-        request = LaunchRequest(worker.name, token, self.control_plane_url, size, image)
+        request = LaunchRequest(worker.name, token, self.control_plane_url, size, image, self._resources(size, gpus))
         return task.id, task.lease_token, request
 
-    def _warm_up(self, session: Session, pool: PoolSpec, *, room: int, idle: int) -> list[LaunchRequest]:
+    def _warm_up(
+        self, session: Session, pool: PoolSpec, *, room: int, idle: int, ledger: Ledger
+    ) -> list[LaunchRequest]:
         """Keep the pool's warm workers started and waiting, so a task need not wait for one to boot."""
         size, image = self._shape(pool, WorkerConfig())
-        requests = []
+        requests: list[LaunchRequest] = []
+        if time.monotonic() < self._warm_after:
+            return requests
         for _ in range(min(self._warm_target(pool) - idle, room)):
+            gpus = ledger.reserve(self._need(size), compute=False)
+            if gpus is None:
+                break
             worker, token = worker_service.create_worker(
-                session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image, keep=False
+                session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image,
+                gpus=gpus, keep=False,
             )
-            requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image))
+            resources = self._resources(size, gpus)
+            requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image, resources))
         return requests
 
     def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest) -> None:
@@ -200,6 +248,7 @@ class Scheduler:
         with transaction(self.sessions) as session:
             worker = session.get(WorkerRow, request.worker_name)
             worker.handle = json.dumps(handle)
+            worker.sandboxed, worker.limits = handle.get("sandboxed"), handle.get("limits")
             if task_id is None:
                 return
             task = session.get(TaskRow, task_id)
@@ -209,6 +258,8 @@ class Scheduler:
                 task.lease_token = task.lease_expires_at = None
 
     def _launch_failed(self, task_id: str | None, lease: str | None, worker_name: str, exc: Exception) -> None:
+        if task_id is None:  # a warm worker: no more of them for a while, lest a lasting fault spin
+            self._warm_after = time.monotonic() + WARM_BACKOFF
         with transaction(self.sessions) as session:
             worker = session.get(WorkerRow, worker_name)
             worker_service.mark_ended(session, worker, WorkerStatus.FAILED, reason=f"could not start: {exc}")

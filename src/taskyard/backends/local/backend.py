@@ -1,9 +1,16 @@
-"""The local backend: a worker is a fresh working directory and a process group on this host."""
+"""The local backend: a worker is a fresh folder, its own cgroups and a sandboxed process tree on this host.
+
+Each worker gets what its size says on the whole worker (:mod:`.limits`), and its task runs in a
+bubblewrap sandbox when the host has one (:mod:`.sandbox`). The agent is forked from a zygote that
+never sees a token: each worker's token waits in a file of its own folder, which the agent reads
+and removes as it starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,11 +23,17 @@ from pathlib import Path
 
 from taskyard import settings
 from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
-from taskyard.backends.local import host
+from taskyard.backends.local import host, limits
+from taskyard.backends.local.sandbox import make_policy, worker_uid
+
+log = logging.getLogger("taskyard.backends.local")
 
 TASK_PGID_FILE = "task.pgid"  # written by the agent: the process group of the task it runs
+TOKEN_FILE = "agent.token"  # the worker's token, read and removed by its agent as it starts
 # A local machine is never reclaimed; a file of this name in a worker's folder makes it look so (tests).
 PREEMPTED_FILE = "preempted"
+# What of the control plane's environment an agent (and so a task) gets: nothing else of it.
+PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 class LocalBackend(Backend):
@@ -33,31 +46,64 @@ class LocalBackend(Backend):
 
     def __init__(self, root: Path, *, sandbox: str = "auto", gpus: tuple[str, ...] | None = None) -> None:
         self.root = root
-        self.sandbox = sandbox
+        _make_private(root)
         self._capacity = host.host_capacity(gpus)
+        self.policy = make_policy(sandbox, hidden=(root.parent, Path.home()))
+        self._cgroups = limits.find_cgroups(f"taskyard-{os.getpid()}-{root.parent.name}"[:64])
         self._zygote = Zygote(root / "zygote.log")
 
     def capacity(self) -> Resources:
         return self._capacity
 
+    @property
+    def sandboxed(self) -> bool:
+        return self.policy.bwrap is not None
+
     def launch(self, request: LaunchRequest) -> dict:
         if request.image not in self.images:
             raise ValueError(f"the local backend has no image {request.image!r}; images: {', '.join(self.images)}")
+        self.policy.check()
         workdir = self.root / request.worker_name
-        workdir.mkdir(parents=True)
-        env = _without_settings(os.environ)
+        workdir.mkdir(mode=0o700)
+        try:
+            worker_limits = self._limits(request)
+            pid = self._start_agent(request, workdir, worker_limits)
+        except BaseException:
+            self._discard(workdir, locals().get("worker_limits"))
+            raise
+        return {"pid": pid, "started": _start_time(pid), "dir": str(workdir), "sandboxed": self.sandboxed,
+                "limits": worker_limits.kind, "cgroups": list(worker_limits.cgroups)}
+
+    def _limits(self, request: LaunchRequest) -> limits.Limits:
+        if request.resources is None:
+            return limits.Limits("none")
+        if self._cgroups is not None:
+            with contextlib.suppress(OSError):
+                return self._cgroups.create(request.worker_name, request.resources)
+            log.warning("could not make cgroups for worker %s; limiting it with rlimits", request.worker_name)
+        return limits.rlimits_for(request.resources, own_user=worker_uid(request.worker_name) is not None)
+
+    def _start_agent(self, request: LaunchRequest, workdir: Path, worker_limits: limits.Limits) -> int:
+        _write_private(workdir / TOKEN_FILE, request.agent_token)
+        env = {key: value for key, value in os.environ.items() if key in PASSED_ENV or key.startswith("LC_")}
         env.update(
             TASKYARD_AGENT_URL=request.control_plane_url,
-            TASKYARD_AGENT_TOKEN=request.agent_token,
+            TASKYARD_AGENT_WORKER=json.dumps(self._agent_settings(request, worker_limits)),
             TASKYARD_WORKER_NAME=request.worker_name,
             TASKYARD_WORKER_DIR=str(workdir),
+            **_gpu_env(request.resources),
         )
-        try:
-            pid = self._zygote.spawn(workdir, env, workdir / "agent.log")
-        except OSError:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        return {"pid": pid, "started": _start_time(pid), "dir": str(workdir)}
+        return self._zygote.spawn(workdir, env, workdir / "agent.log", list(worker_limits.cgroups))
+
+    def _agent_settings(self, request: LaunchRequest, worker_limits: limits.Limits) -> dict:
+        memory = request.resources.memory if request.resources is not None else None
+        return {"size": request.size, "memory": memory, "limits": worker_limits.to_json(),
+                "sandbox": self.policy.agent_settings(request.worker_name)}
+
+    def _discard(self, workdir: Path, worker_limits: limits.Limits | None) -> None:
+        if worker_limits is not None:
+            limits.remove(worker_limits.cgroups)
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def close(self) -> None:
         self._zygote.close()
@@ -76,6 +122,7 @@ class LocalBackend(Backend):
             _signal_group(pid, signal.SIGKILL)
         if task_group is not None:  # the agent died (or was killed) before stopping its task
             _signal_group(task_group, signal.SIGKILL)
+        limits.remove(handle.get("cgroups", ()))  # whatever is left in the worker's cgroups
         self._wait_gone(handle, 5)
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -91,6 +138,26 @@ class LocalBackend(Backend):
             time.sleep(0.01)
 
 
+def _gpu_env(resources: Resources | None) -> dict[str, str]:
+    """The devices a worker may use; none (an empty list) when its size has no GPU."""
+    devices = ",".join(resources.gpus) if resources is not None else ""
+    return {"CUDA_VISIBLE_DEVICES": devices, "NVIDIA_VISIBLE_DEVICES": devices or "void"}
+
+
+def _make_private(folder: Path) -> None:
+    """Make ``folder`` (and its parent, the control plane's home) this user's only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (folder, folder.parent):
+        with contextlib.suppress(OSError):
+            path.chmod(0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 class Zygote:
     """The agent zygote (``taskyard.agent.zygote``): started when first needed, and again if it died."""
 
@@ -99,9 +166,9 @@ class Zygote:
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def spawn(self, cwd: Path, env: dict[str, str], log: Path) -> int:
-        """Start an agent in ``cwd`` with exactly ``env``, its output in ``log``; return its pid."""
-        request = json.dumps({"cwd": str(cwd), "env": env, "log": str(log)}).encode() + b"\n"
+    def spawn(self, cwd: Path, env: dict[str, str], log: Path, cgroups: list[str]) -> int:
+        """Start an agent in ``cwd`` with exactly ``env`` and in ``cgroups``, its output in ``log``; return its pid."""
+        request = json.dumps({"cwd": str(cwd), "env": env, "log": str(log), "cgroups": cgroups}).encode() + b"\n"
         with self._lock:
             for _ in range(2):  # a zygote found dead is started again, once
                 answer = self._ask(self._running(), request)

@@ -132,10 +132,13 @@ class WorkerRow(Base):
     pool: Mapped[str] = mapped_column(String(64), default="default")
     backend: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(20))
-    size: Mapped[str] = mapped_column(String(20))
+    size: Mapped[str] = mapped_column(String(32))
     image: Mapped[str] = mapped_column(String(255))
+    gpus: Mapped[str | None] = mapped_column(String(255))  # the GPU devices it holds, comma-separated
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     handle: Mapped[str | None] = mapped_column(Text)  # backend data, JSON
+    sandboxed: Mapped[bool | None] = mapped_column(Boolean)  # None until its backend has started it
+    limits: Mapped[str | None] = mapped_column(String(40))  # how its size is held: "cgroup v1", "rlimit"...
     keep: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

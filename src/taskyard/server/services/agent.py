@@ -136,6 +136,8 @@ def _stop_note(task: TaskRow) -> str | None:
 def _reason(fin: AgentFinish) -> str | None:
     if fin.error is not None:
         return fin.error
+    if fin.reason is not None:
+        return fin.reason
     if fin.exit_code not in (0, None):
         return f"the task exited with code {fin.exit_code}"
     return None

@@ -27,7 +27,15 @@ def new_worker_name() -> str:
 
 
 def create_worker(
-    session: Session, *, user_id: int | None, pool: str, backend: str, size: str, image: str, keep: bool
+    session: Session,
+    *,
+    user_id: int | None,
+    pool: str,
+    backend: str,
+    size: str,
+    image: str,
+    keep: bool,
+    gpus: tuple[str, ...] = (),
 ) -> tuple[WorkerRow, str]:
     """A new worker row in Provisioning; returns it with its agent token (stored only hashed)."""
     token = new_token()
@@ -39,6 +47,7 @@ def create_worker(
         status=WorkerStatus.PROVISIONING.value,
         size=size,
         image=image,
+        gpus=",".join(gpus) or None,
         token_hash=hash_token(token),
         keep=keep,
         created_at=utcnow(),
@@ -159,6 +168,9 @@ def to_info(worker: WorkerRow, user_name: str | None, task_id: str | None = None
         backend=worker.backend,
         size=worker.size,
         image=worker.image,
+        gpus=[device for device in (worker.gpus or "").split(",") if device],
+        sandboxed=worker.sandboxed,
+        limits=worker.limits,
         keep=worker.keep,
         reason=worker.reason,
         task_id=task_id,

@@ -1,0 +1,91 @@
+"""Every process a task started, whatever it did with sessions or process groups.
+
+The agent makes itself a child subreaper: a process orphaned anywhere below it is reparented to
+the agent, not to init, so walking ``/proc`` down from the agent finds all of them. Inside a
+sandbox the same holds through its PID namespace, whose init is a child of bwrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphans of our descendants; False where the OS has no such thing."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below ``root``, parents before their children."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents():
+        children.setdefault(ppid, []).append(pid)
+    found, queue = [], list(children.get(root, ()))
+    while queue:
+        pid = queue.pop(0)
+        found.append(pid)
+        queue.extend(children.get(pid, ()))
+    return found
+
+
+def signal_all(sig: int, *, spare_bwrap: bool = False) -> None:
+    """Send ``sig`` to every descendant of this process (but bwrap itself, with ``spare_bwrap``).
+
+    bwrap is spared a SIGTERM because it dies of one and takes its whole sandbox with it at once:
+    the task is to get its grace period first.
+    """
+    for pid in descendants(os.getpid()):
+        if spare_bwrap and _name(pid) == "bwrap":
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def kill_all_and_reap() -> None:
+    """SIGKILL every descendant, then reap the ones that were ours (orphans adopted included)."""
+    for _ in range(50):
+        left = descendants(os.getpid())
+        if not left:
+            break
+        signal_all(signal.SIGKILL)
+        _reap()
+        time.sleep(0.002)
+    _reap()
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] != 0:
+            pass
+
+
+def _parents() -> list[tuple[int, int]]:
+    pairs = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                pairs.append((int(entry), int(stat.read().rsplit(b")", 1)[1].split()[1])))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pairs
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""

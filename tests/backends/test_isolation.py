@@ -1,0 +1,152 @@
+"""Local workers get what their size says and no more: cgroup limits, out-of-memory, GPUs, admission, sandbox modes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import taskyard
+from taskyard import TaskStatus, WorkerConfig
+
+from contract import worker_handle
+from support import Server, wait_for, write
+
+S = TaskStatus
+GIB = 1024**3
+SIZES = """
+[sizes.X-Small]
+cpu = 1
+memory = "1GiB"
+default = true
+
+[sizes.Half]
+cpu = 0.5
+memory = "512MiB"
+
+[sizes.Medium]
+cpu = 2
+memory = "2GiB"
+
+[sizes.GPU-1]
+cpu = 0.25
+memory = "512MiB"
+gpu = 1
+"""
+HOLD = "import os, sys, time\nprint(os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True)\nwhile not os.path.exists(sys.argv[0] + '.go'):\n    time.sleep(0.05)\n"  # noqa: E501
+
+
+@pytest.fixture(scope="module")
+def sized(tmp_path_factory) -> Iterator[Server]:
+    """A control plane with small sizes, two (pretend) GPUs and room for four workers on this 2-core host."""
+    home = tmp_path_factory.mktemp("sized")
+    config = write(home.parent, f"{home.name}.toml", SIZES)
+    server = Server(home, TASKYARD_CONFIG=str(config), TASKYARD_GPUS="0,1", TASKYARD_MAX_WORKERS="4").start()
+    yield server
+    server.stop()
+
+
+def submit(server: Server, folder: Path, code: str, size: str | None = None, **options) -> taskyard.Task:
+    write(folder, "task.py", code)
+    config = WorkerConfig(worker_size=size)
+    return taskyard.submit("task.py", files_path=folder, worker_config=config, client=server.client, **options)
+
+
+def cgroup_file(server: Server, worker_name: str, controller: str, name: str) -> str:
+    """A file of the worker's cgroup for ``controller``, read on the host."""
+    cgroups = worker_handle(server, worker_name)["cgroups"]
+    folder = next(folder for folder in cgroups if f"/{controller}/" in folder)
+    return (Path(folder) / name).read_text().strip()
+
+
+def test_a_worker_is_held_to_its_size_by_cgroups(sized, tmp_path):
+    task = submit(sized, tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n", size="half")
+    wait_for(lambda: "up" in task.logs(), timeout=30)
+    worker = sized.client.worker(task.worker_name)
+    assert worker.size == "Half" and worker.limits == "cgroup v1" and worker.sandboxed is True
+    assert int(cgroup_file(sized, worker.name, "memory", "memory.limit_in_bytes")) == 512 * 1024**2
+    assert cgroup_file(sized, worker.name, "cpu", "cpu.cfs_quota_us") == "50000"
+    assert cgroup_file(sized, worker.name, "pids", "pids.max") == "2048"
+    task.kill()
+
+
+def test_a_memory_hog_ends_failed_and_says_it_ran_out_of_memory(sized, tmp_path):
+    hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 1024 * 1024))\n"
+    task = submit(sized, tmp_path, hog, size="X-Small")
+    assert task.wait(timeout=60) is S.FAILED
+    message = "out of memory: worker size X-Small allows 1 GiB"
+    assert task.info.reason == message
+    assert f"[taskyard] {message}" in task.logs()
+
+
+def test_gpus_are_handed_out_one_worker_at_a_time(sized, tmp_path):
+    first, second, third = (submit(sized, tmp_path / name, HOLD, size="GPU-1") for name in ("a", "b", "c"))
+    wait_for(lambda: first.logs() and second.logs(), timeout=30)
+    assert {first.logs().strip(), second.logs().strip()} == {"0", "1"}
+    time.sleep(1)
+    assert third.refresh().status is S.IN_QUEUE, "a third 1-GPU worker started with only two GPUs"
+    freed = first.logs().strip()
+    (tmp_path / "a" / "task.py.go").touch()
+    assert first.wait(timeout=30) is S.SUCCESS
+    wait_for(lambda: third.logs(), timeout=30)
+    assert third.logs().strip() == freed
+    for name in ("b", "c"):
+        (tmp_path / name / "task.py.go").touch()
+    assert second.wait(timeout=30) is third.wait(timeout=30) is S.SUCCESS
+
+
+def test_a_worker_without_gpus_sees_none(sized, tmp_path):
+    task = submit(sized, tmp_path, "import os\nprint(repr(os.environ['CUDA_VISIBLE_DEVICES']))\n", size="half")
+    assert task.wait(timeout=30) is S.SUCCESS
+    assert task.logs().strip() == "''"
+
+
+def test_sizes_that_fit_but_not_now_wait_in_queue(sized, tmp_path):
+    """Two Medium workers (2 cores each) do not fit this 2-core host at once, though the pool allows 4."""
+    if (os.cpu_count() or 1) >= 4:
+        pytest.skip("this host holds two Medium workers at once")
+    first, second = (submit(sized, tmp_path / name, HOLD, size="Medium") for name in ("a", "b"))
+    wait_for(lambda: first.logs() or second.logs(), timeout=30)
+    running, waiting = (first, second) if first.logs() else (second, first)
+    time.sleep(1)
+    assert waiting.refresh().status is S.IN_QUEUE
+    (tmp_path / ("a" if running is first else "b") / "task.py.go").touch()
+    assert running.wait(timeout=30) is S.SUCCESS
+    wait_for(lambda: waiting.logs(), timeout=30)
+    (tmp_path / ("b" if running is first else "a") / "task.py.go").touch()
+    assert waiting.wait(timeout=30) is S.SUCCESS
+
+
+# -- sandbox modes -------------------------------------------------------------------------------
+
+
+def test_with_the_sandbox_off_workers_say_they_are_not_sandboxed(tmp_path):
+    server = Server(tmp_path / "home", TASKYARD_SANDBOX="off").start()
+    try:
+        task = submit(server, tmp_path / "t", "print('hi')\n")
+        assert task.wait(timeout=30) is S.SUCCESS
+        assert server.client.worker(task.worker_name).sandboxed is False
+    finally:
+        server.stop()
+
+
+def test_without_bwrap_auto_runs_unsandboxed_with_a_warning_and_required_refuses(tmp_path):
+    no_bwrap = {"PATH": "/nonexistent"}
+    auto = Server(tmp_path / "auto", **no_bwrap).start()
+    try:
+        task = submit(auto, tmp_path / "t", "print('hi')\n")
+        assert task.wait(timeout=30) is S.SUCCESS
+        assert auto.client.worker(task.worker_name).sandboxed is False
+        assert "workers are NOT sandboxed" in (auto.home / "server.log").read_text()
+    finally:
+        auto.stop()
+    required = Server(tmp_path / "required", TASKYARD_SANDBOX="required", **no_bwrap).start()
+    try:
+        task = submit(required, tmp_path / "t", "print('hi')\n")
+        assert task.wait(timeout=30) is S.RUNTIME_ERROR
+        assert "TASKYARD_SANDBOX=required" in task.info.reason and "bubblewrap" in task.info.reason
+    finally:
+        required.stop()
