@@ -37,7 +37,7 @@ _SCP_LIKE_URL = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S.*")
 _URL_SCHEMES = ("https://", "http://", "ssh://", "file://")
 
 # Keys that travel inside ``additional_params``, in the order they are written.
-EXTRA_KEYS = ("env_variables", "personal_secrets", "git_configs", "startup_script")
+EXTRA_KEYS = ("env_variables", "personal_secrets", "git_configs", "startup_script", "network")
 # Keys of a Practicus login found in its worker files; they mean nothing here and are dropped.
 IGNORED_KEYS = ("service_url", "email", "refresh_token")
 
@@ -135,8 +135,13 @@ class WorkerConfig(BaseModel):
     personal_secrets: list[str] | None = None
     """Names of personal secrets exposed to the task as environment variables."""
 
+    network: bool | None = None
+    """False: the task runs with no network at all (an empty network namespace of its own).
+
+    Only on a sandboxed worker; the git clones and the startup script before it keep the network."""
+
     additional_params: str | None = None
-    """Base64 JSON of env_variables, personal_secrets, git_configs and startup_script.
+    """Base64 JSON of env_variables, personal_secrets, git_configs, startup_script and network.
 
     Derived when writing and unpacked when reading: always None on an instance."""
 
@@ -211,6 +216,7 @@ class WorkerConfig(BaseModel):
             "personal_secrets": self.personal_secrets,
             "git_configs": git_configs,
             "startup_script": self.startup_script,
+            "network": self.network,
         }
         return {key: value for key, value in values.items() if value is not None}
 

@@ -263,6 +263,12 @@ class Worker:
     def image(self) -> str:
         return (self._info or self.refresh()).image
 
+    @property
+    def sandboxed(self) -> bool | None:
+        """Whether its tasks run in a sandbox (None until the worker has started)."""
+        info = self._info if self._info is not None and self._info.sandboxed is not None else self.refresh()
+        return info.sandboxed
+
     def get_logs(self, log_size_mb: float = 1) -> str:
         """The last ``log_size_mb`` MB of what the tasks on this worker printed."""
         return self.client.worker_logs(self.name, int(log_size_mb * 1024 * 1024))

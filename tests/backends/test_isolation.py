@@ -36,7 +36,8 @@ cpu = 0.25
 memory = "512MiB"
 gpu = 1
 """
-HOLD = "import os, sys, time\nprint(os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True)\nwhile not os.path.exists(sys.argv[0] + '.go'):\n    time.sleep(0.05)\n"  # noqa: E501
+# Prints the GPUs it got, then holds its worker until the file named by $GO exists.
+HOLD = "import os, time\nprint(os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\nwhile not os.path.exists(os.environ['GO']):\n    time.sleep(0.05)\n"  # noqa: E501
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +50,10 @@ def sized(tmp_path_factory) -> Iterator[Server]:
     server.stop()
 
 
-def submit(server: Server, folder: Path, code: str, size: str | None = None, **options) -> taskyard.Task:
+def submit(server: Server, folder: Path, code: str, size: str | None = None, go: Path | None = None,
+           **options) -> taskyard.Task:
     write(folder, "task.py", code)
-    config = WorkerConfig(worker_size=size)
+    config = WorkerConfig(worker_size=size, env_variables={"GO": str(go)} if go else None)
     return taskyard.submit("task.py", files_path=folder, worker_config=config, client=server.client, **options)
 
 
@@ -82,19 +84,20 @@ def test_a_memory_hog_ends_failed_and_says_it_ran_out_of_memory(sized, tmp_path)
     assert f"[taskyard] {message}" in task.logs()
 
 
-def test_gpus_are_handed_out_one_worker_at_a_time(sized, tmp_path):
-    first, second, third = (submit(sized, tmp_path / name, HOLD, size="GPU-1") for name in ("a", "b", "c"))
+def test_gpus_are_handed_out_one_worker_at_a_time(sized, tmp_path, readable_dir):
+    go = {name: readable_dir / name for name in ("a", "b", "c")}
+    first, second, third = (submit(sized, tmp_path / name, HOLD, "GPU-1", go[name]) for name in go)
     wait_for(lambda: first.logs() and second.logs(), timeout=30)
     assert {first.logs().strip(), second.logs().strip()} == {"0", "1"}
     time.sleep(1)
     assert third.refresh().status is S.IN_QUEUE, "a third 1-GPU worker started with only two GPUs"
     freed = first.logs().strip()
-    (tmp_path / "a" / "task.py.go").touch()
+    go["a"].touch()
     assert first.wait(timeout=30) is S.SUCCESS
     wait_for(lambda: third.logs(), timeout=30)
     assert third.logs().strip() == freed
-    for name in ("b", "c"):
-        (tmp_path / name / "task.py.go").touch()
+    go["b"].touch()
+    go["c"].touch()
     assert second.wait(timeout=30) is third.wait(timeout=30) is S.SUCCESS
 
 
@@ -104,20 +107,22 @@ def test_a_worker_without_gpus_sees_none(sized, tmp_path):
     assert task.logs().strip() == "''"
 
 
-def test_sizes_that_fit_but_not_now_wait_in_queue(sized, tmp_path):
+def test_sizes_that_fit_but_not_now_wait_in_queue(sized, tmp_path, readable_dir):
     """Two Medium workers (2 cores each) do not fit this 2-core host at once, though the pool allows 4."""
     if (os.cpu_count() or 1) >= 4:
         pytest.skip("this host holds two Medium workers at once")
-    first, second = (submit(sized, tmp_path / name, HOLD, size="Medium") for name in ("a", "b"))
-    wait_for(lambda: first.logs() or second.logs(), timeout=30)
-    running, waiting = (first, second) if first.logs() else (second, first)
+    go = {name: readable_dir / name for name in ("a", "b")}
+    tasks = {name: submit(sized, tmp_path / name, HOLD, "Medium", go[name]) for name in go}
+    wait_for(lambda: any(task.logs() for task in tasks.values()), timeout=30)
+    running = next(name for name, task in tasks.items() if task.logs())
+    waiting = "b" if running == "a" else "a"
     time.sleep(1)
-    assert waiting.refresh().status is S.IN_QUEUE
-    (tmp_path / ("a" if running is first else "b") / "task.py.go").touch()
-    assert running.wait(timeout=30) is S.SUCCESS
-    wait_for(lambda: waiting.logs(), timeout=30)
-    (tmp_path / ("b" if running is first else "a") / "task.py.go").touch()
-    assert waiting.wait(timeout=30) is S.SUCCESS
+    assert tasks[waiting].refresh().status is S.IN_QUEUE
+    go[running].touch()
+    assert tasks[running].wait(timeout=30) is S.SUCCESS
+    wait_for(lambda: tasks[waiting].logs(), timeout=30)
+    go[waiting].touch()
+    assert tasks[waiting].wait(timeout=30) is S.SUCCESS
 
 
 # -- sandbox modes -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -22,10 +23,11 @@ from taskyard.backends.base import Backend, LaunchRequest, WorkerState
 from taskyard.config import WorkerConfig
 from taskyard.errors import Conflict, IllegalTransition, InvalidInput, NotFound, Unauthorized
 from taskyard.models import LogChunk
+from taskyard.server.config import ServerConfig
 from taskyard.server.db.models import Base, StatusChangeRow, TaskRow, UserRow, WorkerRow
 from taskyard.server.db.session import MIGRATIONS, migrate, transaction
 from taskyard.server.notifier import Notifier
-from taskyard.server.scheduler import DEFAULT_SIZE, Scheduler
+from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import logs, pools, tasks, users
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import set_status
@@ -638,7 +640,8 @@ def make_scheduler(db):
     made = []
 
     def make(backend: Backend, *, max_workers: int = 2, warm_workers: int = 0) -> Scheduler:
-        scheduler = Scheduler(db, Notifier(), backend, max_workers=max_workers, warm_workers=warm_workers)
+        sizes = ServerConfig(data_dir=Path("unused"))
+        scheduler = Scheduler(db, Notifier(), backend, max_workers=max_workers, sizes=sizes, warm_workers=warm_workers)
         scheduler.control_plane_url = "http://control-plane.test"
         made.append(scheduler)
         return scheduler
@@ -654,7 +657,8 @@ def fill(scheduler: Scheduler) -> tuple[list[tuple[str, str, LaunchRequest]], li
     Returns the claims for new workers and the warm workers asked for; nothing is launched.
     """
     with transaction(scheduler.sessions) as session:
-        return scheduler._fill(session, pools.default_spec(), worker_service.live_workers(session))
+        live = worker_service.live_workers(session)
+        return scheduler._fill(session, pools.default_spec(), live, scheduler.ledger(live))
 
 
 def claim(scheduler: Scheduler) -> list[tuple[str, str, LaunchRequest]]:
@@ -684,7 +688,7 @@ def test_claim_respects_max_workers(db, make_user, make_task, make_scheduler):
         assert (row.worker_name, row.lease_token) == (request.worker_name, lease)
         assert row.lease_expires_at > datetime.now(timezone.utc)
         assert request.control_plane_url == "http://control-plane.test"
-        assert (request.size, request.image) == (DEFAULT_SIZE, "python")
+        assert (request.size, request.image) == ("X-Small", "python")
     for task_id in made[2:]:
         row = reload(db, task_id)
         assert (row.worker_name, row.lease_token) == (None, None)
@@ -757,7 +761,7 @@ def test_a_warm_worker_takes_the_next_task_without_a_launch(db, make_user, make_
     scheduler._launch(None, None, request)
     [warm] = workers_of(db)
     assert (warm.name, warm.user_id, warm.status) == (request.worker_name, None, WorkerStatus.PROVISIONING.value)
-    assert (warm.size, warm.image) == (DEFAULT_SIZE, "python")
+    assert (warm.size, warm.image) == ("X-Small", "python")
     assert warm.handle is not None
 
     alice = make_user()

@@ -65,6 +65,7 @@ def build_plane(config: ServerConfig) -> Plane:
         notifier,
         backend,
         max_workers=config.max_workers or settings.max_workers(),
+        sizes=config,
         warm_workers=config.warm_workers,
     )
     return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler)

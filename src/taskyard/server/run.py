@@ -24,6 +24,7 @@ def serve(
     any_port: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM. With ``any_port``, a busy ``port`` gives way to a free one."""
+    os.umask(0o077)  # the database, logs, blobs and worker folders: this user's only
     try:
         sock = _bind(host, port)
     except OSError as exc:

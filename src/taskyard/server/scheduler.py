@@ -117,7 +117,7 @@ class Scheduler:
         with transaction(self.sessions) as session:
             specs = pools.all_specs(session)
             live = worker_service.live_workers(session)
-            ledger = Ledger(self.backend.capacity(), live, self._need)
+            ledger = self.ledger(live)
             claims, warm = [], []
             for pool in specs:
                 pool_claims, pool_warm = self._fill(session, pool, live, ledger)
@@ -161,9 +161,13 @@ class Scheduler:
         for task in session.scalars(_QUEUED, {"pool": pool.name, "free": free}):
             outcome = self._place(session, pool, task, warm, ledger)
             placed += outcome is not False
-            if outcome:
+            if isinstance(outcome, tuple):
                 claims.append(outcome)
         return placed, claims
+
+    def ledger(self, live: list[WorkerRow]) -> Ledger:
+        """What the backend has left, as ``live`` workers hold it, for one pass to place workers against."""
+        return Ledger(self.backend.capacity(), live, self._need)
 
     def _max_workers(self, pool: PoolSpec) -> int:
         return self.max_workers if pool.name == pools.DEFAULT else pool.max_workers

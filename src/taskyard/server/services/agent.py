@@ -70,6 +70,7 @@ def _assignment(session: Session, task: TaskRow) -> Assignment:
         startup_script=config.startup_script,
         bundle_key=bundle_key(task.user_id, task.bundle_sha256) if task.bundle_size <= INLINE_BUNDLE else None,
         git_configs=[repo.model_dump(exclude_none=True) for repo in config.git_configs or ()],
+        network=config.network is not False,
     )
 
 
