@@ -98,7 +98,8 @@ class LogPump:
         self._pending.clear()
 
     def _batch(self) -> list[dict]:
-        batch, size = [], 0
+        batch: list[dict] = []
+        size = 0
         for chunk in self._unacked:
             if batch and size + len(chunk["text"]) > MAX_BATCH:
                 break

@@ -129,7 +129,7 @@ def _read_response(reader, client: Client) -> tuple[int, str, bytes]:
 
 
 def _read_headers(reader) -> dict[str, str]:
-    headers = {}
+    headers: dict[str, str] = {}
     while True:
         line = reader.readline(65537)
         if line in (b"\r\n", b"\n", b""):
@@ -139,7 +139,7 @@ def _read_headers(reader) -> dict[str, str]:
 
 
 def _read_chunked(reader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int(reader.readline(65537).split(b";", 1)[0], 16)
         if size == 0:
