@@ -30,9 +30,9 @@ class Isolation:
         self.memory_cgroup = limits.get("memory_cgroup")
         self.rlimits = limits.get("rlimits") or {}
         sandbox = settings.get("sandbox") or {}
-        self.bwrap = sandbox.get("bwrap")
+        self.bwrap: str | None = sandbox.get("bwrap")
         self.uid = sandbox.get("uid")
-        self.setpriv = sandbox.get("setpriv")
+        self.setpriv: str | None = sandbox.get("setpriv")
         self.hide = sorted(folder for folder in sandbox.get("hide", ()) if os.path.isdir(folder))
         self.keep = [folder for folder in sandbox.get("keep", ()) if self._hidden(folder)]
 
@@ -57,7 +57,7 @@ class Isolation:
 
     def command(self, argv: list[str], *, cwd: Path, writable: list[Path], network: bool) -> tuple[list[str], dict]:
         """``argv`` as it is to be started, and the extra ``Popen`` arguments that go with it."""
-        if not self.sandboxed:
+        if self.bwrap is None:  # not sandboxed
             return argv, self._rlimit_args()
         wrapped = [self.bwrap, *self._namespaces(network), *self._mounts(writable), "--chdir", str(cwd), "--"]
         return wrapped + self._as_task_user() + argv, self._rlimit_args()
@@ -88,6 +88,8 @@ class Isolation:
     def _as_task_user(self) -> list[str]:
         if self.uid is None:
             return []
+        if self.setpriv is None:
+            raise RuntimeError("TASKYARD_AGENT_WORKER names a user for the task to run as, but no setpriv")
         uid = str(self.uid)
         return [self.setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all",
                 "--bounding-set=-all", "--"]
