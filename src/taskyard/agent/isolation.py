@@ -76,6 +76,8 @@ class Isolation:
 
     def _mounts(self, writable: list[Path]) -> list[str]:
         mounts = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
+        for device in _gpu_devices(os.environ.get("CUDA_VISIBLE_DEVICES", "")):
+            mounts += ["--dev-bind-try", device, device]
         for folder in self.hide:
             mounts += ["--tmpfs", folder]
         binds = [("--ro-bind", folder) for folder in self.keep] + [("--bind", str(folder)) for folder in writable]
@@ -134,3 +136,15 @@ class Isolation:
         return f"out of memory: worker size {self.size} allows {allowed}"
 
 
+
+
+def _gpu_devices(visible: str) -> list[str]:
+    """The device nodes of the GPUs this worker was given (none: the sandbox's /dev has no GPU at all)."""
+    ids = [gpu for gpu in visible.split(",") if gpu]
+    if not ids:
+        return []
+    if all(gpu.isdigit() for gpu in ids):
+        cards = [f"/dev/nvidia{gpu}" for gpu in ids]
+    else:  # UUIDs: the driver maps them, so every card node is shown and CUDA_VISIBLE_DEVICES picks
+        cards = sorted(str(path) for path in Path("/dev").glob("nvidia[0-9]*"))
+    return cards + [f"/dev/{node}" for node in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")]

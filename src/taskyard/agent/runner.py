@@ -116,7 +116,8 @@ class TaskRun:
     def _reap(self, process: subprocess.Popen) -> int:
         """Wait for a process, then stop whatever it left behind, in its group or not: nothing outlives it."""
         code = process.wait()
-        tree.kill_all_and_reap()
+        if not self.isolation.sandboxed:  # a sandbox's PID namespace ends with it, and all inside
+            tree.kill_all_and_reap(self.isolation.memory_cgroup)
         (self.worker_dir / PGID_FILE).unlink(missing_ok=True)
         return code
 
@@ -131,6 +132,7 @@ class TaskRun:
         return process
 
     def _capture(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None and process.stderr is not None  # started with both as pipes
         pipes = {"stdout": process.stdout, "stderr": process.stderr}
         self.pump.attach({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
         for pipe in pipes.values():
@@ -176,8 +178,9 @@ class TaskRun:
             process = self.process
         if process is None or not first:
             return
-        tree.signal_all(signal.SIGTERM, spare_bwrap=True)
-        timer = threading.Timer(self.a["kill_grace"], tree.signal_all, (signal.SIGKILL,))
+        cgroup = self.isolation.memory_cgroup
+        tree.signal_all(signal.SIGTERM, spare_bwrap=True, cgroup=cgroup)
+        timer = threading.Timer(self.a["kill_grace"], tree.signal_all, (signal.SIGKILL,), {"cgroup": cgroup})
         timer.daemon = True
         timer.start()
 

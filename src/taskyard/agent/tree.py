@@ -1,6 +1,7 @@
 """Every process a task started, whatever it did with sessions or process groups.
 
-The agent makes itself a child subreaper: a process orphaned anywhere below it is reparented to
+Where the worker has a cgroup of its own, its members are those processes (and the agent). Else
+the agent makes itself a child subreaper: a process orphaned anywhere below it is reparented to
 the agent, not to init, so walking ``/proc`` down from the agent finds all of them. Inside a
 sandbox the same holds through its PID namespace, whose init is a child of bwrap.
 """
@@ -39,26 +40,36 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def signal_all(sig: int, *, spare_bwrap: bool = False) -> None:
-    """Send ``sig`` to every descendant of this process (but bwrap itself, with ``spare_bwrap``).
+def ours(cgroup: str | None = None) -> list[int]:
+    """The processes this agent started, and theirs: the other members of its ``cgroup``, or its descendants."""
+    if cgroup is not None:
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs")) as procs:
+                return [pid for pid in map(int, procs.read().split()) if pid != os.getpid()]
+        except OSError:
+            pass
+    return descendants(os.getpid())
+
+
+def signal_all(sig: int, *, spare_bwrap: bool = False, cgroup: str | None = None) -> None:
+    """Send ``sig`` to every process of ours (but bwrap itself, with ``spare_bwrap``).
 
     bwrap is spared a SIGTERM because it dies of one and takes its whole sandbox with it at once:
     the task is to get its grace period first.
     """
-    for pid in descendants(os.getpid()):
+    for pid in ours(cgroup):
         if spare_bwrap and _name(pid) == "bwrap":
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
 
 
-def kill_all_and_reap() -> None:
-    """SIGKILL every descendant, then reap the ones that were ours (orphans adopted included)."""
+def kill_all_and_reap(cgroup: str | None = None) -> None:
+    """SIGKILL every process of ours, then reap the ones that were our children (adopted orphans too)."""
     for _ in range(50):
-        left = descendants(os.getpid())
-        if not left:
+        if not ours(cgroup):
             break
-        signal_all(signal.SIGKILL)
+        signal_all(signal.SIGKILL, cgroup=cgroup)
         _reap()
         time.sleep(0.002)
     _reap()

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from taskyard import settings
 from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
@@ -178,10 +179,11 @@ class Zygote:
 
     @staticmethod
     def _ask(process: subprocess.Popen, request: bytes) -> bytes:
+        stdin, stdout = _pipes(process)
         try:
-            process.stdin.write(request)
-            process.stdin.flush()
-            answer = process.stdout.readline()
+            stdin.write(request)
+            stdin.flush()
+            answer = stdout.readline()
         except OSError:
             answer = b""
         if not answer:
@@ -215,10 +217,16 @@ class Zygote:
 
 def _end(zygote: subprocess.Popen) -> None:
     """Close our ends of its pipes (it stops when its stdin closes) and reap it."""
-    for pipe in (zygote.stdin, zygote.stdout):
+    for pipe in _pipes(zygote):
         with contextlib.suppress(OSError):
             pipe.close()
     zygote.wait(timeout=10)
+
+
+def _pipes(zygote: subprocess.Popen) -> tuple[IO[bytes], IO[bytes]]:
+    """Its stdin and stdout: pipes, as :meth:`Zygote._running` starts it."""
+    assert zygote.stdin is not None and zygote.stdout is not None
+    return zygote.stdin, zygote.stdout
 
 
 def _without_settings(environ: Mapping[str, str]) -> dict[str, str]:

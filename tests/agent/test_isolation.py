@@ -1,0 +1,93 @@
+"""How the agent starts a task's commands: the bwrap sandbox it builds, rlimits, out-of-memory counts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskyard.agent.isolation import Isolation
+
+SANDBOX = {"bwrap": "/usr/bin/bwrap", "setpriv": "/usr/bin/setpriv", "hide": ["/"], "keep": []}
+
+
+def command(isolation: Isolation, tmp_path: Path, network: bool = True) -> list[str]:
+    argv, _ = isolation.command(["python", "task.py"], cwd=tmp_path, writable=[tmp_path], network=network)
+    return argv
+
+
+def test_as_root_the_task_runs_as_the_workers_own_user_with_no_capability(tmp_path):
+    argv = command(Isolation({"sandbox": {**SANDBOX, "uid": 1_700_000_123}}), tmp_path)
+    assert argv[0] == "/usr/bin/bwrap" and "--unshare-pid" in argv and "--unshare-user" not in argv
+    task_user = argv[argv.index("--") + 1 :]
+    assert task_user[:5] == ["/usr/bin/setpriv", "--reuid", "1700000123", "--regid", "1700000123"]
+    assert "--bounding-set=-all" in task_user and task_user[-2:] == ["python", "task.py"]
+
+
+def test_otherwise_a_user_namespace_does_it_and_nested_ones_are_refused(tmp_path):
+    argv = command(Isolation({"sandbox": {**SANDBOX, "uid": None}}), tmp_path)
+    assert {"--unshare-all", "--unshare-user", "--disable-userns", "--share-net"} <= set(argv)
+    assert argv[argv.index("--") + 1 :] == ["python", "task.py"]
+
+
+def test_no_network_means_a_network_namespace_of_its_own(tmp_path):
+    for uid in (None, 1_700_000_123):
+        argv = command(Isolation({"sandbox": {**SANDBOX, "uid": uid}}), tmp_path, network=False)
+        assert "--share-net" not in argv
+        assert "--unshare-net" in argv or "--unshare-all" in argv
+
+
+def test_only_the_workers_own_gpus_are_in_its_dev(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    argv = command(Isolation({"sandbox": {**SANDBOX, "uid": None}}), tmp_path)
+    binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--dev-bind-try"]
+    assert "/dev/nvidia1" in binds and "/dev/nvidiactl" in binds and "/dev/nvidia0" not in binds
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert "--dev-bind-try" not in command(Isolation({"sandbox": {**SANDBOX, "uid": None}}), tmp_path)
+
+
+def test_writable_folders_are_bound_after_the_hidden_ones_are_emptied(tmp_path):
+    argv = command(Isolation({"sandbox": {**SANDBOX, "hide": [str(tmp_path.parent)], "uid": None}}), tmp_path)
+    assert argv.index(str(tmp_path.parent)) < argv.index("--bind")
+    assert argv[argv.index("--bind") : argv.index("--bind") + 3] == ["--bind", str(tmp_path), str(tmp_path)]
+
+
+def test_unsandboxed_the_command_is_left_as_it_is(tmp_path):
+    argv, extra = Isolation({}).command(["python", "task.py"], cwd=tmp_path, writable=[tmp_path], network=True)
+    assert argv == ["python", "task.py"] and extra == {}
+
+
+def test_rlimits_hold_a_task_to_its_memory_when_there_is_no_cgroup(tmp_path):
+    isolation = Isolation({"limits": {"kind": "rlimit", "rlimits": {"as": 512 * 1024**2}}})
+    hog = "import sys\ntry:\n    b = bytearray(1024**3)\nexcept MemoryError:\n    sys.exit(7)\n"
+    argv, extra = isolation.command([sys.executable, "-c", hog], cwd=tmp_path, writable=[], network=True)
+    assert subprocess.run(argv, **extra, timeout=60).returncode == 7
+    assert subprocess.run([sys.executable, "-c", hog], timeout=60).returncode == 0  # the limit made the difference
+
+
+def test_out_of_memory_kills_are_read_from_the_workers_memory_cgroup(tmp_path):
+    (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
+    isolation = Isolation({"size": "Small", "memory": 2 * 1024**3, "limits": {"memory_cgroup": str(tmp_path)}})
+    assert isolation.oom_kills() == 3
+    assert isolation.oom_message() == "out of memory: worker size Small allows 2 GiB"
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 1\n")
+    assert isolation.oom_kills() == 1  # cgroup v2's file, where there is one
+    assert Isolation({}).oom_kills() == 0
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_a_sandboxed_command_really_runs_and_sees_its_own_pid_namespace(tmp_path):
+    from taskyard.backends.local.sandbox import make_policy
+
+    policy = make_policy("required", (tmp_path / "home",))
+    isolation = Isolation({"sandbox": policy.agent_settings("tw-test")})
+    isolation.own(tmp_path)
+    argv, extra = isolation.command(["sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"], cwd=tmp_path,
+                                    writable=[tmp_path], network=True)
+    done = subprocess.run(argv, **extra, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pid, count = done.stdout.split()
+    assert int(pid) <= 3 and int(count) <= 4
