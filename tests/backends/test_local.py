@@ -104,6 +104,14 @@ class TestLocalBackend(BackendContract):
         backend.terminate(first)
         assert self.traces(backend, first_request.worker_name) == set()
 
+    def test_the_zygote_never_holds_a_workers_token_and_the_token_file_is_gone(self, backend, recorder, launch_worker):
+        request, handle = launch_worker(control_plane_url=recorder.url)
+        wait_for(lambda: recorder.seen)  # the agent is up: it has read its token
+        token = request.agent_token.encode()
+        assert not (Path(handle["dir"]) / "agent.token").exists()
+        assert _in_memory(handle["pid"], token), "the agent's memory was not read (the check could not fail)"
+        assert not _in_memory(backend._zygote._process.pid, token)
+
     def test_a_reused_pid_is_neither_running_nor_terminated(self, backend, launch_worker):
         _, handle = launch_worker()
         backend.terminate(handle)
@@ -120,6 +128,21 @@ class TestLocalBackend(BackendContract):
         finally:
             stranger.kill()
             stranger.wait()
+
+
+def _in_memory(pid: int, needle: bytes) -> bool:
+    """Whether ``needle`` is anywhere in the writable memory of process ``pid`` (we are root, or its user)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(part, 16) for part in span.split("-"))
+            with contextlib.suppress(OSError, ValueError, OverflowError):
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+    return False
 
 
 class _Recorder(http.server.ThreadingHTTPServer):
