@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hostile import Neighbour, start_neighbour, start_plane
 
 from taskyard.client import Client
 
+from hostile import Neighbour, start_neighbour, start_plane
 from support import Server
 
 

@@ -11,11 +11,11 @@ import os
 import secrets
 
 import pytest
-from hostile import REFUSED, cmdline, comm, host_uid, processes_of, release, reported, result, run, task_process
 
 import taskyard
 from taskyard import TaskStatus as S
 
+from hostile import REFUSED, cmdline, comm, host_uid, processes_of, release, reported, result, run, task_process
 from support import cwd_of, environ_of, wait_for, write
 
 # -- other processes -------------------------------------------------------------------------------

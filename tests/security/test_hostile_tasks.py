@@ -12,10 +12,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from hostile import REFUSED, release, reported, result, run
 
 import taskyard
 from taskyard import TaskStatus as S
+
+from hostile import REFUSED, release, reported, result, run
 
 REPO = Path(taskyard.__file__).resolve().parents[2]
 
