@@ -10,12 +10,15 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from taskyard.errors import InvalidInput, ServerUnavailable, TaskyardError, Unauthorized
+
+if TYPE_CHECKING:
+    from typer._click import Context  # the Context commands are invoked with; typer does not export it
 
 USAGE_ERROR = 2  # bad usage or input, as for the usage errors the command line parser reports
 
@@ -28,7 +31,7 @@ HINTS: dict[type[TaskyardError], str] = {
 class CliGroup(TyperGroup):
     """The root command group: every command runs inside :func:`reported_errors`."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         with reported_errors():
             return super().invoke(ctx)
 

@@ -77,14 +77,17 @@ def run(
     from taskyard.sdk import submit
 
     config = worker_config(size, image, parse_env(env or []))
-    options = {
-        "terminate_on_completion": not keep_worker,
-        "capture_task_output": not no_capture,
-        "time_to_live": ttl,
-        "pool": pool,
-        "max_retries": retries,
-    }
-    task = submit(file, files, config, task_id=task_id, **options)
+    task = submit(
+        file,
+        files,
+        config,
+        task_id=task_id,
+        terminate_on_completion=not keep_worker,
+        capture_task_output=not no_capture,
+        time_to_live=ttl,
+        pool=pool,
+        max_retries=retries,
+    )
     if detach:
         typer.echo(task.id)
         return
@@ -116,7 +119,7 @@ def worker_config(size: str | None, image: str | None, env: dict[str, str]) -> W
     from taskyard.config import WorkerConfig
 
     given = {"worker_size": size, "worker_image": image, "env_variables": env or None}
-    return WorkerConfig(**{key: value for key, value in given.items() if value is not None})
+    return WorkerConfig.model_validate({key: value for key, value in given.items() if value is not None})
 
 
 def exit_code(status: TaskStatus) -> int:
