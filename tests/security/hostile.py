@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 import taskyard
 from taskyard.client import Client
 
@@ -72,13 +74,16 @@ def start_plane() -> Iterator[Server]:
     Every task has a ``/tmp`` of its own, so a home under it would be out of reach whatever the
     sandbox hides: here it is the sandbox (and the home's mode) that a task meets.
     """
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed, so there is no sandbox to probe (apt install bubblewrap)")
     parent = Path(tempfile.mkdtemp(prefix="taskyard-security-", dir="/var/tmp"))
     parent.chmod(0o755)
     home = parent / "home"
     home.mkdir(mode=0o755)
     home.chmod(0o755)
     config = write(parent, "taskyard.toml", SIZES)
-    server = Server(home, TASKYARD_CONFIG=str(config), TASKYARD_KILL_GRACE="1", TASKYARD_MAX_WORKERS="8").start()
+    env = {"TASKYARD_CONFIG": str(config), "TASKYARD_KILL_GRACE": "1", "TASKYARD_MAX_WORKERS": "8"}
+    server = Server(home, TASKYARD_SANDBOX="required", **env).start()
     try:
         yield server
     finally:
