@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from taskyard import bundle
 from taskyard.client import Client, default_client
@@ -59,7 +59,7 @@ def submit(
             terminate_on_completion=terminate_on_completion,
             worker=worker.name if isinstance(worker, Worker) else worker,
             pool=(pool.name if isinstance(pool, Pool) else pool) or "default",
-            time_to_live=time_to_live,
+            time_to_live=cast("float | None", time_to_live),  # a "1h30m" is made seconds by TaskSpec's validator
             max_retries=max_retries,
             resubmit_on_preemption=resubmit_on_preemption,
             bundle_sha256=packed.sha256,
@@ -309,7 +309,7 @@ class Pool:
             worker_config=worker_config or WorkerConfig(),
             max_workers=max_workers,
             warm_workers=warm_workers,
-            time_to_live=time_to_live,
+            time_to_live=cast("float | None", time_to_live),  # a "1h30m" is made seconds by PoolSpec's validator
         )
         pool.client.create_pool(spec)
         return pool
