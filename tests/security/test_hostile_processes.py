@@ -12,7 +12,6 @@ import secrets
 
 import pytest
 
-import taskyard
 from taskyard import TaskStatus as S
 
 from hostile import REFUSED, cmdline, comm, host_uid, processes_of, release, reported, result, run, task_process
@@ -247,10 +246,6 @@ report(
 """
 
 
-@pytest.mark.skipif(
-    "network" not in taskyard.WorkerConfig.model_fields,
-    reason="WorkerConfig has no network field yet (an assignment's network=False is honoured already)",
-)
 def test_without_network_a_task_reaches_nothing(plane, bob, tmp_path):
     """With network=False a task has only a loopback of its own: the control plane is out of reach."""
     cut = run(bob, tmp_path / "cut", NETWORK, config={"network": False}, PLANE_URL=plane.url)
