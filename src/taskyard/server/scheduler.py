@@ -250,7 +250,7 @@ class Scheduler:
             self._launch_failed(task_id, lease, request.worker_name, exc)
             return
         with transaction(self.sessions) as session:
-            worker = session.get(WorkerRow, request.worker_name)
+            worker = _worker(session, request.worker_name)
             worker.handle = json.dumps(handle)
             worker.sandboxed, worker.limits = handle.get("sandboxed"), handle.get("limits")
             if task_id is None:
@@ -265,7 +265,7 @@ class Scheduler:
         if task_id is None:  # a warm worker: no more of them for a while, lest a lasting fault spin
             self._warm_after = time.monotonic() + WARM_BACKOFF
         with transaction(self.sessions) as session:
-            worker = session.get(WorkerRow, worker_name)
+            worker = _worker(session, worker_name)
             worker_service.mark_ended(session, worker, WorkerStatus.FAILED, reason=f"could not start: {exc}")
             task = session.get(TaskRow, task_id) if task_id else None
             if task is not None and task.lease_token == lease:
@@ -339,10 +339,10 @@ class Scheduler:
                 WorkerRow.status == WorkerStatus.RUNNING.value, WorkerRow.handle.is_not(None)
             )
             live = session.execute(query).all()
-        states = {name: self.backend.poll(json.loads(handle)) for name, handle in live}
+        states = {name: self.backend.poll(json.loads(handle)) for name, handle in live if handle is not None}
         with transaction(self.sessions) as session:
             for name, state in states.items():
-                worker = session.get(WorkerRow, name, with_for_update=True)
+                worker = _worker(session, name, for_update=True)
                 if state is not WorkerState.RUNNING and worker.status == WorkerStatus.RUNNING.value:
                     self._lost(session, worker, state)
 
@@ -381,13 +381,21 @@ class Scheduler:
             if handle is not None:
                 self.backend.terminate(json.loads(handle))
             with transaction(self.sessions) as session:
-                worker = session.get(WorkerRow, name)
+                worker = _worker(session, name)
                 worker_service.mark_ended(session, worker, WorkerStatus.TERMINATED)
         except Exception:
             log.exception("could not terminate worker %s; will retry", name)
         finally:
             with self._lock:
                 self._terminating.discard(name)
+
+
+def _worker(session: Session, name: str, *, for_update: bool = False) -> WorkerRow:
+    """A worker the scheduler made: its row is there, as worker rows are never deleted."""
+    worker = session.get(WorkerRow, name, with_for_update=for_update)
+    if worker is None:
+        raise LookupError(f"worker {name} has no row")
+    return worker
 
 
 def _stale_workers(provision_deadline, silent_since):

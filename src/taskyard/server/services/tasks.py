@@ -263,6 +263,7 @@ def history(session: Session, task: TaskRow) -> list[StatusChange]:
 def to_info(
     task: TaskRow, user_name: str | None, changes: list[StatusChange] | None = None, position: int | None = None
 ) -> TaskInfo:
+    assert user_name is not None  # a task always has its user: tasks.user_id is required, users are never deleted
     status = TaskStatus(task.status)
     outputs = None
     if task.outputs_key is not None:
