@@ -41,7 +41,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     return app
 
 
-async def _taskyard_error(request: Request, exc: TaskyardError) -> JSONResponse:
+async def _taskyard_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskyardError)  # the class it is registered for
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
 
 
@@ -51,7 +52,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=500)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # the class it is registered for
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     field = ".".join(str(part) for part in first["loc"][1:]) or None
