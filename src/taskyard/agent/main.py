@@ -11,7 +11,8 @@ from pathlib import Path
 from . import tree
 from .isolation import Isolation
 from .protocol import Client, Refused, Unreachable
-from .runner import TaskRun
+from .runner import TaskRun, folders
+from .standby import Standby
 
 TOKEN_FILE = "agent.token"  # in the worker's folder: read once and removed
 
@@ -24,22 +25,41 @@ class Agent:
         self.client = client
         self.worker_dir = worker_dir
         self.isolation = isolation or Isolation({})
+        self.standby: Standby | None = None
         self.current: TaskRun | None = None
         self.stopping = threading.Event()
 
     def loop(self) -> None:
         from . import archive  # noqa: F401  (tarfile is slow to import: do it before a task is waiting)
 
+        try:
+            self._serve()
+        finally:
+            if self.standby is not None:
+                self.standby.discard()
+
+    def _serve(self) -> None:
         while not self.stopping.is_set():
+            self.standby = self.standby or self._start_standby()
             answer = self.client.call("GET", f"/next?wait={NEXT_WAIT}", timeout=NEXT_WAIT + 10)
             if answer.get("terminate"):
                 return
             if answer.get("task"):
-                run = self.current = TaskRun(self.client, self.worker_dir, answer["task"], self.isolation)
+                standby, self.standby = self.standby, None
+                run = self.current = TaskRun(self.client, self.worker_dir, answer["task"], self.isolation, standby)
                 run.run()
                 self.current = None
                 if run.worker_done:
                     return
+
+    def _start_standby(self) -> Standby | None:
+        """The sandbox for the next task, started now; None without one (the task then starts its own)."""
+        writable = folders(self.worker_dir)
+        try:
+            return Standby.start(self.isolation, writable[0], writable, dict(os.environ))
+        except OSError as exc:
+            print(f"taskyard agent: could not start a sandbox ahead of the task: {exc}", file=sys.stderr)
+            return None
 
     def heartbeat(self) -> None:
         while not self.stopping.is_set():

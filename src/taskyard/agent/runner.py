@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -15,21 +16,33 @@ from pathlib import Path
 from . import tree
 from .isolation import Isolation
 from .logpump import LogPump
+from .standby import Standby
 
 COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
 
 
+def folders(worker_dir: Path) -> list[Path]:
+    """The folders a task may write in: its own (its working directory), its outputs, its home."""
+    return [worker_dir / "task", worker_dir / "outputs", worker_dir / "home"]
+
+
 class TaskRun:
-    def __init__(self, client, worker_dir: Path, assignment: dict, isolation: Isolation | None = None) -> None:
+    def __init__(
+        self,
+        client,
+        worker_dir: Path,
+        assignment: dict,
+        isolation: Isolation | None = None,
+        standby: Standby | None = None,
+    ) -> None:
         self.client = client
         self.worker_dir = worker_dir
         self.a = assignment
         self.isolation = isolation or Isolation({})
+        self.standby = standby  # the sandbox started ahead for the task, if any
         self.task_id = assignment["task_id"]
-        self.task_dir = worker_dir / "task"
-        self.output_dir = worker_dir / "outputs"
-        self.home_dir = worker_dir / "home"
+        self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
         self._oom_kills_before = 0
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
@@ -64,8 +77,7 @@ class TaskRun:
 
     def _prepare(self) -> None:
         for folder in self._writable():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            _empty(folder)  # the same folder, not a new one: a sandbox started ahead has it mounted
         from . import archive
 
         inline = self.a.get("bundle")
@@ -124,6 +136,15 @@ class TaskRun:
     def _start(self) -> subprocess.Popen:
         command = COMMANDS[self.a["kind"]](self.a["file_name"])
         network = self.a.get("network", True)
+        standby, self.standby = self.standby, None
+        if standby is not None and network and self.a["capture_output"]:
+            with contextlib.suppress(OSError):  # it died waiting: start the task the slow way
+                process = standby.become(command, self._env())
+                (self.worker_dir / PGID_FILE).write_text(str(process.pid))
+                self._capture(process)
+                return process
+        if standby is not None:
+            standby.discard()
         if not self.a["capture_output"]:
             with open(self.worker_dir / "task_output.log", "ab") as out:
                 return self._popen(command, out, out, network=network)
@@ -191,6 +212,9 @@ class TaskRun:
         return answer["acked"], answer.get("kill", False)
 
     def _finish(self, *, exit_code=None, killed=False, error=None, outputs=False, reason=None) -> None:
+        if self.standby is not None:  # the task never started
+            self.standby.discard()
+            self.standby = None
         if outputs:
             self._upload_outputs(partial=killed or exit_code != 0)
         chunks = []
@@ -224,3 +248,13 @@ def _clone_command(repo: dict) -> list[str]:
     if repo.get("fetch_depth"):
         command += ["--depth", str(repo["fetch_depth"])]
     return [*command, "--", url, dest]
+
+
+def _empty(folder: Path) -> None:
+    """Make ``folder`` exist and hold nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

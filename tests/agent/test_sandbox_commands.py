@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from taskyard.agent.isolation import Isolation
+from taskyard.agent.standby import Standby, script
 
 SANDBOX = {"bwrap": "/usr/bin/bwrap", "setpriv": "/usr/bin/setpriv", "hide": ["/"], "keep": []}
 
@@ -91,3 +92,32 @@ def test_a_sandboxed_command_really_runs_and_sees_its_own_pid_namespace(tmp_path
     assert done.returncode == 0, done.stderr
     pid, count = done.stdout.split()
     assert int(pid) <= 3 and int(count) <= 4
+
+
+def test_a_standby_script_exports_exactly_the_env_and_quotes_everything():
+    env = {"A": "it's\nmultiline $HOME `x`", "PATH": "/usr/bin:/bin", "not-a-name": "skipped"}
+    text = script(["python", "-u", "my task.py"], env)
+    run_env = text.replace("exec python -u 'my task.py'", "exec env -0")
+    done = subprocess.run(["/bin/sh", "-s"], input=run_env, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    shown = dict(entry.split("=", 1) for entry in done.stdout.split("\0") if entry)
+    assert shown == {"A": env["A"], "PATH": "/usr/bin:/bin"}
+    assert text.rstrip().endswith("exec python -u 'my task.py' </dev/null")
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_a_standby_sandbox_becomes_the_task_with_its_env_and_exit_status(tmp_path):
+    from taskyard.backends.local.sandbox import make_policy
+
+    isolation = Isolation({"sandbox": make_policy("required", (tmp_path / "home",)).agent_settings("tw-standby")})
+    standby = Standby.start(isolation, tmp_path, [tmp_path], {"PATH": "/usr/bin:/bin"})
+    assert standby is not None
+    code = "echo \"$SECRET\" >&2; read -r line || echo stdin-empty; exit 3"
+    process = standby.become(["sh", "-c", code], {"PATH": "/usr/bin:/bin", "SECRET": "s3 cr3t"})
+    with process.stdout, process.stderr:
+        out, err = process.stdout.read(), process.stderr.read()
+    assert (process.wait(timeout=30), out.decode(), err.decode()) == (3, "stdin-empty\n", "s3 cr3t\n")
+    unused = Standby.start(isolation, tmp_path, [tmp_path], {"PATH": "/usr/bin:/bin"})
+    assert unused is not None
+    unused.discard()
+    assert unused.process.returncode == 0
