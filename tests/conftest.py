@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from taskyard.client import reset_default_client
-
-from support import Server
+from support import Server, default_client_of
 
 PG_ADMIN_URL = os.environ.get("TASKYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -70,11 +68,8 @@ def fresh_server(tmp_path) -> Iterator[Server]:
 @pytest.fixture
 def sdk_env(server, monkeypatch) -> Iterator[Server]:
     """Point the SDK's default client (``taskyard.run_task`` with no client) at ``server``."""
-    monkeypatch.setenv("TASKYARD_URL", server.url)
-    monkeypatch.setenv("TASKYARD_TOKEN", server.token)
-    reset_default_client()
-    yield server
-    reset_default_client()
+    with default_client_of(server, monkeypatch):
+        yield server
 
 
 @pytest.fixture

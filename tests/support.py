@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from taskyard import embedded
-from taskyard.client import Client
+from taskyard.client import Client, reset_default_client
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -174,3 +174,15 @@ def _execing(pid: int) -> bool:
         return False
     kernel_thread = int(fields[6]) & 0x00200000  # PF_KTHREAD in field 9, flags
     return fields[0] != "Z" and not kernel_thread
+
+
+@contextlib.contextmanager
+def default_client_of(server: Server, monkeypatch):
+    """Point the SDK's and CLI's default client (TASKYARD_URL / TASKYARD_TOKEN) at ``server``, as its admin."""
+    monkeypatch.setenv("TASKYARD_URL", server.url)
+    monkeypatch.setenv("TASKYARD_TOKEN", server.token)
+    reset_default_client()
+    try:
+        yield server
+    finally:
+        reset_default_client()

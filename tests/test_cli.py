@@ -18,7 +18,7 @@ from taskyard.cli import app
 from taskyard.client import reset_default_client
 from taskyard.status import TaskStatus, WorkerStatus
 
-from support import EXAMPLES, wait_for, write
+from support import EXAMPLES, default_client_of, wait_for, write
 
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
 
@@ -26,11 +26,8 @@ SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
 @pytest.fixture
 def cli(server, monkeypatch) -> Iterator[CliRunner]:
     """A runner whose commands talk to ``server`` as its admin, through TASKYARD_URL / TASKYARD_TOKEN."""
-    monkeypatch.setenv("TASKYARD_URL", server.url)
-    monkeypatch.setenv("TASKYARD_TOKEN", server.token)
-    reset_default_client()
-    yield CliRunner()
-    reset_default_client()
+    with default_client_of(server, monkeypatch):
+        yield CliRunner()
 
 
 def invoke(cli: CliRunner, *args: object) -> Result:

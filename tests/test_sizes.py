@@ -13,12 +13,11 @@ import taskyard
 from taskyard import WorkerConfig
 from taskyard.backends.local.host import host_capacity
 from taskyard.cli import app
-from taskyard.client import reset_default_client
 from taskyard.errors import InvalidInput
 from taskyard.server.config import GiB, memory_text
 from taskyard.server.services.sizes import capacity_text
 
-from support import Server, wait_for, write
+from support import Server, default_client_of, wait_for, write
 
 CONFIG = """
 max_workers = 3
@@ -57,11 +56,8 @@ def sized(tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture
 def cli(sized, monkeypatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("TASKYARD_URL", sized.url)
-    monkeypatch.setenv("TASKYARD_TOKEN", sized.token)
-    reset_default_client()
-    yield CliRunner()
-    reset_default_client()
+    with default_client_of(sized, monkeypatch):
+        yield CliRunner()
 
 
 def host() -> str:
