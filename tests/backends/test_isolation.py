@@ -73,8 +73,10 @@ def cgroup_limits(server: Server, worker_name: str) -> tuple[int, str, str]:
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 def test_a_worker_is_held_to_its_size_by_cgroups(sized, tmp_path):
-    task = submit(sized, tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n", size="half")
+    code = "import os, time\nprint('up', len(os.sched_getaffinity(0)), flush=True)\ntime.sleep(60)\n"
+    task = submit(sized, tmp_path, code, size="half")
     wait_for(lambda: "up" in task.logs(), timeout=30)
+    assert task.logs().strip() == "up 1"  # half a core: one core to run on, and a quota of half of it
     worker = sized.client.worker(task.worker_name)
     assert worker.size == "Half" and worker.sandboxed is True
     if not (worker.limits or "").startswith("cgroup"):

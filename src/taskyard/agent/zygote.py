@@ -2,8 +2,8 @@
 
 An interpreter's start and the agent's imports cost more than a hello-world task itself. The
 local backend keeps one zygote: a process that has imported the agent and waits. For each line
-it reads on stdin (``{"cwd": ..., "env": {...}, "log": ..., "cgroups": [...]}``) it forks a child
-that joins those cgroups, becomes a session of its own (so its own process group), takes that
+it reads on stdin (``{"cwd": ..., "env": {...}, "log": ..., "cgroups": [...], "cpus": [...]}``) it
+forks a child that joins those cgroups and cores, becomes a session of its own (so its own process group), takes that
 environment, folder and log file, and runs the agent; it answers each line with ``{"pid": ...}``
 on stdout. Each worker is still a fresh process in a fresh folder. No token passes through the
 zygote: each agent reads its own from its folder. The zygote ends when its stdin closes; the
@@ -51,6 +51,8 @@ def _become_agent(request: dict, set_up: int) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its task's exit code
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _join(request.get("cgroups") or ())
+        if request.get("cpus"):
+            os.sched_setaffinity(0, request["cpus"])
         os.setsid()
         os.umask(0o022)  # the control plane's is 077; a worker's folder is private already
         _redirect(request["log"])

@@ -50,6 +50,7 @@ class LocalBackend(Backend):
         _make_private(root)
         self._capacity = host.host_capacity(gpus)
         self.policy = make_policy(sandbox, hidden=(root.parent, Path.home()))
+        self._cores = limits.Cores()
         self._cgroups = limits.find_cgroups(f"taskyard-{os.getpid()}-{root.parent.name}"[:64])
         self._zygote = Zygote(root / "zygote.log")
 
@@ -75,6 +76,11 @@ class LocalBackend(Backend):
         return {"pid": pid, "started": _start_time(pid), "dir": str(workdir), "sandboxed": self.sandboxed,
                 "limits": worker_limits.kind, "cgroups": list(worker_limits.cgroups)}
 
+    def _cpus(self, request: LaunchRequest) -> list[int]:
+        if request.resources is None:
+            return []
+        return list(self._cores.take(request.worker_name, request.resources.cpu))
+
     def _limits(self, request: LaunchRequest) -> limits.Limits:
         if request.resources is None:
             return limits.Limits("none")
@@ -94,7 +100,8 @@ class LocalBackend(Backend):
             TASKYARD_WORKER_DIR=str(workdir),
             **_gpu_env(request.resources),
         )
-        return self._zygote.spawn(workdir, env, workdir / "agent.log", list(worker_limits.cgroups))
+        cgroups, cpus = list(worker_limits.cgroups), self._cpus(request)
+        return self._zygote.spawn(workdir, env, workdir / "agent.log", cgroups, cpus)
 
     def _agent_settings(self, request: LaunchRequest, worker_limits: limits.Limits) -> dict:
         memory = request.resources.memory if request.resources is not None else None
@@ -102,6 +109,7 @@ class LocalBackend(Backend):
                 "sandbox": self.policy.agent_settings(request.worker_name)}
 
     def _discard(self, workdir: Path, worker_limits: limits.Limits | None) -> None:
+        self._cores.release(workdir.name)
         if worker_limits is not None:
             limits.remove(worker_limits.cgroups)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -124,6 +132,7 @@ class LocalBackend(Backend):
         if task_group is not None:  # the agent died (or was killed) before stopping its task
             _signal_group(task_group, signal.SIGKILL)
         limits.remove(handle.get("cgroups", ()))  # whatever is left in the worker's cgroups
+        self._cores.release(workdir.name)
         self._wait_gone(handle, 5)
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -167,9 +176,12 @@ class Zygote:
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def spawn(self, cwd: Path, env: dict[str, str], log: Path, cgroups: list[str]) -> int:
-        """Start an agent in ``cwd`` with exactly ``env`` and in ``cgroups``, its output in ``log``; return its pid."""
-        request = json.dumps({"cwd": str(cwd), "env": env, "log": str(log), "cgroups": cgroups}).encode() + b"\n"
+    def spawn(self, cwd: Path, env: dict[str, str], log: Path, cgroups: list[str], cpus: list[int]) -> int:
+        """Start an agent in ``cwd`` with exactly ``env``, in ``cgroups``, on ``cpus`` (all: empty); return its pid.
+
+        Its output goes to ``log``."""
+        order = {"cwd": str(cwd), "env": env, "log": str(log), "cgroups": cgroups, "cpus": cpus}
+        request = json.dumps(order).encode() + b"\n"
         with self._lock:
             for _ in range(2):  # a zygote found dead is started again, once
                 answer = self._ask(self._running(), request)

@@ -11,9 +11,12 @@ quota then cannot be had. :class:`Limits` says which, and the worker's info show
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,3 +191,28 @@ def _own_path(controller: str) -> str | None:
             if (controller == "" and names == "") or (controller and controller in names.split(",")):
                 return path
     return None
+
+
+class Cores:
+    """The cores each worker is pinned to: as many as its size's cpu, rounded up, the least used first.
+
+    So a task sees its size in ``nproc`` and ``os.sched_getaffinity``; the CPU quota is what holds
+    it to a fraction of a core. Kept in memory: after a restart, earlier workers are not counted.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[int, ...]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, worker_name: str, cpu: float) -> tuple[int, ...]:
+        cores = sorted(os.sched_getaffinity(0))
+        wanted = min(len(cores), max(1, math.ceil(cpu - 1e-9)))
+        with self._lock:
+            use = Counter(core for held in self._held.values() for core in held)
+            picked = tuple(sorted(sorted(cores, key=lambda core: (use[core], core))[:wanted]))
+            self._held[worker_name] = picked
+        return picked
+
+    def release(self, worker_name: str) -> None:
+        with self._lock:
+            self._held.pop(worker_name, None)
