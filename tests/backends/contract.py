@@ -338,7 +338,7 @@ class BackendContract:
     def test_launching_a_worker_name_twice_raises_and_keeps_the_first(self, backend, launch_worker):
         request, handle = launch_worker()
         self._running(backend, handle)
-        before = self.traces(backend, request.worker_name)
+        before = self._settled_traces(backend, request.worker_name)
         assert before
         # "Not idempotent: call it once per worker name": a second call must not start a second worker.
         with pytest.raises(Exception):  # noqa: B017 - the contract names no exception type
@@ -395,6 +395,18 @@ class BackendContract:
         name = task.worker_name
         assert server.client.worker(name).backend == backend.name
         return name
+
+    def _settled_traces(self, backend: Backend, worker_name: str) -> set[str]:
+        """The worker's traces once they stop changing (a worker may start more as it comes up)."""
+        last: set[str] | None = None
+        deadline = time.monotonic() + STARTUP
+        while time.monotonic() < deadline:
+            now = self.traces(backend, worker_name)
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.3)
+        raise AssertionError(f"the worker's traces kept changing: {last}")
 
     def _wait_gone(self, processes: dict[str, tuple[int, int]], timeout: float) -> None:
         deadline = time.monotonic() + timeout
