@@ -16,6 +16,7 @@ from pathlib import Path
 from . import tree
 from .isolation import Isolation
 from .logpump import LogPump
+from .masking import Masker
 from .standby import Standby
 
 COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
@@ -48,7 +49,8 @@ class TaskRun:
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
-        self.pump = LogPump(self._send_logs, assignment["log_seq"])
+        self.masker = Masker.of(_secret_values(assignment))  # None: the task was given no secret
+        self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker)
         self.pump.on_kill = self.kill
 
     # -- the run ---------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ class TaskRun:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_AGENT_")}
         env.update(self.a["env"])
+        env.update(self.a.get("secret_env") or {})  # in the task's environment only, never the agent's
         env.update(
             TASKYARD_TASK_ID=self.task_id,
             TASKYARD_OUTPUT_DIR=str(self.output_dir),
@@ -217,6 +220,7 @@ class TaskRun:
             self.standby = None
         if outputs:
             self._upload_outputs(partial=killed or exit_code != 0)
+        error, reason = self._masked(error), self._masked(reason)
         chunks = []
         note = error or reason
         if note is not None:
@@ -225,6 +229,12 @@ class TaskRun:
         body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks}
         answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
         self.worker_done = answer.get("terminate", False)
+
+    def _masked(self, text: str | None) -> str | None:
+        """``text`` with the task's secret values masked: a message about the task leaves the worker so."""
+        if text is None or self.masker is None:
+            return text
+        return self.masker.mask(text)
 
     def _upload_outputs(self, partial: bool) -> None:
         if not any(self.output_dir.iterdir()):
@@ -237,6 +247,12 @@ class TaskRun:
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
         self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
+
+
+def _secret_values(assignment: dict) -> list[str]:
+    """Every secret value the task is given: its secret variables and its git configs' tokens."""
+    values = list((assignment.get("secret_env") or {}).values())
+    return values + [repo["token"] for repo in assignment.get("git_configs") or () if repo.get("token")]
 
 
 def _clone_command(repo: dict) -> list[str]:
