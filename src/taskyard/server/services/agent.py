@@ -71,6 +71,8 @@ def _assignment(session: Session, task: TaskRow) -> Assignment:
         bundle_key=bundle_key(task.user_id, task.bundle_sha256) if task.bundle_size <= INLINE_BUNDLE else None,
         git_configs=[repo.model_dump(exclude_none=True) for repo in config.git_configs or ()],
         network=config.network is not False,
+        python_venv_name=spec.python_venv_name,
+        python_requirements=config.python_requirements,
     )
 
 
