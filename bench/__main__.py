@@ -10,7 +10,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import e2e, footprint, kill, logs, ray_side, report, sandbox, scale, throughput, vault
+from . import e2e, envs, footprint, kill, logs, ray_side, report, sandbox, scale, throughput, vault
 from .figures import BenchError, Figure
 from .harness import progress
 from .plan import FULL, SMOKE, Plan
@@ -24,6 +24,7 @@ MEASUREMENTS = {
     "scale": scale.run,
     "footprint": footprint.run,
     "vault": vault.run,
+    "envs": envs.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

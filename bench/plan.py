@@ -19,6 +19,7 @@ class Plan:
     drain: int = 300  # completions the drain rate is taken over
     list_runs: int = 20  # first-page list latency samples per step
     footprint_runs: int = 5
+    env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
     idle_seconds: float = 2.0
     submit_threads: int = 4
 
@@ -38,5 +39,6 @@ SMOKE = Plan(
     drain=5,
     list_runs=5,
     footprint_runs=1,
+    env_runs=1,
     idle_seconds=0.5,
 )

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MEASUREMENTS = {"e2e", "sandbox", "throughput", "log latency", "log throughput", "kill", "scale", "footprint", "vault"}
+MEASUREMENTS = {
+    "e2e", "sandbox", "throughput", "log latency", "log throughput", "kill", "scale", "footprint", "vault", "envs",
+}
 
 
 def test_bench_smoke_reports_every_measurement(tmp_path):

@@ -72,6 +72,18 @@ def test_run_passes_env_variables_and_worker_config(cli):
     assert result.stdout == "First Param: VALUE1\nSecond Param: 12=3\n"
 
 
+def test_run_with_requirements_read_here_and_an_unknown_venv_refused(cli, tmp_path):
+    write(tmp_path / "project", "task.py", "import six\nprint(six.__version__)\n")
+    requirements = write(tmp_path, "requirements.txt", "six==1.7.3  # outside the task folder: read here\n")
+    result = invoke(cli, "run", "task.py", "--files", tmp_path / "project", "--requirements", requirements)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "1.7.3\n"
+    assert "[setup] building a Python environment" in result.stderr
+    refused = invoke(cli, "run", "task.py", "--files", tmp_path / "project", "--venv", "nope")
+    assert_clean_error(refused, 2)
+    assert "no Python virtual environment 'nope'" in refused.output
+
+
 def test_run_without_capture_prints_nothing_of_the_task(cli):
     result = invoke(cli, "run", "task_1.py", "--files", EXAMPLES, "--no-capture")
     assert result.exit_code == 0, result.output

@@ -148,6 +148,8 @@ def test_empty_env_variables_still_written():
         WorkerConfig(startup_script="echo hi"),
         WorkerConfig(personal_secrets=["only_secret"]),
         WorkerConfig(git_configs=[GitConfig(remote_url="/srv/git/repo.git")]),
+        WorkerConfig(python_requirements=["six==1.16.0", "idna>=3"]),
+        WorkerConfig(python_requirements="requirements/base.txt"),
         seed_config(),
         full_config(),
     ],
@@ -331,6 +333,26 @@ def test_absolute_local_path_refused(path):
 
 def test_relative_local_path_accepted():
     assert GitConfig(remote_url="https://x/y.git", local_path="libs/..hidden").local_path == "libs/..hidden"
+
+
+def test_python_requirements_travel_in_additional_params():
+    cfg = WorkerConfig(python_requirements=["six==1.16.0"])
+    assert decoded_extras(cfg) == {"python_requirements": ["six==1.16.0"]}
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["-r base.txt"], "-r is not supported"),
+        (["/wheels/x.whl"], "a local path is not supported"),
+        ("../requirements.txt", "must be a file name relative to the task folder"),
+        ("/etc/requirements.txt", "must be a file name relative to the task folder"),
+        ("", "must be a file name"),
+    ],
+)
+def test_python_requirements_a_cache_cannot_stand_for_are_refused(given, message):
+    with pytest.raises(ValidationError, match=message):
+        WorkerConfig(python_requirements=given)
 
 
 def test_fetch_depth_must_be_positive():

@@ -29,6 +29,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from taskyard.agent.envs import requirement_problem
+
 #: a worker size's name; which sizes exist is the server's to say (``taskyard sizes``)
 SIZE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 SIZE_NAME_RULE = "1-32 letters, digits, '-', '_' or '.'"
@@ -38,7 +40,15 @@ _SCP_LIKE_URL = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S.*")
 _URL_SCHEMES = ("https://", "http://", "ssh://", "file://")
 
 # Keys that travel inside ``additional_params``, in the order they are written.
-EXTRA_KEYS = ("env_variables", "personal_secrets", "shared_secrets", "git_configs", "startup_script", "network")
+EXTRA_KEYS = (
+    "env_variables",
+    "personal_secrets",
+    "shared_secrets",
+    "git_configs",
+    "startup_script",
+    "network",
+    "python_requirements",
+)
 # Keys of a Practicus login found in its worker files; they mean nothing here and are dropped.
 IGNORED_KEYS = ("service_url", "email", "refresh_token")
 
@@ -103,6 +113,12 @@ class GitConfig(BaseModel):
         return value
 
 
+def _in_task_folder(name: str) -> bool:
+    """Is ``name`` a non-empty path relative to the task folder, without ``..``?"""
+    path = PurePosixPath(name.replace("\\", "/"))
+    return bool(name.strip()) and not path.is_absolute() and ".." not in path.parts and not re.match(r"[A-Za-z]:", name)
+
+
 def _is_supported_url(url: str) -> bool:
     lowered = url.lower()
     for scheme in _URL_SCHEMES:
@@ -144,8 +160,17 @@ class WorkerConfig(BaseModel):
 
     Only on a sandboxed worker; the git clones and the startup script before it keep the network."""
 
+    python_requirements: list[str] | str | None = None
+    """What the task's Python environment is built from: requirement lines (``["six==1.16.0"]``), or
+    the name of a requirements file in the task folder (``"requirements.txt"``).
+
+    A string is always a file name (a single requirement is a list of one). The environment is built
+    with uv once per set of requirements and Python, cached on the worker's host, and read-only for
+    the task; ``-r``, ``-c``, ``-e`` and local paths are not supported."""
+
     additional_params: str | None = None
-    """Base64 JSON of env_variables, personal_secrets, shared_secrets, git_configs, startup_script and network.
+    """Base64 JSON of env_variables, personal_secrets, shared_secrets, git_configs, startup_script, network
+    and python_requirements.
 
     Derived when writing and unpacked when reading: always None on an instance."""
 
@@ -197,6 +222,17 @@ class WorkerConfig(BaseModel):
                 )
         return value
 
+    @field_validator("python_requirements")
+    @classmethod
+    def _check_python_requirements(cls, value: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(value, str) and not _in_task_folder(value):
+            raise ValueError(f"python_requirements {value!r} must be a file name relative to the task folder")
+        for line in value if isinstance(value, list) else ():
+            problem = requirement_problem(line)
+            if problem is not None:
+                raise ValueError(f"python_requirements {line!r}: {problem}")
+        return value
+
     @model_serializer(mode="plain")
     def _serialize(self, info: SerializationInfo) -> WorkerConfigWire:
         # Dump options are applied here: pydantic filters a plain serializer's output only through
@@ -226,6 +262,7 @@ class WorkerConfig(BaseModel):
             "git_configs": git_configs,
             "startup_script": self.startup_script,
             "network": self.network,
+            "python_requirements": self.python_requirements,
         }
         return {key: value for key, value in values.items() if value is not None}
 

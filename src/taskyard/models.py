@@ -13,6 +13,7 @@ from taskyard.status import TaskStatus, WorkerStatus
 
 TASK_KINDS = {".py": "python", ".sh": "shell"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def check_id(value: str, what: str) -> str:
@@ -67,6 +68,7 @@ class TaskSpec(BaseModel):
     time_to_live: float | None = None  # seconds the task may run before it is stopped (Task Timed Out)
     max_retries: int = Field(default=0, ge=0, le=100)  # runs again after its worker is lost or reclaimed
     resubmit_on_preemption: bool = False  # same as max_retries=3 when max_retries is not given
+    python_venv_name: str | None = None  # run with this virtual environment of the worker's host (~/.venv/NAME)
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_size: int = Field(ge=0)
 
@@ -81,6 +83,13 @@ class TaskSpec(BaseModel):
     @classmethod
     def _task_id(cls, value: str | None) -> str | None:
         return None if value is None else check_id(value, "task_id")
+
+    @field_validator("python_venv_name")
+    @classmethod
+    def _python_venv_name(cls, value: str | None) -> str | None:
+        if value is not None and not _VENV_NAME.fullmatch(value):
+            raise ValueError(f"python_venv_name {value!r} must be a folder name: letters, digits, '.', '_' or '-'")
+        return value
 
 
 class StatusChange(BaseModel):
@@ -258,6 +267,8 @@ class Assignment(BaseModel):
     git_configs: list[dict] = []  # a repository with a secret_name carries the secret's value as "token"
     secret_env: dict[str, str] = Field(default_factory=dict, repr=False)  # secrets, as env variables of the task
     network: bool = True  # False: the task runs with an empty network namespace (sandboxed workers)
+    python_venv_name: str | None = None  # a virtual environment of the worker's (see taskyard.agent.envs)
+    python_requirements: list[str] | str | None = None  # or one built from these lines, or this file's
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
 

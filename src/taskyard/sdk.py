@@ -40,15 +40,18 @@ def submit(
     max_retries: int = 0,
     resubmit_on_preemption: bool = False,
     client: Client | None = None,
+    python_venv_name: str | None = None,
 ) -> Task:
     """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded.
 
     ``time_to_live`` ("1h30m" or seconds) stops a task that runs longer (Task Timed Out);
     ``max_retries`` / ``resubmit_on_preemption`` run it again on a fresh worker when its worker is
-    lost or reclaimed; ``pool`` sends it to a named pool of workers.
+    lost or reclaimed; ``pool`` sends it to a named pool of workers; ``python_venv_name`` runs it
+    with a virtual environment of the worker's host (``~/.venv/NAME``).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
+    _check_requirements_file(folder, worker_config)
     client = client or default_client()
     with bundle.pack(folder) as packed:
         spec = TaskSpec(
@@ -62,6 +65,7 @@ def submit(
             time_to_live=cast("float | None", time_to_live),  # a "1h30m" is made seconds by TaskSpec's validator
             max_retries=max_retries,
             resubmit_on_preemption=resubmit_on_preemption,
+            python_venv_name=python_venv_name,
             bundle_sha256=packed.sha256,
             bundle_size=packed.size,
         )
@@ -80,6 +84,13 @@ def _check_task_file(folder: Path, file_name: str) -> None:
         raise InvalidInput(f"task file {file_name!r} not found in {folder}", field="file_name")
 
 
+def _check_requirements_file(folder: Path, config: WorkerConfig | None) -> None:
+    name = config.python_requirements if config is not None else None
+    if isinstance(name, str) and not (folder / name).is_file():
+        field = "worker_config.python_requirements"
+        raise InvalidInput(f"requirements file {name!r} not found in {folder}", field=field)
+
+
 def run_task(
     file_name: str,
     files_path: str | Path | None = None,
@@ -88,12 +99,15 @@ def run_task(
     capture_task_output: bool = True,
     task_id: str | None = None,
     client: Client | None = None,
+    python_venv_name: str | None = None,
     **options,
 ) -> tuple[Worker, bool]:
     """Run a task on a fresh worker, print its output as it comes, and return ``(worker, success)``.
 
-    The worker is terminated afterwards unless ``terminate_on_completion=False``. Other keyword
-    arguments (``pool``, ``time_to_live``, ``max_retries``...) are those of :func:`submit`.
+    The worker is terminated afterwards unless ``terminate_on_completion=False``. ``python_venv_name``
+    runs a ``.py`` with the interpreter of that virtual environment of the worker's host
+    (``~/.venv/NAME``). Other keyword arguments (``pool``, ``time_to_live``, ``max_retries``...)
+    are those of :func:`submit`.
     """
     task = submit(
         file_name,
@@ -103,6 +117,7 @@ def run_task(
         capture_task_output=capture_task_output,
         task_id=task_id,
         client=client,
+        python_venv_name=python_venv_name,
         **options,
     )
     status = task.wait(print_logs=capture_task_output)

@@ -16,6 +16,9 @@
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)
 ``TASKYARD_PROVISION_TIMEOUT`` seconds a new worker may take to call in before it is replaced (60)
 ``TASKYARD_LOG_CAP_MB``        the most log a task keeps; the rest is cut with a marker (100)
+``TASKYARD_VENVS_DIR``         the named Python virtual environments of local workers (default ``~/.venv``)
+``TASKYARD_ENV_CACHE_MB``      the most the cached Python environments built from requirements
+                               take (5000); the least recently used are removed past it
 =============================  ==============================================================
 """
 
@@ -72,3 +75,12 @@ def provision_timeout() -> float:
 
 def log_cap_bytes() -> int:
     return int(float(_get("LOG_CAP_MB", "100")) * 1024 * 1024)
+
+
+def venvs_dir() -> Path:
+    """Where ``python_venv_name`` finds a local worker's virtual environments: ``~/.venv`` of the server's user."""
+    return Path(_get("VENVS_DIR", "~/.venv")).expanduser()
+
+
+def env_cache_mb() -> float:
+    return float(_get("ENV_CACHE_MB", "5000"))

@@ -387,7 +387,8 @@ class BackendContract:
                 )
             return json.loads(found.group(1)) if found else None
 
-        pids = self.seen_from_here(server, task.refresh().worker_name, wait_for(reported, timeout=60))
+        reported_pids = wait_for(reported, timeout=60)  # first: the task has its worker by then
+        pids = self.seen_from_here(server, task.refresh().worker_name, reported_pids)
         for label, pid in pids.items():
             start = self.start_time(pid)
             assert start is not None, f"{label} ({pid}) is not running"

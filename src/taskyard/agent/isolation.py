@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 GIB = 1024**3
@@ -44,6 +45,11 @@ class Isolation:
     def sandboxed(self) -> bool:
         return self.bwrap is not None
 
+    @property
+    def task_uid(self) -> int:
+        """The user the task's processes run as."""
+        return self.uid if self.sandboxed and self.uid is not None else os.getuid()
+
     def own(self, *folders: Path) -> None:
         """Give the task's user these folders and all they hold (nothing to do when it is ours)."""
         if self.uid is None or not self.sandboxed:
@@ -55,12 +61,26 @@ class Isolation:
                 for name in dirs + files:
                     os.lchown(os.path.join(parent, name), self.uid, self.uid)
 
-    def command(self, argv: list[str], *, cwd: Path, writable: list[Path], network: bool) -> tuple[list[str], dict]:
-        """``argv`` as it is to be started, and the extra ``Popen`` arguments that go with it."""
+    def command(
+        self, argv: list[str], *, cwd: Path, writable: list[Path], network: bool, read_only: Sequence[str] = ()
+    ) -> tuple[list[str], dict]:
+        """``argv`` as it is to be started, and the extra ``Popen`` arguments that go with it.
+
+        ``read_only`` folders (a task's Python environment) are shown read-only even where the
+        sandbox would hide them."""
         if self.bwrap is None:  # not sandboxed
             return argv, self._rlimit_args()
-        wrapped = [self.bwrap, *self._namespaces(network), *self._mounts(writable), "--chdir", str(cwd), "--"]
+        mounts = self._mounts(writable, self.shadowed(read_only))
+        wrapped = [self.bwrap, *self._namespaces(network), *mounts, "--chdir", str(cwd), "--"]
         return wrapped + self._as_task_user() + argv, self._rlimit_args()
+
+    def shadowed(self, folders: Sequence[str]) -> list[str]:
+        """Those of ``folders`` the sandbox would not show as they are: in a hidden folder or in ``/tmp``
+        (the sandbox's own), and not in a folder it keeps."""
+        if self.bwrap is None:
+            return []
+        found = [folder for folder in folders if self._hidden(folder) or _within(folder, "/tmp")]
+        return [folder for folder in dict.fromkeys(found) if not any(_within(folder, kept) for kept in self.keep)]
 
     def _namespaces(self, network: bool) -> list[str]:
         """As root, bwrap makes the namespaces itself and setpriv drops to the worker's user;
@@ -74,13 +94,14 @@ class Isolation:
         flags = ["--unshare-all", "--unshare-user", "--disable-userns"] + (["--share-net"] if network else [])
         return flags + common
 
-    def _mounts(self, writable: list[Path]) -> list[str]:
+    def _mounts(self, writable: list[Path], read_only: list[str]) -> list[str]:
         mounts = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
         for device in _gpu_devices(os.environ.get("CUDA_VISIBLE_DEVICES", "")):
             mounts += ["--dev-bind-try", device, device]
         for folder in self.hide:
             mounts += ["--tmpfs", folder]
-        binds = [("--ro-bind", folder) for folder in self.keep] + [("--bind", str(folder)) for folder in writable]
+        binds = [("--ro-bind", folder) for folder in self.keep + read_only]
+        binds += [("--bind", str(folder)) for folder in writable]
         for parent in sorted({os.path.dirname(folder) for _, folder in binds}):
             mounts += ["--perms", "0755", "--dir", parent]  # bwrap would make it 0700: the task's user must pass
         for kind, folder in binds:
@@ -112,7 +133,7 @@ class Isolation:
         return {"preexec_fn": apply}
 
     def _hidden(self, folder: str) -> bool:
-        return any(folder == hidden or folder.startswith(hidden.rstrip("/") + "/") for hidden in self.hide)
+        return any(_within(folder, hidden) for hidden in self.hide)
 
     # -- out of memory -------------------------------------------------------------------------------
 
@@ -136,6 +157,9 @@ class Isolation:
         return f"out of memory: worker size {self.size} allows {allowed}"
 
 
+def _within(folder: str, other: str) -> bool:
+    """Is ``folder`` ``other`` or inside it?"""
+    return folder == other or folder.startswith(other.rstrip("/") + "/")
 
 
 def _gpu_devices(visible: str) -> list[str]:

@@ -42,7 +42,15 @@ class LogPump:
             reader = threading.Thread(target=self._read, args=(stream, fd), name=f"log-{stream}", daemon=True)
             reader.start()
             self._readers.append(reader)
-        if not self._sender.is_alive():
+        self._start_sender()
+
+    def write(self, stream: str, text: str) -> None:
+        """Ship ``text`` as output of ``stream`` (``"system"``: the agent's own lines), after what came before."""
+        self._put(stream, text)
+        self._start_sender()
+
+    def _start_sender(self) -> None:
+        if not self._sender.is_alive() and not self._closing:
             self._sender.start()
 
     def drain(self, timeout: float = 5.0) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from . import tree
+from . import envs, tree
 from .isolation import Isolation
 from .protocol import Client, Refused, Unreachable
 from .runner import TaskRun, folders
@@ -21,10 +22,13 @@ NEXT_WAIT = 20.0
 
 
 class Agent:
-    def __init__(self, client: Client, worker_dir: Path, isolation: Isolation | None = None) -> None:
+    def __init__(
+        self, client: Client, worker_dir: Path, isolation: Isolation | None = None, python: envs.Settings | None = None
+    ) -> None:
         self.client = client
         self.worker_dir = worker_dir
         self.isolation = isolation or Isolation({})
+        self.python = python or envs.Settings()
         self.standby: Standby | None = None
         self.current: TaskRun | None = None
         self.stopping = threading.Event()
@@ -46,7 +50,9 @@ class Agent:
                 return
             if answer.get("task"):
                 standby, self.standby = self.standby, None
-                run = self.current = TaskRun(self.client, self.worker_dir, answer["task"], self.isolation, standby)
+                run = self.current = TaskRun(
+                    self.client, self.worker_dir, answer["task"], self.isolation, standby, self.python
+                )
                 run.run()
                 self.current = None
                 if run.worker_done:
@@ -85,7 +91,8 @@ class Agent:
 def main() -> None:
     worker_dir = Path(os.environ.get("TASKYARD_WORKER_DIR", os.getcwd()))
     client = Client(os.environ["TASKYARD_AGENT_URL"], _take_token(worker_dir))
-    agent = Agent(client, worker_dir, Isolation.from_env())
+    settings = json.loads(os.environ.get("TASKYARD_AGENT_WORKER") or "{}")
+    agent = Agent(client, worker_dir, Isolation(settings), envs.Settings.from_worker(settings))
     tree.become_subreaper()
     signal.signal(signal.SIGTERM, lambda *_: _on_sigterm(agent))
     threading.Thread(target=agent.heartbeat, name="heartbeat", daemon=True).start()

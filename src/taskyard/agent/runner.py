@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import tree
+from . import envs, tree
 from .isolation import Isolation
 from .logpump import LogPump
 from .masking import Masker
@@ -36,12 +36,15 @@ class TaskRun:
         assignment: dict,
         isolation: Isolation | None = None,
         standby: Standby | None = None,
+        python: envs.Settings | None = None,
     ) -> None:
         self.client = client
         self.worker_dir = worker_dir
         self.a = assignment
         self.isolation = isolation or Isolation({})
         self.standby = standby  # the sandbox started ahead for the task, if any
+        self.python_settings = python or envs.Settings()
+        self.python: envs.Environment | None = None  # the Python environment the task asked for
         self.task_id = assignment["task_id"]
         self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
@@ -98,6 +101,7 @@ class TaskRun:
         self.isolation.own(*self._writable())
         for repo in self.a.get("git_configs") or ():
             self._step(_clone_command(repo), f"git clone of {repo['remote_url']}")
+        self._prepare_python()
         if self.a.get("startup_script"):
             self._step(["bash", "-c", self.a["startup_script"]], "the startup script")
 
@@ -112,6 +116,24 @@ class TaskRun:
         self.pump.drain()
         if code != 0:
             raise RuntimeError(f"{what} failed with exit code {code}")
+
+    def _prepare_python(self) -> None:
+        hooks = envs.Hooks(self._setup, self._note, self.isolation.own, self.isolation.task_uid, lambda: self.killed)
+        self.python = envs.prepare(self.a, self.python_settings, self.task_dir, hooks)
+
+    def _setup(self, command: list[str], **place) -> tuple[int, str]:
+        """Run a setup command where ``place`` says (see :meth:`_popen`), each line of its output in the
+        task's log marked as setup; return its exit code and its last lines."""
+        with self._lock:
+            if self.killed:
+                raise RuntimeError("killed while setting up")
+            process = self.process = self._popen(command, subprocess.PIPE, subprocess.STDOUT, **place)
+        assert process.stdout is not None  # a pipe, as started
+        tail = envs.relay(process.stdout, self._note)
+        return self._reap(process), tail
+
+    def _note(self, text: str) -> None:
+        self.pump.write("system", f"[setup] {text}\n")
 
     def _execute(self) -> int:
         with self._lock:
@@ -137,9 +159,12 @@ class TaskRun:
 
     def _start(self) -> subprocess.Popen:
         command = COMMANDS[self.a["kind"]](self.a["file_name"])
+        if self.python is not None:
+            command = self.python.command(command)
         network = self.a.get("network", True)
         standby, self.standby = self.standby, None
-        if standby is not None and network and self.a["capture_output"]:
+        mounted = not self.isolation.shadowed(self._shown())  # the sandbox started ahead shows all the task needs
+        if standby is not None and network and self.a["capture_output"] and mounted:
             with contextlib.suppress(OSError):  # it died waiting: start the task the slow way
                 process = standby.become(command, self._env())
                 (self.worker_dir / PGID_FILE).write_text(str(process.pid))
@@ -161,13 +186,20 @@ class TaskRun:
         for pipe in pipes.values():
             pipe.close()
 
-    def _popen(self, command: list[str], stdout, stderr, *, network: bool = True) -> subprocess.Popen:
-        """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die."""
-        argv, extra = self.isolation.command(command, cwd=self.task_dir, writable=self._writable(), network=network)
+    def _popen(self, command: list[str], stdout, stderr, *, network: bool = True, cwd: Path | None = None,
+               writable: list[Path] | None = None, read_only: list[str] | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die.
+
+        By default it runs in the task's folder, may write the task's folders and has the task's environment."""
+        cwd = cwd or self.task_dir
+        writable = self._writable() if writable is None else writable
+        shown = self._shown() + (read_only or [])
+        argv, extra = self.isolation.command(command, cwd=cwd, writable=writable, network=network, read_only=shown)
         process = subprocess.Popen(
             argv,
-            cwd=self.task_dir,
-            env=self._env(),
+            cwd=cwd,
+            env=self._env() if env is None else env,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -180,10 +212,16 @@ class TaskRun:
     def _writable(self) -> list[Path]:
         return [self.task_dir, self.output_dir, self.home_dir]
 
+    def _shown(self) -> list[str]:
+        """Folders the task's commands see read-only beyond the sandbox's own: its Python environment's."""
+        return self.python.folders() if self.python is not None else []
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_AGENT_")}
         env.update(self.a["env"])
         env.update(self.a.get("secret_env") or {})  # in the task's environment only, never the agent's
+        if self.python is not None:
+            env.update(self.python.variables(env.get("PATH", os.defpath)))
         env.update(
             TASKYARD_TASK_ID=self.task_id,
             TASKYARD_OUTPUT_DIR=str(self.output_dir),
@@ -218,6 +256,8 @@ class TaskRun:
         if self.standby is not None:  # the task never started
             self.standby.discard()
             self.standby = None
+        if self.python is not None:
+            self.python.release()
         if outputs:
             self._upload_outputs(partial=killed or exit_code != 0)
         error, reason = self._masked(error), self._masked(reason)

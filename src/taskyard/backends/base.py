@@ -82,5 +82,14 @@ class Backend(ABC):
         """
         return None
 
+    def python_venvs(self) -> Mapping[str, str] | None:
+        """The named Python virtual environments a task may ask for (``python_venv_name``): name -> folder.
+
+        Optional. A name not in it is refused at submit, listing these. None (the default): this
+        backend cannot tell, names are not checked at submit, and a task whose environment its
+        worker does not have ends Runtime Error. Cheap: called at each submission that names one.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027  (most backends hold nothing between calls)
         """Let go of what this backend object holds between calls. Workers are not stopped: they go on."""

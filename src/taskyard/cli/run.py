@@ -49,6 +49,19 @@ TtlOpt = Annotated[
 ]
 PoolOpt = Annotated[str | None, typer.Option("--pool", help="Run in this pool of workers (default: the default pool).")]
 RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="Run again on a fresh worker if the worker is lost.")]
+VenvOpt = Annotated[
+    str | None, typer.Option("--venv", help="Run with this virtual environment of the worker's host (~/.venv/NAME).")
+]
+RequirementsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--requirements",
+        help="A requirements file (read here): the task runs in an environment built from it, cached for later tasks.",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+    ),
+]
 
 
 def run(
@@ -64,6 +77,8 @@ def run(
     ttl: TtlOpt = None,
     pool: PoolOpt = None,
     retries: RetriesOpt = 0,
+    venv: VenvOpt = None,
+    requirements: RequirementsOpt = None,
 ) -> None:
     """Run a script task on a fresh worker and stream its output.
 
@@ -76,7 +91,7 @@ def run(
     """
     from taskyard.sdk import submit
 
-    config = worker_config(size, image, parse_env(env or []))
+    config = worker_config(size, image, parse_env(env or []), requirement_lines(requirements))
     task = submit(
         file,
         files,
@@ -87,6 +102,7 @@ def run(
         time_to_live=ttl,
         pool=pool,
         max_retries=retries,
+        python_venv_name=venv,
     )
     if detach:
         typer.echo(task.id)
@@ -114,11 +130,23 @@ def parse_env(values: list[str]) -> dict[str, str]:
     return env
 
 
-def worker_config(size: str | None, image: str | None, env: dict[str, str]) -> WorkerConfig:
+def requirement_lines(path: Path | None) -> list[str] | None:
+    """The lines of a local requirements file (sent with the task, wherever the file is); None without one."""
+    if path is None:
+        return None
+    from taskyard.agent.envs import normalize
+
+    return normalize(path.read_text(encoding="utf-8").splitlines())
+
+
+def worker_config(
+    size: str | None, image: str | None, env: dict[str, str], requirements: list[str] | None = None
+) -> WorkerConfig:
     """The worker config from the options given (pydantic checks them; errors exit with code 2)."""
     from taskyard.config import WorkerConfig
 
-    given = {"worker_size": size, "worker_image": image, "env_variables": env or None}
+    given = {"worker_size": size, "worker_image": image, "env_variables": env or None,
+             "python_requirements": requirements}
     return WorkerConfig.model_validate({key: value for key, value in given.items() if value is not None})
 
 

@@ -24,7 +24,7 @@ from typing import IO
 
 from taskyard import settings
 from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
-from taskyard.backends.local import host, limits
+from taskyard.backends.local import host, limits, python_envs
 from taskyard.backends.local.sandbox import make_policy, worker_uid
 
 log = logging.getLogger("taskyard.backends.local")
@@ -53,9 +53,13 @@ class LocalBackend(Backend):
         self._cores = limits.Cores()
         self._cgroups = limits.find_cgroups(f"taskyard-{os.getpid()}-{root.parent.name}"[:64])
         self._zygote = Zygote(root / "zygote.log")
+        self._uv = python_envs.find_uv()
 
     def capacity(self) -> Resources:
         return self._capacity
+
+    def python_venvs(self) -> dict[str, str]:
+        return python_envs.venvs()
 
     @property
     def sandboxed(self) -> bool:
@@ -106,7 +110,8 @@ class LocalBackend(Backend):
     def _agent_settings(self, request: LaunchRequest, worker_limits: limits.Limits) -> dict:
         memory = request.resources.memory if request.resources is not None else None
         return {"size": request.size, "memory": memory, "limits": worker_limits.to_json(),
-                "sandbox": self.policy.agent_settings(request.worker_name)}
+                "sandbox": self.policy.agent_settings(request.worker_name),
+                "python": python_envs.agent_settings(self.root.parent, self._uv)}
 
     def _discard(self, workdir: Path, worker_limits: limits.Limits | None) -> None:
         self._cores.release(workdir.name)

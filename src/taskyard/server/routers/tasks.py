@@ -37,6 +37,7 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
             images=plane.backend.images,
             sizes=plane.config.sizes,
             capacity=plane.backend.capacity(),
+            venvs=plane.backend.python_venvs() if spec.python_venv_name else None,
         )
         info = task_service.to_info(task, user.name)
     if not created:

@@ -86,6 +86,8 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
         git_configs=[_git(repo, token) for repo, token in zip(config.git_configs or (), secrets.git_tokens)],
         secret_env=secrets.env,
         network=config.network is not False,
+        python_venv_name=spec.python_venv_name,
+        python_requirements=config.python_requirements,
     )
 
 

@@ -19,7 +19,7 @@ from taskyard.models import OutputsInfo, StatusChange, TaskInfo, TaskSpec
 from taskyard.server.config import Size, match_size
 from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER
-from taskyard.server.services import logs, pools
+from taskyard.server.services import environments, logs, pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
@@ -47,11 +47,13 @@ def create_task(
     images: Collection[str],
     sizes: Mapping[str, Size],
     capacity: Resources | None,
+    venvs: Mapping[str, str] | None = None,
 ) -> tuple[TaskRow, bool]:
     """Create a task, or return the existing one for a repeated ``task_id``: ``(row, created)``.
 
     ``images`` and ``sizes`` are what the backend and the server config offer; ``capacity`` is
-    what the backend holds (None: no bound). The worker size is stored in its canonical spelling.
+    what the backend holds (None: no bound); ``venvs`` the Python virtual environments it has
+    (None: it cannot tell). The worker size is stored in its canonical spelling.
     """
     spec = _canonical_size(spec, sizes)
     digest = spec_hash(spec)
@@ -61,7 +63,9 @@ def create_task(
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images, sizes, capacity)
     pool = pools.get_spec(session, spec.pool)  # the pool must exist
-    secret_service.check_task_config(session, user, pools.effective_config(pool, spec.worker_config))
+    effective = pools.effective_config(pool, spec.worker_config)
+    secret_service.check_task_config(session, user, effective)
+    environments.check(spec, effective, venvs)
     if spec.worker is not None:
         _check_target_worker(session, user, spec.worker)
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
