@@ -41,6 +41,12 @@ class LogPump:
         if not self._sender.is_alive():
             self._sender.start()
 
+    def write(self, stream: str, text: str) -> None:
+        """Ship ``text`` as if read from ``stream``'s pipe (for output the agent has read itself)."""
+        self._put(stream, text)
+        if not self._sender.is_alive():
+            self._sender.start()
+
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until the pipes attached so far have closed (at most ``timeout``)."""
         deadline = time.monotonic() + timeout

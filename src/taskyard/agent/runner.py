@@ -9,11 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from . import tree
+from . import git, tree
 from .isolation import Isolation
 from .logpump import LogPump
 from .standby import Standby
@@ -42,6 +43,8 @@ class TaskRun:
         self.isolation = isolation or Isolation({})
         self.standby = standby  # the sandbox started ahead for the task, if any
         self.task_id = assignment["task_id"]
+        self.repos = git.repositories(assignment.get("git_configs") or ())
+        self.secrets = git.secrets(self.repos)  # masked in all the agent sends
         self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
         self._oom_kills_before = 0
@@ -90,12 +93,11 @@ class TaskRun:
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
         if not (self.task_dir / self.a["file_name"]).is_file():
             raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")
-        if self.a.get("git_configs"):
-            # A sandboxed task runs as a user of its own: a local repository it clones is someone else's.
-            (self.home_dir / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+        if self.repos:
+            (self.home_dir / ".gitconfig").write_text(git.home_config(self.repos))
         self.isolation.own(*self._writable())
-        for repo in self.a.get("git_configs") or ():
-            self._step(_clone_command(repo), f"git clone of {repo['remote_url']}")
+        for repo in self.repos:
+            git.clone(repo, self._run_captured, lambda text: self.pump.write("stderr", text))
         if self.a.get("startup_script"):
             self._step(["bash", "-c", self.a["startup_script"]], "the startup script")
 
@@ -110,6 +112,17 @@ class TaskRun:
         self.pump.drain()
         if code != 0:
             raise RuntimeError(f"{what} failed with exit code {code}")
+
+    def _run_captured(self, command: list[str], env: dict[str, str]) -> tuple[int, str]:
+        """Run a preparation step with ``env`` added to the task's; its exit code and all it printed."""
+        with tempfile.TemporaryFile() as out:
+            with self._lock:
+                if self.killed:
+                    raise RuntimeError("killed while preparing the task")
+                self.process = self._popen(command, out, subprocess.STDOUT, env=env)
+            code = self._reap(self.process)
+            out.seek(0)
+            return code, out.read().decode(errors="replace")
 
     def _execute(self) -> int:
         with self._lock:
@@ -159,13 +172,17 @@ class TaskRun:
         for pipe in pipes.values():
             pipe.close()
 
-    def _popen(self, command: list[str], stdout, stderr, *, network: bool = True) -> subprocess.Popen:
-        """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die."""
+    def _popen(
+        self, command: list[str], stdout, stderr, *, network: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die.
+
+        It gets the task's environment, and ``env`` on top."""
         argv, extra = self.isolation.command(command, cwd=self.task_dir, writable=self._writable(), network=network)
         process = subprocess.Popen(
             argv,
             cwd=self.task_dir,
-            env=self._env(),
+            env={**self._env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -187,6 +204,7 @@ class TaskRun:
             HOME=str(self.home_dir),
             PYTHONUNBUFFERED="1",
         )
+        env.update(git.task_env(self.repos))  # the tokens of the repositories with save_secret
         return env
 
     # -- stopping ----------------------------------------------------------------------------------
@@ -208,6 +226,8 @@ class TaskRun:
     # -- reporting ---------------------------------------------------------------------------------
 
     def _send_logs(self, chunks: list[dict]) -> tuple[int, bool]:
+        if self.secrets:
+            chunks = [{**chunk, "text": git.mask(chunk["text"], self.secrets)} for chunk in chunks]
         answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
         return answer["acked"], answer.get("kill", False)
 
@@ -237,17 +257,6 @@ class TaskRun:
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
         self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
-
-
-def _clone_command(repo: dict) -> list[str]:
-    url = repo["remote_url"]
-    dest = repo.get("local_path") or url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].removesuffix(".git")
-    command = ["git", "clone", "--quiet"]
-    if repo.get("branch"):
-        command += ["--branch", repo["branch"]]
-    if repo.get("fetch_depth"):
-        command += ["--depth", str(repo["fetch_depth"])]
-    return [*command, "--", url, dest]
 
 
 def _empty(folder: Path) -> None:
