@@ -47,7 +47,7 @@ class GitServer:
     def __init__(self, root: Path, token: str = TOKEN) -> None:
         self.root = root
         self.token = token
-        self.usernames: list[str] = []  # the user names of the requests that had the token
+        self._usernames: dict[str, list[str]] = {}  # repository path -> user names of the requests with the token
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="git-server", daemon=True)
 
@@ -69,15 +69,24 @@ class GitServer:
         """The HTTP address of bare repository ``repo`` (a folder under ``root``)."""
         return f"{self.base_url}/{repo.relative_to(self.root).as_posix()}"
 
-    def authorized(self, header: str | None) -> bool:
+    def usernames(self, url: str) -> list[str]:
+        """The user names that came with the token in the requests for the repository at ``url``, in order."""
+        return self._usernames.get(_repository_path(url.removeprefix(self.base_url)), [])
+
+    def authorized(self, path: str, header: str | None) -> bool:
         """Whether an ``Authorization`` header carries the token (and note its user name if so)."""
         if not header or not header.startswith("Basic "):
             return False
         user, _, password = base64.b64decode(header[6:]).decode().partition(":")
         if password != self.token:
             return False
-        self.usernames.append(user)
+        self._usernames.setdefault(_repository_path(path), []).append(user)
         return True
+
+
+def _repository_path(path: str) -> str:
+    """``/private/name.git`` of a request for ``/private/name.git/info/refs`` (and of the URL itself)."""
+    return "/".join(path.split("/")[:3])
 
 
 def _handler(server: GitServer) -> type[BaseHTTPRequestHandler]:
@@ -90,7 +99,7 @@ def _handler(server: GitServer) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             path, _, query = self.path.partition("?")
-            if path.startswith("/private/") and not server.authorized(self.headers.get("Authorization")):
+            if path.startswith("/private/") and not server.authorized(path, self.headers.get("Authorization")):
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="git"')
                 self.end_headers()

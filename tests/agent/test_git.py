@@ -44,18 +44,20 @@ class ControlPlane:
 
     def logs(self) -> str:
         bodies = [body for _, path, body in self.calls if path.endswith(("/logs", "/finish"))]
-        return "".join(chunk["text"] for body in bodies for chunk in body["chunks"])  # type: ignore[index]
+        return "".join(chunk["text"] for body in bodies for chunk in body["chunks"])
 
     def finish(self) -> dict:
-        return next(body for _, path, body in self.calls if path.endswith("/finish"))  # type: ignore[return-value]
+        return next(body for _, path, body in self.calls if path.endswith("/finish"))
 
 
 @pytest.fixture(scope="module")
 def isolation() -> Isolation:
-    """The sandbox a local worker's task gets (the agent's own processes are never in danger from it)."""
+    """The sandbox a local worker's task gets.
+
+    Never none: unsandboxed, the agent ends every process below it when a step ends, this test's own too."""
     policy = make_policy("auto", ())
     if policy.bwrap is None:
-        pytest.skip(f"no sandbox here: {policy.problem}")  # unsandboxed, the agent would reap the test's processes
+        pytest.skip(f"no sandbox here: {policy.problem}")
     return Isolation({"sandbox": policy.agent_settings("git-test")})
 
 
@@ -65,13 +67,11 @@ class Agent:
     def __init__(self, folder: Path, isolation: Isolation) -> None:
         self.folder = folder
         self.isolation = isolation
-        self.run: TaskRun | None = None
         self.plane = ControlPlane()
 
     def task(self, git_configs: list[dict], script: str = "true\n", env: dict[str, str] | None = None) -> dict:
         """Run ``script`` (bash) after the clones; the finish the agent reported."""
-        self.run = TaskRun(self.plane, self.folder / "worker", _assignment(git_configs, script, env), self.isolation)
-        self.run.run()
+        TaskRun(self.plane, self.folder / "worker", _assignment(git_configs, script, env), self.isolation).run()
         return self.plane.finish()
 
     @property
@@ -138,7 +138,7 @@ def test_a_private_repository_clones_with_its_token(agent, private_repo, git_ser
     assert finish["exit_code"] == 0 and finish["error"] is None
     assert checked_out(agent.task_dir / "clone") == list(private_repo.main_files)
     assert agent.plane.logs() == "print('app')\n"
-    assert git_server.usernames and set(git_server.usernames) == {git.DEFAULT_USERNAME}
+    assert git_server.usernames(private_repo.url) and set(git_server.usernames(private_repo.url)) == {"x-access-token"}
     assert agent.files_holding(TOKEN) == [] and TOKEN not in agent.plane.sent()
 
 
@@ -228,7 +228,7 @@ def test_a_branch_and_a_fetch_depth(agent, private_repo):
     assert agent.clone_git("rev-parse", "--abbrev-ref", "HEAD").strip() == "feature"
 
 
-def test_a_public_repository_needs_no_token(agent, public_repo, git_server):
+def test_a_public_repository_needs_no_token(agent, public_repo):
     finish = agent.task([{"remote_url": public_repo.url}], "ls | sort\n")
     name = public_repo.url.rsplit("/", 1)[1].removesuffix(".git")  # the clone's folder, when no local_path says
     assert finish["exit_code"] == 0 and agent.plane.logs() == "\n".join(sorted([name, "run.sh"])) + "\n"
@@ -254,7 +254,7 @@ def test_username_and_email_are_the_clones_own(agent, private_repo, git_server):
     assert finish["exit_code"] == 0 and agent.plane.logs() == "Jane Doe\njane@example.com\n"
     local = agent.task_dir / "clone" / ".git" / "config"
     assert "Jane Doe" in local.read_text() and "Jane Doe" not in (agent.home_dir / ".gitconfig").read_text()
-    assert git_server.usernames[-1] == "Jane Doe"  # and the user name that went with the token
+    assert set(git_server.usernames(private_repo.url)) == {"Jane Doe"}  # the user name that went with the token
 
 
 def test_each_repository_gets_its_own_variable(agent, private_repo, public_repo):
