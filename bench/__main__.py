@@ -10,7 +10,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import e2e, footprint, kill, logs, ray_side, report, sandbox, scale, throughput
+from . import e2e, footprint, kill, logs, ray_side, report, sandbox, scale, throughput, vault
 from .figures import BenchError, Figure
 from .harness import progress
 from .plan import FULL, SMOKE, Plan
@@ -23,6 +23,7 @@ MEASUREMENTS = {
     "kill": kill.run,
     "scale": scale.run,
     "footprint": footprint.run,
+    "vault": vault.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

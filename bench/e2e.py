@@ -12,6 +12,7 @@ import io
 import subprocess
 import sys
 
+from taskyard.config import WorkerConfig
 from taskyard.sdk import run_task
 
 from .figures import BenchError, Figure, Target, spread
@@ -40,17 +41,20 @@ def sdk_runs(plan: Plan, mode: str, env: dict[str, str]) -> list[float]:
         warm = expected_warm(server.env)
         for index in range(plan.warmup + plan.e2e_runs):
             settle(client, warm)
-            seconds = call_with_timeout(lambda: _hello(client), RUN_TIMEOUT, f"e2e run ({mode})")
+            seconds = call_with_timeout(lambda: hello(client), RUN_TIMEOUT, f"e2e run ({mode})")
             if index >= plan.warmup:
                 samples.append(seconds)
         progress(f"e2e {mode}: {len(samples)} runs")
     return samples
 
 
-def _hello(client) -> float:
+def hello(client, worker_config: WorkerConfig | None = None) -> float:
+    """Seconds of one hello ``run_task``, from submit to Success with its output in hand."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        seconds, (_, success) = timed(lambda: run_task(file_name=HELLO, files_path=EXAMPLES, client=client))
+        seconds, (_, success) = timed(
+            lambda: run_task(file_name=HELLO, files_path=EXAMPLES, worker_config=worker_config, client=client)
+        )
     if not success or HELLO_TEXT not in out.getvalue():
         raise BenchError(f"hello task: success={success}, stdout={out.getvalue()!r}, stderr={err.getvalue()!r}")
     return seconds

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MEASUREMENTS = {"e2e", "sandbox", "throughput", "log latency", "log throughput", "kill", "scale", "footprint"}
+MEASUREMENTS = {"e2e", "sandbox", "throughput", "log latency", "log throughput", "kill", "scale", "footprint", "vault"}
 
 
 def test_bench_smoke_reports_every_measurement(tmp_path):

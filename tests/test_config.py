@@ -4,7 +4,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from taskyard.config import GitConfig, WorkerConfig
+from taskyard.config import GitConfig, WorkerConfig, secret_ref
 
 SEED_JSON = (
     '{"worker_image":"practicus","worker_size":"X-Small","additional_params":'
@@ -260,6 +260,22 @@ def test_env_as_strings():
 def test_bad_secret_name_refused(name):
     with pytest.raises(ValidationError, match="invalid personal secret name"):
         WorkerConfig(personal_secrets=[name])
+
+
+def test_secrets_may_be_renamed_and_shared_ones_travel_in_additional_params():
+    cfg = WorkerConfig(personal_secrets=["db.password:DB_PASSWORD", "TOKEN"], shared_secrets=["REGISTRY:REG"])
+    assert decoded_extras(cfg) == {
+        "personal_secrets": ["db.password:DB_PASSWORD", "TOKEN"],
+        "shared_secrets": ["REGISTRY:REG"],
+    }
+    assert WorkerConfig.model_validate_json(cfg.model_dump_json(exclude_none=True)) == cfg
+    assert [secret_ref(ref) for ref in cfg.personal_secrets] == [("db.password", "DB_PASSWORD"), ("TOKEN", "TOKEN")]
+
+
+@pytest.mark.parametrize("ref", ["NAME:", "NAME:1ENV", "NAME:A-B", ":ENV", "A:B:C"])
+def test_bad_secret_renames_refused(ref):
+    with pytest.raises(ValidationError, match="invalid shared secret name"):
+        WorkerConfig(shared_secrets=[ref])
 
 
 # --- git configs ----------------------------------------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import secrets
 
-import pytest
-
 import taskyard
 from taskyard import GitConfig, TaskStatus, WorkerConfig
 
@@ -36,7 +34,6 @@ def test_a_clone_that_fails_is_a_runtime_error_with_gits_message(server, private
     assert "could not read Username" in task.info.reason and "must not run" not in task.logs()
 
 
-@pytest.mark.skipif(not hasattr(taskyard, "vault"), reason="the vault is not in this build yet")
 def test_a_private_repository_is_cloned_with_the_token_from_the_vault(server, private_repo, tmp_path):
     name = "git-token-" + secrets.token_hex(4)
     taskyard.vault.create_or_update_secret(name, TOKEN, client=server.client)

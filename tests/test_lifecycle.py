@@ -293,9 +293,3 @@ def test_git_repositories_are_cloned_into_the_task_folder(lc, tmp_path, readable
     task = submit(lc, src, "read.py", "print('x')\n", worker_config=missing)
     assert task.wait(timeout=30) is S.RUNTIME_ERROR
     assert "git clone" in task.info.reason
-
-
-def test_secrets_are_refused_until_there_is_a_vault(lc, tmp_path):
-    config = taskyard.WorkerConfig(personal_secrets=["git_secret"])
-    with pytest.raises(taskyard.errors.InvalidInput, match="no secrets vault"):
-        submit(lc, tmp_path, "t.py", "print(1)\n", worker_config=config)

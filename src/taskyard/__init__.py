@@ -27,10 +27,13 @@ _EXPORTS = {
     "TaskyardError": "taskyard.errors",
     "TaskError": "taskyard.errors",
 }
+# Modules of the Practicus names: ``taskyard.vault.get_secret(...)``.
+_MODULES = ("vault",)
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [*_EXPORTS, *_MODULES, "__version__"]
 
 if TYPE_CHECKING:
+    from taskyard import vault
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
     from taskyard.sdk import Pool, Task, Worker, run_task, submit, worker_sizes
@@ -38,11 +41,13 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _MODULES:
+        return importlib.import_module(f"taskyard.{name}")  # the import sets it as an attribute too
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'taskyard' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

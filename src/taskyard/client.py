@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
 from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
+    KeyRotation,
     LogPage,
     PoolInfo,
     PoolSpec,
+    SecretInfo,
+    SecretValue,
     SizeCatalog,
     TaskInfo,
     TaskPage,
@@ -128,6 +132,29 @@ class Client:
 
     def me(self) -> UserInfo:
         return UserInfo.model_validate_json(self.request("GET", "/me").content)
+
+    # -- the vault ----------------------------------------------------------------------------------
+
+    def put_secret(self, name: str, value: str, *, shared: bool = False) -> SecretInfo:
+        response = self.request("PUT", _secret_path(name), params={"shared": shared}, json={"value": value})
+        return SecretInfo.model_validate_json(response.content)
+
+    def secret(self, name: str, *, shared: bool = False) -> SecretValue:
+        response = self.request("GET", _secret_path(name), params={"shared": shared})
+        return SecretValue.model_validate_json(response.content)
+
+    def delete_secret(self, name: str, *, shared: bool = False) -> None:
+        self.request("DELETE", _secret_path(name), params={"shared": shared})
+
+    def secrets(self) -> list[SecretInfo]:
+        return [SecretInfo.model_validate(s) for s in self.request("GET", "/secrets").json()]
+
+    def rotate_vault_key(self) -> KeyRotation:
+        return KeyRotation.model_validate_json(self.request("POST", "/secrets/rotate-key", timeout=300).content)
+
+
+def _secret_path(name: str) -> str:
+    return f"/secrets/{quote(name, safe='')}"
 
 
 def _error(response: httpx.Response) -> TaskyardError:

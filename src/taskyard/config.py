@@ -2,7 +2,7 @@
 
 ``WorkerConfig`` mirrors ``practicuscore.WorkerConfig``, including its wire form. Only
 ``worker_image``, ``worker_size`` and ``additional_params`` are written; everything else
-(env variables, personal secrets, git configs, startup script) travels inside
+(env variables, personal and shared secrets, git configs, startup script) travels inside
 ``additional_params`` as base64-encoded JSON, so a ``task_worker.json`` written by either
 SDK reads the same in both.
 """
@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     Field,
     SerializationInfo,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -32,12 +33,12 @@ from typing_extensions import TypedDict
 SIZE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 SIZE_NAME_RULE = "1-32 letters, digits, '-', '_' or '.'"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SECRET_REF = re.compile(r"(?P<name>[A-Za-z0-9_.-]+)(?::(?P<env>[A-Za-z_][A-Za-z0-9_]*))?")
 _SCP_LIKE_URL = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S.*")
 _URL_SCHEMES = ("https://", "http://", "ssh://", "file://")
 
 # Keys that travel inside ``additional_params``, in the order they are written.
-EXTRA_KEYS = ("env_variables", "personal_secrets", "git_configs", "startup_script", "network")
+EXTRA_KEYS = ("env_variables", "personal_secrets", "shared_secrets", "git_configs", "startup_script", "network")
 # Keys of a Practicus login found in its worker files; they mean nothing here and are dropped.
 IGNORED_KEYS = ("service_url", "email", "refresh_token")
 
@@ -59,7 +60,7 @@ class GitConfig(BaseModel):
     """Repository to clone: https://, http://, ssh://, file://, git@host:path or an absolute local path."""
 
     secret_name: str | None = None
-    """Name of a personal secret holding the access token for the remote."""
+    """Name of a secret holding the access token for the remote: one of yours, else a shared one."""
 
     username: str | None = None
     """Git user name for commits made by the task (the clone's ``user.name``).
@@ -163,7 +164,10 @@ class WorkerConfig(BaseModel):
     """Repositories cloned into the task folder before the task starts."""
 
     personal_secrets: list[str] | None = None
-    """Names of personal secrets exposed to the task as environment variables."""
+    """Your secrets given to the task as environment variables: ``"NAME"``, or ``"NAME:ENV_NAME"`` to rename."""
+
+    shared_secrets: list[str] | None = None
+    """Shared secrets (made by an admin) given to the task as environment variables, named as personal_secrets."""
 
     network: bool | None = None
     """False: the task runs with no network at all (an empty network namespace of its own).
@@ -171,7 +175,7 @@ class WorkerConfig(BaseModel):
     Only on a sandboxed worker; the git clones and the startup script before it keep the network."""
 
     additional_params: str | None = None
-    """Base64 JSON of env_variables, personal_secrets, git_configs, startup_script and network.
+    """Base64 JSON of env_variables, personal_secrets, shared_secrets, git_configs, startup_script and network.
 
     Derived when writing and unpacked when reading: always None on an instance."""
 
@@ -211,12 +215,16 @@ class WorkerConfig(BaseModel):
             _check_env_variable(name, item)
         return value
 
-    @field_validator("personal_secrets")
+    @field_validator("personal_secrets", "shared_secrets")
     @classmethod
-    def _check_personal_secrets(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or ():
-            if not _SECRET_NAME.fullmatch(name):
-                raise ValueError(f"invalid personal secret name {name!r}; use letters, digits, '_', '.', '-'")
+    def _check_secrets(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        kind = "personal" if info.field_name == "personal_secrets" else "shared"
+        for ref in value or ():
+            if not _SECRET_REF.fullmatch(ref):
+                raise ValueError(
+                    f"invalid {kind} secret name {ref!r}; use NAME or NAME:ENV_NAME, NAME of letters, digits, "
+                    "'_', '.', '-' and ENV_NAME of letters, digits and '_', not first a digit"
+                )
         return value
 
     @model_serializer(mode="plain")
@@ -244,6 +252,7 @@ class WorkerConfig(BaseModel):
         values = {
             "env_variables": self.env_variables,
             "personal_secrets": self.personal_secrets,
+            "shared_secrets": self.shared_secrets,
             "git_configs": git_configs,
             "startup_script": self.startup_script,
             "network": self.network,
@@ -268,6 +277,15 @@ class WorkerConfig(BaseModel):
     def from_file(cls, path: str | os.PathLike[str]) -> WorkerConfig:
         """Read a worker config JSON file such as ``task_worker.json``."""
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def secret_ref(ref: str) -> tuple[str, str]:
+    """``(secret name, env variable name)`` of a ``personal_secrets`` / ``shared_secrets`` entry.
+
+    ``"NAME:ENV_NAME"`` renames; a bare ``"NAME"`` is given to the task under its own name.
+    """
+    name, _, env = ref.partition(":")
+    return name, env or name
 
 
 def _check_env_variable(name: Any, value: Any) -> None:

@@ -218,6 +218,29 @@ class UserInfo(BaseModel):
     token: str | None = None  # only when the user is created
 
 
+class SecretInfo(BaseModel):
+    """A secret as listed: never its value."""
+
+    name: str
+    shared: bool  # made by an admin for every user's tasks; else its user's alone
+    created_at: datetime
+    updated_at: datetime
+    age_days: int  # whole days since its value was last set
+
+
+class SecretValue(SecretInfo):
+    value: str
+
+
+class SecretPut(BaseModel):
+    value: str = Field(max_length=64 * 1024)
+
+
+class KeyRotation(BaseModel):
+    key_id: str  # the new key's fingerprint (never the key)
+    resealed: int  # secrets encrypted again under it
+
+
 # -- agent protocol ---------------------------------------------------------------------------
 
 
@@ -232,7 +255,8 @@ class Assignment(BaseModel):
     log_seq: int  # the agent numbers its chunks from here + 1
     kill_grace: float
     startup_script: str | None = None
-    git_configs: list[dict] = []
+    git_configs: list[dict] = []  # a repository with a secret_name carries the secret's value as "token"
+    secret_env: dict[str, str] = Field(default_factory=dict, repr=False)  # secrets, as env variables of the task
     network: bool = True  # False: the task runs with an empty network namespace (sandboxed workers)
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them

@@ -10,6 +10,7 @@
 ``TASKYARD_WARM_WORKERS``      started workers kept waiting for their first task (default 2)
 ``TASKYARD_SANDBOX``           how the local backend isolates tasks: auto, required or off (server config)
 ``TASKYARD_GPUS``              GPU ids workers may be given, e.g. ``0,1`` (server config; default: nvidia-smi -L)
+``TASKYARD_VAULT_KEY``         the vault's Fernet key(s), first one encrypting (server config; default: vault.key)
 ``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
 ``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)

@@ -206,6 +206,18 @@ def test_a_bad_variable_is_named(tmp_path, monkeypatch):
         load_config(data_dir=tmp_path)
 
 
+def test_taskyard_vault_key_is_checked_and_never_quoted(tmp_path, monkeypatch):
+    key = "c2hvcnQ="  # base64, but of too few bytes to be a Fernet key
+    monkeypatch.setenv("TASKYARD_VAULT_KEY", key)
+    with pytest.raises(ConfigError, match=r"^TASKYARD_VAULT_KEY: not a vault key") as refused:
+        load_config(data_dir=tmp_path)
+    assert key not in str(refused.value)
+    good = "bmV3LWtleS0zMi1ieXRlcy1sb25nLWZvci10ZXN0cyE="
+    monkeypatch.setenv("TASKYARD_VAULT_KEY", f"{good}, {good}")
+    config = load_config(data_dir=tmp_path)
+    assert config.vault_key == f"{good}, {good}" and good not in repr(config)
+
+
 def test_every_mistake_is_reported_at_once(in_tmp):
     message = refusal(in_tmp, 'max_workers = 0\nsandbox = "on"\n')
     assert "max_workers:" in message and "sandbox:" in message

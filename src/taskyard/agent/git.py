@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .masking import Masker
+
 TOKEN_VARIABLE = "TASKYARD_GIT_TOKEN"
 #: the user name that goes with a token when the entry gives none (GitHub's, for app and personal tokens)
 DEFAULT_USERNAME = "x-access-token"
-MASK = "*****"
 # A sandboxed task runs as a user of its own: a local repository it clones from is someone else's.
 HOME_CONFIG = "[safe]\n\tdirectory = *\n"
 IDENTITY = {"username": "user.name", "email": "user.email"}  # GitConfig field -> the clone's git setting
@@ -138,19 +139,6 @@ def task_env(repos: list[Repository]) -> dict[str, str]:
     return {repo.variable: repo.token or "" for repo in repos if repo.saves_secret}
 
 
-def secrets(repos: list[Repository]) -> list[str]:
-    """The tokens to mask in whatever the agent reports."""
-    return [repo.token for repo in repos if repo.token]
-
-
-def mask(text: str, values: Iterable[str]) -> str:
-    """``text`` with each of ``values`` in it replaced by ``*****``."""
-    for value in values:
-        if value:
-            text = text.replace(value, MASK)
-    return text
-
-
 def clone(repo: Repository, run: Run, log: Callable[[str], None]) -> None:
     """Clone ``repo`` into the task folder, each git command started by ``run``.
 
@@ -159,11 +147,16 @@ def clone(repo: Repository, run: Run, log: Callable[[str], None]) -> None:
     """
     for command, what in repo.commands():
         code, output = run(command, repo.env())
-        output = mask(output, secrets([repo]))
+        output = _masked(output, repo.token)
         if code != 0:
             raise RuntimeError(f"{what} failed with exit code {code}: {_tail(output) or 'git said nothing'}")
         if output:
             log(output)
+
+
+def _masked(text: str, token: str | None) -> str:
+    masker = Masker.of([token] if token else [])
+    return text if masker is None else masker.mask(text)
 
 
 def _tail(output: str) -> str:

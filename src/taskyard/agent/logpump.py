@@ -3,7 +3,8 @@
 Reader threads take whatever each pipe has (no waiting for whole lines); one sender thread ships
 what has gathered as soon as the previous request is answered, so a quiet task gets each line
 at once and a loud one gets large batches. Chunks stay in memory until the control plane
-acknowledges them, and are sent again after a failure.
+acknowledges them, and are sent again after a failure. With a :class:`~.masking.Masker`, the
+secret values a task was given are masked before its text leaves the reader.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import os
 import threading
 import time
 
+from .masking import Masker
+
 MAX_CHUNK = 256 * 1024
 MAX_BATCH = 2 * 1024 * 1024
 READ_SIZE = 64 * 1024
 
 
 class LogPump:
-    def __init__(self, send, first_seq: int) -> None:
+    def __init__(self, send, first_seq: int, masker: Masker | None = None) -> None:
         self._send = send  # send(list_of_chunks) -> (acked_seq, kill)
+        self._masker = masker
         self._seq = first_seq
         self._acked = first_seq
         self._pending: list[tuple[str, float, str]] = []
@@ -42,8 +46,8 @@ class LogPump:
             self._sender.start()
 
     def write(self, stream: str, text: str) -> None:
-        """Ship ``text`` as if read from ``stream``'s pipe (for output the agent has read itself)."""
-        self._put(stream, text)
+        """Ship ``text`` as if read from ``stream``'s pipe (for output the agent has read itself), masked too."""
+        self._put(stream, text if self._masker is None else self._masker.mask(text))
         if not self._sender.is_alive():
             self._sender.start()
 
@@ -55,16 +59,20 @@ class LogPump:
 
     def _read(self, stream: str, fd: int) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        masker = self._masker.stream() if self._masker is not None else None
         try:
             while True:
                 data = os.read(fd, READ_SIZE)
                 if not data:
                     break
-                self._put(stream, decoder.decode(data))
+                text = decoder.decode(data)
+                self._put(stream, text if masker is None else masker.feed(text))
         except OSError:
             pass
         finally:
             tail = decoder.decode(b"", final=True)
+            if masker is not None:
+                tail = masker.feed(tail) + masker.finish()
             if tail:
                 self._put(stream, tail)
             os.close(fd)

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import git, tree
 from .isolation import Isolation
 from .logpump import LogPump
+from .masking import Masker
 from .standby import Standby
 
 COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
@@ -44,14 +45,14 @@ class TaskRun:
         self.standby = standby  # the sandbox started ahead for the task, if any
         self.task_id = assignment["task_id"]
         self.repos = git.repositories(assignment.get("git_configs") or ())
-        self.secrets = git.secrets(self.repos)  # masked in all the agent sends
         self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
         self._oom_kills_before = 0
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
-        self.pump = LogPump(self._send_logs, assignment["log_seq"])
+        self.masker = Masker.of(_secret_values(assignment))  # None: the task was given no secret
+        self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker)
         self.pump.on_kill = self.kill
 
     # -- the run ---------------------------------------------------------------------------------
@@ -198,6 +199,7 @@ class TaskRun:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKYARD_AGENT_")}
         env.update(self.a["env"])
+        env.update(self.a.get("secret_env") or {})  # in the task's environment only, never the agent's
         env.update(
             TASKYARD_TASK_ID=self.task_id,
             TASKYARD_OUTPUT_DIR=str(self.output_dir),
@@ -226,8 +228,6 @@ class TaskRun:
     # -- reporting ---------------------------------------------------------------------------------
 
     def _send_logs(self, chunks: list[dict]) -> tuple[int, bool]:
-        if self.secrets:
-            chunks = [{**chunk, "text": git.mask(chunk["text"], self.secrets)} for chunk in chunks]
         answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
         return answer["acked"], answer.get("kill", False)
 
@@ -237,6 +237,7 @@ class TaskRun:
             self.standby = None
         if outputs:
             self._upload_outputs(partial=killed or exit_code != 0)
+        error, reason = self._masked(error), self._masked(reason)
         chunks = []
         note = error or reason
         if note is not None:
@@ -245,6 +246,12 @@ class TaskRun:
         body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks}
         answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
         self.worker_done = answer.get("terminate", False)
+
+    def _masked(self, text: str | None) -> str | None:
+        """``text`` with the task's secret values masked: a message about the task leaves the worker so."""
+        if text is None or self.masker is None:
+            return text
+        return self.masker.mask(text)
 
     def _upload_outputs(self, partial: bool) -> None:
         if not any(self.output_dir.iterdir()):
@@ -257,6 +264,12 @@ class TaskRun:
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
         self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
+
+
+def _secret_values(assignment: dict) -> list[str]:
+    """Every secret value the task is given: its secret variables and its git configs' tokens."""
+    values = list((assignment.get("secret_env") or {}).values())
+    return values + [repo["token"] for repo in assignment.get("git_configs") or () if repo.get("token")]
 
 
 def _empty(folder: Path) -> None:

@@ -48,17 +48,7 @@ def _become_agent(request: dict, set_up: int) -> None:
     """
     code = 1
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its task's exit code
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _join(request.get("cgroups") or ())
-        if request.get("cpus"):
-            os.sched_setaffinity(0, request["cpus"])
-        os.setsid()
-        os.umask(0o022)  # the control plane's is 077; a worker's folder is private already
-        _redirect(request["log"])
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        _set_up(request)
         os.close(set_up)
         run_agent()
         code = 0
@@ -70,6 +60,21 @@ def _become_agent(request: dict, set_up: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _set_up(request: dict) -> None:
+    """Become the worker's process: its cgroups and cores, a session, its log, folder and environment."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the agent waits for its task's exit code
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _join(request.get("cgroups") or ())
+    if request.get("cpus"):
+        os.sched_setaffinity(0, request["cpus"])
+    os.setsid()
+    os.umask(0o022)  # the control plane's is 077; a worker's folder is private already
+    _redirect(request["log"])
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
 
 
 def _join(cgroups) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from taskyard.cli import output, pools, run, server, sizes, tasks, users, workers
+from taskyard.cli import output, pools, run, secrets, server, sizes, tasks, users, workers
 
 app = typer.Typer(
     name="taskyard",
@@ -24,6 +24,7 @@ app.add_typer(tasks.app, name="tasks")
 app.add_typer(workers.app, name="workers")
 app.add_typer(pools.app, name="pools")
 app.add_typer(users.app, name="users")
+app.add_typer(secrets.app, name="secrets")
 app.add_typer(server.app, name="server")
 
 

@@ -22,6 +22,7 @@ A file looks like this (every key is optional)::
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -56,6 +57,7 @@ ENV_OVERRIDES = {
     "warm_workers": "TASKYARD_WARM_WORKERS",
     "sandbox": "TASKYARD_SANDBOX",
     "gpus": "TASKYARD_GPUS",
+    "vault_key": "TASKYARD_VAULT_KEY",  # not a file key: a key does not belong in a file that gets copied around
 }
 
 
@@ -148,6 +150,8 @@ class ServerConfig(BaseModel):
     sandbox: Literal["auto", "required", "off"] = "auto"
     gpus: tuple[str, ...] | None = None  # GPU ids workers may be given; None: found on the host
     sizes: dict[SizeName, Size] = Field(default_factory=builtin_sizes)
+    # The vault's Fernet key(s), comma-separated, the first encrypting; None: the key file in data_dir.
+    vault_key: str | None = Field(default=None, repr=False)
     # backends: dict[str, BackendConfig] and pools: dict[str, PoolConfig] are to come, as sizes is.
 
     @field_validator("gpus", mode="before")
@@ -157,6 +161,14 @@ class ServerConfig(BaseModel):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, (list, tuple)):
             return tuple(_gpu_id(item) for item in value)
+        return value
+
+    @field_validator("vault_key")
+    @classmethod
+    def _check_vault_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            for key in value.split(","):
+                _vault_key(key.strip())
         return value
 
     @field_validator("sizes")
@@ -187,6 +199,19 @@ def _gpu_id(item: Any) -> str:
     if not isinstance(text, str) or not _GPU_ID.fullmatch(text):
         raise ValueError(f'{item!r} is not a GPU id; use e.g. "0" (nvidia-smi -L\'s index) or a GPU UUID')
     return text
+
+
+def _vault_key(key: str) -> None:
+    """Refuse what is not a Fernet key (urlsafe base64 of 32 bytes), without ever quoting it."""
+    try:
+        valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32 and len(key) == 44
+    except (ValueError, UnicodeEncodeError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "not a vault key: give one or more comma-separated Fernet keys (44 characters of urlsafe base64), "
+            "made e.g. with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
 
 
 # -- loading ------------------------------------------------------------------------------------

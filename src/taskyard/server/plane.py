@@ -18,7 +18,9 @@ from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, 
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools
+from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
+from taskyard.server.vault import Vault
 
 T = TypeVar("T")
 
@@ -31,6 +33,7 @@ class Plane:
     storage: Storage
     backend: Backend
     scheduler: Scheduler
+    vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     users_by_token: dict[str, object] = field(default_factory=dict)
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
 
@@ -57,6 +60,8 @@ def build_plane(config: ServerConfig) -> Plane:
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    vault = Vault.load(config.data_dir, config.vault_key)
+    secret_service.settle_keys(sessions, vault)
     notifier = Notifier()
     _notify_after_commit(sessions, notifier)
     backend = make_backend(config.backend, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
@@ -68,7 +73,7 @@ def build_plane(config: ServerConfig) -> Plane:
         sizes=config,
         warm_workers=config.warm_workers,
     )
-    return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler)
+    return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler, vault)
 
 
 def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:

@@ -196,16 +196,20 @@ class Scheduler:
     ) -> tuple[str, str, LaunchRequest] | bool:
         """Give ``task`` a warm worker (True), claim a new one (the claim), or leave it queued (False)."""
         size, image = self._shape(pool, TaskSpec.model_validate_json(task.spec).worker_config)
-        for worker in warm:
-            if (worker.size, worker.image) == (size, image):
-                if ledger.reserve(self._need(size), gpus=False) is None:
-                    return False
-                warm.remove(worker)
-                worker_service.give_task(session, worker, task)
-                return True
+        worker = next((w for w in warm if (w.size, w.image) == (size, image)), None)
+        if worker is not None:
+            if ledger.reserve(self._need(size), gpus=False) is None:
+                return False
+            warm.remove(worker)
+            worker_service.give_task(session, worker, task)
+            return True
         gpus = ledger.reserve(self._need(size))
-        if gpus is None:
-            return False
+        return False if gpus is None else self._claim_new(session, pool, task, size, image, gpus)
+
+    def _claim_new(
+        self, session: Session, pool: PoolSpec, task: TaskRow, size: str, image: str, gpus: tuple[str, ...]
+    ) -> tuple[str, str, LaunchRequest]:
+        """A new worker for ``task``, leased to it until its launch is applied."""
         worker, token = worker_service.create_worker(
             session,
             user_id=task.user_id,

@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -146,3 +148,30 @@ class WorkerRow(Base):
     terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_workers_status", "status"),)
+
+
+class SecretRow(Base):
+    """A secret: its value sealed by the vault (``taskyard.server.vault``), never in clear."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # None: shared, made by an admin
+    value: Mapped[bytes] = mapped_column(LargeBinary)  # a Fernet token
+    key_id: Mapped[str] = mapped_column(String(16))  # the fingerprint of the key that sealed it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_secrets_user_name"),
+        # NULLs are distinct in a unique constraint: shared names need an index of their own.
+        Index(
+            "uq_secrets_shared_name",
+            "name",
+            unique=True,
+            sqlite_where=text("user_id IS NULL"),
+            postgresql_where=text("user_id IS NULL"),
+        ),
+        Index("ix_secrets_key_id", "key_id"),
+    )

@@ -27,7 +27,7 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Next
     """The next task for this worker, held up to ``wait`` seconds until there is one."""
 
     async def check() -> tuple[bool, NextTask]:
-        found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker)))
+        found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker), plane.vault))
         return found is not None, found or NextTask()
 
     answer = await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))

@@ -8,13 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taskyard import settings
+from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.services import logs, pools, workers
+from taskyard.server.services import secrets as secret_service
 from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
 from taskyard.server.storage import bundle_key
+from taskyard.server.vault import Vault
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 AGENT_STATUSES = (TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING)
@@ -42,23 +45,34 @@ def touch(worker: WorkerRow) -> None:
         worker.status = WorkerStatus.RUNNING.value
 
 
-def next_task(session: Session, worker: WorkerRow) -> NextTask | None:
-    """The task to run now, an order to stop, or None for "nothing yet"."""
+def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | None:
+    """The task to run now, an order to stop, or None for "nothing yet".
+
+    A task whose secrets cannot be had any more ends Runtime Error, and the next one is looked for.
+    """
     touch(worker)
     query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status == TaskStatus.IN_QUEUE.value)
     task = session.scalar(query.order_by(TaskRow.created_at).limit(1).with_for_update())
     if task is not None:
         task.attempt += 1
         set_status(session, task, TaskStatus.PREPARING)
-        return NextTask(task=_assignment(session, task))
+        try:
+            return NextTask(task=_assignment(session, task, vault))
+        except secret_service.SecretUnavailable as exc:
+            set_status(session, task, TaskStatus.RUNTIME_ERROR, reason=exc.message)
+            logs.system_line(session, task, f"[taskyard] {exc.message}")
+            workers.release_fresh_worker(session, task)
+            return next_task(session, worker, vault)
     if worker.status != WorkerStatus.RUNNING.value:
         return NextTask(terminate=True)
     return None
 
 
-def _assignment(session: Session, task: TaskRow) -> Assignment:
+def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
+    """What the agent needs to run ``task``, its secrets opened (they live in this answer only)."""
     spec = TaskSpec.model_validate_json(task.spec)
     config = pools.effective_config(pools.get_spec(session, task.pool), spec.worker_config)
+    secrets = secret_service.resolve(session, vault, task.user_id, config)
     return Assignment(
         task_id=task.id,
         file_name=task.file_name,
@@ -69,9 +83,16 @@ def _assignment(session: Session, task: TaskRow) -> Assignment:
         kill_grace=settings.kill_grace(),
         startup_script=config.startup_script,
         bundle_key=bundle_key(task.user_id, task.bundle_sha256) if task.bundle_size <= INLINE_BUNDLE else None,
-        git_configs=[repo.model_dump(exclude_none=True) for repo in config.git_configs or ()],
+        git_configs=[_git(repo, token) for repo, token in zip(config.git_configs or (), secrets.git_tokens)],
+        secret_env=secrets.env,
         network=config.network is not False,
     )
+
+
+def _git(repo: GitConfig, token: str | None) -> dict:
+    """A git config as the agent gets it: with the value of its secret_name as ``token``."""
+    given = repo.model_dump(exclude_none=True)
+    return given if token is None else {**given, "token": token}
 
 
 def own_task(session: Session, worker: WorkerRow, task_id: str) -> TaskRow:

@@ -17,6 +17,7 @@ from taskyard.errors import Conflict, Forbidden, InvalidInput, NotFound
 from taskyard.models import PoolInfo, PoolSpec
 from taskyard.server.config import Size
 from taskyard.server.db.models import PoolRow, TaskRow, UserRow, WorkerRow, utcnow
+from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import set_status
@@ -67,6 +68,7 @@ def create_pool(
         raise Conflict(f"pool {spec.name!r} already exists", field="name")
     if spec.backend not in backends:
         raise InvalidInput(f"unknown backend {spec.backend!r}; backends: {', '.join(backends)}", field="backend")
+    secret_service.check_pool_config(session, spec.worker_config)
     if spec.worker_config.worker_size is not None:
         size = size_service.check(sizes, capacity, spec.worker_config.worker_size)
         spec = spec.model_copy(update={"worker_config": spec.worker_config.model_copy(update={"worker_size": size})})

@@ -20,6 +20,7 @@ from taskyard.server.config import Size, match_size
 from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER
 from taskyard.server.services import logs, pools
+from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status
@@ -59,7 +60,8 @@ def create_task(
         if existing is not None:
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images, sizes, capacity)
-    pools.get_spec(session, spec.pool)  # the pool must exist
+    pool = pools.get_spec(session, spec.pool)  # the pool must exist
+    secret_service.check_task_config(session, user, pools.effective_config(pool, spec.worker_config))
     if spec.worker is not None:
         _check_target_worker(session, user, spec.worker)
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
@@ -127,12 +129,6 @@ def _check_worker_config(
     spec: TaskSpec, images: Collection[str], sizes: Mapping[str, Size], capacity: Resources | None
 ) -> None:
     config = spec.worker_config
-    if config.personal_secrets or any(repo.secret_name for repo in config.git_configs or ()):
-        raise InvalidInput(
-            "this server has no secrets vault yet, so personal_secrets and git secret_name cannot be used; "
-            "clone public repositories, or pass the values as env_variables",
-            field="worker_config.personal_secrets",
-        )
     image = spec.worker_config.worker_image
     if image is not None and image not in images:
         raise InvalidInput(
