@@ -13,6 +13,8 @@ import pytest
 
 from support import Server, default_client_of
 
+pytest_plugins = ["gitserver"]  # a git HTTP server and repositories to clone (fixtures)
+
 PG_ADMIN_URL = os.environ.get("TASKYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

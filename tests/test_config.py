@@ -360,6 +360,31 @@ def test_fetch_depth_must_be_positive():
         GitConfig(remote_url="https://x/y.git", fetch_depth=0)
 
 
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        ([], "must name at least one folder"),
+        (["docs", "../up"], "must not contain '..'"),
+        (["/etc"], "must be relative to the repository"),
+        ([""], "sparse_checkout_folders must not be empty"),
+        (["--cone"], "git cannot take as a folder"),
+        (["a\nb"], "git cannot take as a folder"),
+    ],
+)
+def test_sparse_checkout_folders_are_relative_folders(folders, message):
+    with pytest.raises(ValidationError, match=message):
+        GitConfig(remote_url="https://x/y.git", sparse_checkout_folders=folders)
+
+
+def test_the_practicus_git_fields_travel_in_additional_params():
+    git = GitConfig(remote_url="https://x/y.git", sparse_checkout_folders=["docs", "src/lib"], save_secret=True)
+    cfg = WorkerConfig(git_configs=[git])
+    assert decoded_extras(cfg)["git_configs"] == [
+        {"remote_url": "https://x/y.git", "sparse_checkout_folders": ["docs", "src/lib"], "save_secret": True}
+    ]
+    assert WorkerConfig.model_validate_json(cfg.model_dump_json()).git_configs == [git]
+
+
 # --- additional_params on input -------------------------------------------------------------------
 
 

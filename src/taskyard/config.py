@@ -73,10 +73,12 @@ class GitConfig(BaseModel):
     """Name of a secret holding the access token for the remote: one of yours, else a shared one."""
 
     username: str | None = None
-    """Git user name for commits made by the task."""
+    """Git user name for commits made by the task (the clone's ``user.name``).
+
+    Also the user name that goes with the access token; ``x-access-token`` when not given."""
 
     email: str | None = None
-    """Git user email for commits made by the task."""
+    """Git user email for commits made by the task (the clone's ``user.email``)."""
 
     local_path: str | None = None
     """Where to clone, relative to the task folder (defaults to the repository name)."""
@@ -86,6 +88,19 @@ class GitConfig(BaseModel):
 
     fetch_depth: int | None = Field(default=None, ge=1)
     """Clone only this many recent commits (a full clone if not given)."""
+
+    sparse_checkout_folders: list[str] | None = None
+    """Check out only these folders (relative paths), and the files at the repository's top.
+
+    A partial clone (``--filter=blob:none --sparse``) where the server allows it: the files of the
+    other folders are not even downloaded."""
+
+    save_secret: bool | None = None
+    """True: the task's own git commands (fetch, pull, push) for this remote get the access token too.
+
+    Through a credential helper in the task's ``$HOME/.gitconfig`` that reads the token from the
+    task's ``TASKYARD_GIT_TOKEN_<n>`` variable (n: the repository's place in ``git_configs``, from 0);
+    the token itself is written nowhere. Otherwise the task's git has no credential for it."""
 
     @field_validator("remote_url")
     @classmethod
@@ -102,15 +117,30 @@ class GitConfig(BaseModel):
     @field_validator("local_path")
     @classmethod
     def _check_local_path(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.strip():
-            raise ValueError("local_path must not be empty")
-        if PurePosixPath(value).is_absolute() or value.startswith("\\") or re.match(r"[A-Za-z]:", value):
-            raise ValueError(f"local_path {value!r} must be relative to the task folder")
-        if ".." in re.split(r"[\\/]", value):
-            raise ValueError(f"local_path {value!r} must not contain '..'")
+        if value is not None:
+            _check_relative_path("local_path", value, "the task folder")
         return value
+
+    @field_validator("sparse_checkout_folders")
+    @classmethod
+    def _check_sparse_checkout_folders(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("sparse_checkout_folders must name at least one folder")
+        for folder in value or ():
+            _check_relative_path("sparse_checkout_folders", folder, "the repository")
+            if folder.startswith("-") or any(char in folder for char in "\0\n\r"):
+                raise ValueError(f"sparse_checkout_folders has {folder!r}, which git cannot take as a folder")
+        return value
+
+
+def _check_relative_path(field: str, value: str, base: str) -> None:
+    """Raise unless ``value`` is a non-empty path relative to ``base``, with no '..' in it."""
+    if not value.strip():
+        raise ValueError(f"{field} must not be empty")
+    if PurePosixPath(value).is_absolute() or value.startswith("\\") or re.match(r"[A-Za-z]:", value):
+        raise ValueError(f"{field} {value!r} must be relative to {base}")
+    if ".." in re.split(r"[\\/]", value):
+        raise ValueError(f"{field} {value!r} must not contain '..'")
 
 
 def _in_task_folder(name: str) -> bool:

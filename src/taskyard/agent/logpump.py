@@ -45,13 +45,15 @@ class LogPump:
         self._start_sender()
 
     def write(self, stream: str, text: str) -> None:
-        """Ship ``text`` as output of ``stream`` (``"system"``: the agent's own lines), after what came before."""
-        self._put(stream, text)
+        """Ship ``text`` as output of ``stream`` (``"system"``: the agent's own lines; output the agent
+        read itself), after what came before; masked like what is read from the pipes."""
+        self._put(stream, text if self._masker is None else self._masker.mask(text))
         self._start_sender()
 
     def _start_sender(self) -> None:
         if not self._sender.is_alive() and not self._closing:
             self._sender.start()
+
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until the pipes attached so far have closed (at most ``timeout``)."""

@@ -9,11 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from . import envs, tree
+from . import envs, git, tree
 from .isolation import Isolation
 from .logpump import LogPump
 from .masking import Masker
@@ -46,6 +47,7 @@ class TaskRun:
         self.python_settings = python or envs.Settings()
         self.python: envs.Environment | None = None  # the Python environment the task asked for
         self.task_id = assignment["task_id"]
+        self.repos = git.repositories(assignment.get("git_configs") or ())
         self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
         self._oom_kills_before = 0
@@ -95,12 +97,11 @@ class TaskRun:
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
         if not (self.task_dir / self.a["file_name"]).is_file():
             raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")
-        if self.a.get("git_configs"):
-            # A sandboxed task runs as a user of its own: a local repository it clones is someone else's.
-            (self.home_dir / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+        if self.repos:
+            (self.home_dir / ".gitconfig").write_text(git.home_config(self.repos))
         self.isolation.own(*self._writable())
-        for repo in self.a.get("git_configs") or ():
-            self._step(_clone_command(repo), f"git clone of {repo['remote_url']}")
+        for repo in self.repos:
+            git.clone(repo, self._run_captured, lambda text: self.pump.write("stderr", text))
         self._prepare_python()
         if self.a.get("startup_script"):
             self._step(["bash", "-c", self.a["startup_script"]], "the startup script")
@@ -134,6 +135,17 @@ class TaskRun:
 
     def _note(self, text: str) -> None:
         self.pump.write("system", f"[setup] {text}\n")
+
+    def _run_captured(self, command: list[str], env: dict[str, str]) -> tuple[int, str]:
+        """Run a preparation step with ``env`` added to the task's; its exit code and all it printed."""
+        with tempfile.TemporaryFile() as out:
+            with self._lock:
+                if self.killed:
+                    raise RuntimeError("killed while preparing the task")
+                self.process = self._popen(command, out, subprocess.STDOUT, extra_env=env)
+            code = self._reap(self.process)
+            out.seek(0)
+            return code, out.read().decode(errors="replace")
 
     def _execute(self) -> int:
         with self._lock:
@@ -188,10 +200,11 @@ class TaskRun:
 
     def _popen(self, command: list[str], stdout, stderr, *, network: bool = True, cwd: Path | None = None,
                writable: list[Path] | None = None, read_only: list[str] | None = None,
-               env: dict[str, str] | None = None) -> subprocess.Popen:
+               env: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die.
 
-        By default it runs in the task's folder, may write the task's folders and has the task's environment."""
+        By default it runs in the task's folder, may write the task's folders and has the task's environment
+        (or ``env``), with ``extra_env`` on top."""
         cwd = cwd or self.task_dir
         writable = self._writable() if writable is None else writable
         shown = self._shown() + (read_only or [])
@@ -199,7 +212,7 @@ class TaskRun:
         process = subprocess.Popen(
             argv,
             cwd=cwd,
-            env=self._env() if env is None else env,
+            env={**(self._env() if env is None else env), **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -228,6 +241,7 @@ class TaskRun:
             HOME=str(self.home_dir),
             PYTHONUNBUFFERED="1",
         )
+        env.update(git.task_env(self.repos))  # the tokens of the repositories with save_secret
         return env
 
     # -- stopping ----------------------------------------------------------------------------------
@@ -293,17 +307,6 @@ def _secret_values(assignment: dict) -> list[str]:
     """Every secret value the task is given: its secret variables and its git configs' tokens."""
     values = list((assignment.get("secret_env") or {}).values())
     return values + [repo["token"] for repo in assignment.get("git_configs") or () if repo.get("token")]
-
-
-def _clone_command(repo: dict) -> list[str]:
-    url = repo["remote_url"]
-    dest = repo.get("local_path") or url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].removesuffix(".git")
-    command = ["git", "clone", "--quiet"]
-    if repo.get("branch"):
-        command += ["--branch", repo["branch"]]
-    if repo.get("fetch_depth"):
-        command += ["--depth", str(repo["fetch_depth"])]
-    return [*command, "--", url, dest]
 
 
 def _empty(folder: Path) -> None:
