@@ -121,3 +121,11 @@ def test_a_standby_sandbox_becomes_the_task_with_its_env_and_exit_status(tmp_pat
     assert unused is not None
     unused.discard()
     assert unused.process.returncode == 0
+
+
+def test_an_interpreter_in_tmp_or_a_hidden_folder_is_shown_read_only(tmp_path):
+    keep = ["/tmp/project/.venv", "/root/.pyenv/versions/3", "/usr/lib/python3"]
+    argv = command(Isolation({"sandbox": {**SANDBOX, "hide": ["/root"], "keep": keep, "uid": None}}), tmp_path)
+    shown = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ro-bind"]
+    assert "/tmp/project/.venv" in shown and "/root/.pyenv/versions/3" in shown  # /tmp is the sandbox's own
+    assert "/usr/lib/python3" not in shown  # the host's, seen as it is

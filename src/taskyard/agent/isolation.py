@@ -35,7 +35,8 @@ class Isolation:
         self.uid = sandbox.get("uid")
         self.setpriv: str | None = sandbox.get("setpriv")
         self.hide = sorted(folder for folder in sandbox.get("hide", ()) if os.path.isdir(folder))
-        self.keep = [folder for folder in sandbox.get("keep", ()) if self._hidden(folder)]
+        # The interpreter's folders, shown read-only where the sandbox would not show them (a project in /tmp)
+        self.keep = [folder for folder in sandbox.get("keep", ()) if self._hidden(folder) or _within(folder, "/tmp")]
 
     @classmethod
     def from_env(cls) -> Isolation:
