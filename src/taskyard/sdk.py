@@ -12,7 +12,7 @@ from typing import TextIO, cast
 
 from taskyard import bundle
 from taskyard.client import Client, default_client
-from taskyard.config import WorkerConfig
+from taskyard.config import WorkerConfig, worker_config_beside
 from taskyard.errors import InvalidInput
 from taskyard.models import (
     PoolInfo,
@@ -47,10 +47,13 @@ def submit(
     ``time_to_live`` ("1h30m" or seconds) stops a task that runs longer (Task Timed Out);
     ``max_retries`` / ``resubmit_on_preemption`` run it again on a fresh worker when its worker is
     lost or reclaimed; ``pool`` sends it to a named pool of workers; ``python_venv_name`` runs it
-    with a virtual environment of the worker's host (``~/.venv/NAME``).
+    with a virtual environment of the worker's host (``~/.venv/NAME``). Without ``worker_config``,
+    a ``<task>_worker.json`` or ``default_worker.json`` beside the task file is used, if there is one.
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
+    if worker_config is None and worker is None:
+        worker_config = worker_config_beside(folder, file_name)
     _check_requirements_file(folder, worker_config)
     client = client or default_client()
     with bundle.pack(folder) as packed:
