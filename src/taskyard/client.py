@@ -11,6 +11,7 @@ from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
     KeyRotation,
     LogPage,
+    OutputFiles,
     PoolInfo,
     PoolSpec,
     SecretInfo,
@@ -79,6 +80,10 @@ class Client:
     def list_tasks(self, *, limit: int = 50, cursor: str | None = None, status: str | None = None) -> TaskPage:
         params = {k: v for k, v in {"limit": limit, "cursor": cursor, "status": status}.items() if v is not None}
         return TaskPage.model_validate_json(self.request("GET", "/tasks", params=params).content)
+
+    def output_files(self, task_id: str) -> OutputFiles:
+        """The files in the task's outputs and their sizes (NotFound while it has none)."""
+        return OutputFiles.model_validate_json(self.request("GET", f"/tasks/{task_id}/outputs/files").content)
 
     def download_outputs(self, task_id: str, dest: Path) -> str:
         """Save the outputs archive to ``dest``; return ``"result"`` or ``"partial"``."""

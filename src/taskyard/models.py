@@ -105,6 +105,20 @@ class OutputsInfo(BaseModel):
     partial: bool
 
 
+class OutputFile(BaseModel):
+    name: str  # path inside the outputs, with '/' between folders
+    size: int  # bytes, uncompressed
+
+
+class OutputFiles(BaseModel):
+    """What a task's outputs archive holds: its regular files, in archive order."""
+
+    files: list[OutputFile]
+    total_size: int  # bytes of all files, uncompressed
+    archive_size: int  # bytes of the compressed archive
+    partial: bool  # the outputs of a task that did not succeed
+
+
 class TaskInfo(BaseModel):
     id: str
     file_name: str
