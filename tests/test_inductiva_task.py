@@ -90,3 +90,21 @@ def test_get_tasks_newest_first_and_by_status(server, tmp_path):
     assert [t.id for t in taskyard.tasks.get_tasks(10, status=TaskStatus.SUCCESS, client=client)] == [ids[2], ids[0]]
     with pytest.raises(InvalidInput):
         taskyard.tasks.get_tasks(status="Sleeping", client=client)
+
+
+def test_metadata_is_merged_kept_and_checked(server, tmp_path):
+    task = submit(server, tmp_path, "ok.py", "print('ok')\n")
+    assert task.get_metadata() == {}
+    task.set_metadata({"experiment": "a", "run": "1"})
+    assert task.wait(timeout=30) is TaskStatus.SUCCESS
+    task.set_metadata({"run": "2"})  # after the end too
+    assert taskyard.Task(task.id, client=server.client).get_metadata() == {"experiment": "a", "run": "2"}
+    with pytest.raises(InvalidInput):
+        task.set_metadata({f"k{i}": "v" for i in range(99)})  # 101 keys once merged
+    with pytest.raises(InvalidInput):
+        task.set_metadata({"": "empty key"})
+    other = server.user_client(f"meta-{time.monotonic_ns()}")
+    with pytest.raises(NotFound):
+        taskyard.Task(task.id, client=server.client).client.metadata("no-such-task")
+    with pytest.raises(NotFound):
+        other.set_metadata(task.id, {"x": "y"})

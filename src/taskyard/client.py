@@ -18,6 +18,7 @@ from taskyard.models import (
     SecretValue,
     SizeCatalog,
     TaskInfo,
+    TaskMetadata,
     TaskPage,
     TaskSpec,
     UserInfo,
@@ -84,6 +85,14 @@ class Client:
     def output_files(self, task_id: str) -> OutputFiles:
         """The files in the task's outputs and their sizes (NotFound while it has none)."""
         return OutputFiles.model_validate_json(self.request("GET", f"/tasks/{task_id}/outputs/files").content)
+
+    def metadata(self, task_id: str) -> dict[str, str]:
+        return TaskMetadata.model_validate_json(self.request("GET", f"/tasks/{task_id}/metadata").content).metadata
+
+    def set_metadata(self, task_id: str, values: dict[str, str]) -> dict[str, str]:
+        """Merge ``values`` into the task's metadata; return all of it."""
+        response = self.request("PATCH", f"/tasks/{task_id}/metadata", json={"metadata": values})
+        return TaskMetadata.model_validate_json(response.content).metadata
 
     def download_outputs(self, task_id: str, dest: Path) -> str:
         """Save the outputs archive to ``dest``; return ``"result"`` or ``"partial"``."""

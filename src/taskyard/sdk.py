@@ -265,6 +265,17 @@ class Task:
                 return False
             time.sleep(poll)
 
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        """Add these keys to the task's metadata (a key given again is replaced), in any status.
+
+        Keys are 1-64 characters, values strings of up to 4096; a task holds at most 100 keys.
+        """
+        self.client.set_metadata(self.id, metadata)
+
+    def get_metadata(self) -> dict[str, str]:
+        """The task's metadata: every key set so far ({} if none)."""
+        return self.client.metadata(self.id)
+
     def get_output_info(self) -> OutputFiles:
         """The files of the task's outputs with their sizes, listed by the server without downloading.
 

@@ -6,10 +6,11 @@ from sqlalchemy.orm import Session
 
 from taskyard import settings
 from taskyard.errors import NotFound, TooLarge
-from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskPage, TaskSpec
+from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.notifier import task_key
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.services import logs as log_service
+from taskyard.server.services import metadata as metadata_service
 from taskyard.server.services import outputs as output_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.storage import bundle_key
@@ -157,3 +158,16 @@ def output_files(task_id: str, plane: PlaneDep, user: UserDep) -> OutputFiles:
     if task.outputs_key is None:
         raise NotFound(f"task {task_id!r} has no outputs")
     return output_service.list_files(plane.storage.path(task.outputs_key), partial=task.outputs_partial)
+
+
+@router.get("/{task_id}/metadata", response_model=TaskMetadata)
+def metadata(task_id: str, plane: PlaneDep, user: UserDep) -> TaskMetadata:
+    with plane.transaction() as session:
+        return metadata_service.read(session, user, task_id)
+
+
+@router.patch("/{task_id}/metadata", response_model=TaskMetadata)
+def update_metadata(task_id: str, given: TaskMetadata, plane: PlaneDep, user: UserDep) -> TaskMetadata:
+    """Merge the keys given into the task's metadata; the answer is all of it."""
+    with plane.transaction() as session:
+        return metadata_service.update(session, user, task_id, given)
