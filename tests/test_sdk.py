@@ -131,7 +131,7 @@ def test_outputs_are_downloaded(server, tmp_path):
     task = taskyard.submit(file_name="make.py", files_path=src, client=server.client)
     assert task.wait(timeout=30) is TaskStatus.SUCCESS
     assert task.info.outputs.partial is False
-    target = task.download_outputs(tmp_path / "got")
+    target = task.download_outputs(output_dir=tmp_path / "got")
     assert (target / "sub" / "result.txt").read_text() == "42"
 
 
@@ -147,7 +147,7 @@ def test_a_failed_task_outputs_are_partial(server, tmp_path):
     assert task.wait(timeout=30) is TaskStatus.FAILED
     assert task.exit_code == 2
     assert task.info.outputs.partial is True
-    target = task.download_outputs(tmp_path / "got")
+    target = task.download_outputs(output_dir=tmp_path / "got")
     assert target == tmp_path / "got" / "partial"
     assert (target / "half.txt").read_text() == "h"
 

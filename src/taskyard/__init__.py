@@ -27,22 +27,30 @@ _EXPORTS = {
     "TaskyardError": "taskyard.errors",
     "TaskError": "taskyard.errors",
 }
-# Modules of the Practicus names: ``taskyard.vault.get_secret(...)``.
-_MODULES = ("vault",)
+# Modules of the Practicus and Inductiva names: ``taskyard.vault.get_secret(...)``.
+_MODULES = ("vault", "exceptions", "tasks")
 
-__all__ = [*_EXPORTS, *_MODULES, "__version__"]
+__all__ = [*_EXPORTS, *_MODULES, "logger", "__version__"]
 
 if TYPE_CHECKING:
-    from taskyard import vault
+    import logging
+
+    from taskyard import exceptions, tasks, vault
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
     from taskyard.sdk import Pool, Task, Worker, run_task, submit, worker_sizes
     from taskyard.status import TaskStatus, WorkerStatus
 
+    logger: logging.Logger
+
 
 def __getattr__(name: str) -> object:
     import importlib
 
+    if name == "logger":  # the Logger, set up on first use (see taskyard.log)
+        value = importlib.import_module("taskyard.log").get_logger()
+        globals()[name] = value
+        return value
     if name in _MODULES:
         return importlib.import_module(f"taskyard.{name}")  # the import sets it as an attribute too
     module = _EXPORTS.get(name)

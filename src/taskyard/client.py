@@ -11,12 +11,14 @@ from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
     KeyRotation,
     LogPage,
+    OutputFiles,
     PoolInfo,
     PoolSpec,
     SecretInfo,
     SecretValue,
     SizeCatalog,
     TaskInfo,
+    TaskMetadata,
     TaskPage,
     TaskSpec,
     UserInfo,
@@ -79,6 +81,18 @@ class Client:
     def list_tasks(self, *, limit: int = 50, cursor: str | None = None, status: str | None = None) -> TaskPage:
         params = {k: v for k, v in {"limit": limit, "cursor": cursor, "status": status}.items() if v is not None}
         return TaskPage.model_validate_json(self.request("GET", "/tasks", params=params).content)
+
+    def output_files(self, task_id: str) -> OutputFiles:
+        """The files in the task's outputs and their sizes (NotFound while it has none)."""
+        return OutputFiles.model_validate_json(self.request("GET", f"/tasks/{task_id}/outputs/files").content)
+
+    def metadata(self, task_id: str) -> dict[str, str]:
+        return TaskMetadata.model_validate_json(self.request("GET", f"/tasks/{task_id}/metadata").content).metadata
+
+    def set_metadata(self, task_id: str, values: dict[str, str]) -> dict[str, str]:
+        """Merge ``values`` into the task's metadata; return all of it."""
+        response = self.request("PATCH", f"/tasks/{task_id}/metadata", json={"metadata": values})
+        return TaskMetadata.model_validate_json(response.content).metadata
 
     def download_outputs(self, task_id: str, dest: Path) -> str:
         """Save the outputs archive to ``dest``; return ``"result"`` or ``"partial"``."""

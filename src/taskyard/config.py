@@ -2,9 +2,14 @@
 
 ``WorkerConfig`` mirrors ``practicuscore.WorkerConfig``, including its wire form. Only
 ``worker_image``, ``worker_size`` and ``additional_params`` are written; everything else
-(env variables, personal and shared secrets, git configs, startup script) travels inside
-``additional_params`` as base64-encoded JSON, so a ``task_worker.json`` written by either
+(env variables, personal and shared secrets, git configs, startup script, log levels) travels
+inside ``additional_params`` as base64-encoded JSON, so a ``task_worker.json`` written by either
 SDK reads the same in both.
+
+Every field a Practicus ``WorkerConfig`` can hold is read, top-level or inside
+``additional_params``. Those that mean nothing to a taskyard worker (:data:`NO_EFFECT_KEYS`) are
+dropped, and named together in one :class:`NoEffectWarning`; the keys of a Practicus login
+(:data:`IGNORED_KEYS`) are dropped silently. A key neither SDK knows is an error that names it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,6 +36,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from taskyard.agent.envs import requirement_problem
+from taskyard.log import LEVEL_ENV, MODULES_LEVEL_ENV, level_name
 
 #: a worker size's name; which sizes exist is the server's to say (``taskyard sizes``)
 SIZE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -48,9 +55,24 @@ EXTRA_KEYS = (
     "startup_script",
     "network",
     "python_requirements",
+    "log_level",
+    "modules_log_level",
 )
 # Keys of a Practicus login found in its worker files; they mean nothing here and are dropped.
 IGNORED_KEYS = ("service_url", "email", "refresh_token")
+# Practicus worker settings with no counterpart on a taskyard worker: read, dropped, and warned about.
+NO_EFFECT_KEYS = (
+    "service_type",
+    "network_protocol",
+    "distributed_config",
+    "image_config",
+    "bypass_ssl_verification",
+    "interactive",
+)
+
+
+class NoEffectWarning(UserWarning):
+    """A worker config gave Practicus settings that taskyard reads but does not act on."""
 
 
 class WorkerConfigWire(TypedDict, total=False):
@@ -198,9 +220,20 @@ class WorkerConfig(BaseModel):
     with uv once per set of requirements and Python, cached on the worker's host, and read-only for
     the task; ``-r``, ``-c``, ``-e`` and local paths are not supported."""
 
+    log_level: str | None = None
+    """Level of ``taskyard.logger`` inside the task: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case).
+
+    Given to the task as ``TASKYARD_LOG_LEVEL``, which the logger reads when first used; INFO if not given."""
+
+    modules_log_level: str | None = None
+    """Level of the root logger inside the task, so of other modules' loggers that set none of their own.
+
+    Given to the task as ``TASKYARD_MODULES_LOG_LEVEL``, applied when ``taskyard.logger`` is first used;
+    the root logger is left alone if not given."""
+
     additional_params: str | None = None
-    """Base64 JSON of env_variables, personal_secrets, shared_secrets, git_configs, startup_script, network
-    and python_requirements.
+    """Base64 JSON of env_variables, personal_secrets, shared_secrets, git_configs, startup_script, network,
+    python_requirements, log_level and modules_log_level.
 
     Derived when writing and unpacked when reading: always None on an instance."""
 
@@ -211,9 +244,9 @@ class WorkerConfig(BaseModel):
             return data
         data = {key: value for key, value in data.items() if key not in IGNORED_KEYS}
         packed = data.pop("additional_params", None)
-        if packed is None or packed == "":
-            return data
-        return _merge_extras(data, _decode_additional_params(packed))
+        extras = {} if packed is None or packed == "" else _decode_additional_params(packed)
+        _drop_no_effect_keys(data, extras)
+        return _merge_extras(data, extras)
 
     @field_validator("worker_image")
     @classmethod
@@ -251,6 +284,14 @@ class WorkerConfig(BaseModel):
                     "'_', '.', '-' and ENV_NAME of letters, digits and '_', not first a digit"
                 )
         return value
+
+    @field_validator("log_level", "modules_log_level")
+    @classmethod
+    def _check_log_level(cls, value: str | None, info: ValidationInfo) -> str | None:
+        try:
+            return None if value is None else level_name(value)
+        except ValueError as exc:
+            raise ValueError(f"{info.field_name}: {exc}") from None
 
     @field_validator("python_requirements")
     @classmethod
@@ -293,6 +334,8 @@ class WorkerConfig(BaseModel):
             "startup_script": self.startup_script,
             "network": self.network,
             "python_requirements": self.python_requirements,
+            "log_level": self.log_level,
+            "modules_log_level": self.modules_log_level,
         }
         return {key: value for key, value in values.items() if value is not None}
 
@@ -310,10 +353,33 @@ class WorkerConfig(BaseModel):
         """
         return {name: str(value) for name, value in (self.env_variables or {}).items()}
 
+    def task_env(self) -> dict[str, str]:
+        """The task's environment from this config: :meth:`env_as_strings`, plus the log levels given.
+
+        ``log_level`` goes in as ``TASKYARD_LOG_LEVEL`` and ``modules_log_level`` as
+        ``TASKYARD_MODULES_LOG_LEVEL``, over any env variable of those names.
+        """
+        levels = {LEVEL_ENV: self.log_level, MODULES_LEVEL_ENV: self.modules_log_level}
+        return {**self.env_as_strings(), **{name: value for name, value in levels.items() if value is not None}}
+
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> WorkerConfig:
         """Read a worker config JSON file such as ``task_worker.json``."""
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def worker_config_beside(folder: str | os.PathLike[str], file_name: str) -> WorkerConfig | None:
+    """The worker config kept beside a task file, as Practicus and its Airflow DAGs find it.
+
+    ``<task>_worker.json`` (``task_worker.json`` for ``task.py``), else ``default_worker.json``, in
+    the folder of ``folder / file_name``; None if neither is there. A file that is there but not a
+    valid config raises (pydantic's ``ValidationError``, which names the file's bad field).
+    """
+    task_file = Path(folder) / file_name
+    for candidate in (task_file.with_name(f"{task_file.stem}_worker.json"), task_file.with_name("default_worker.json")):
+        if candidate.is_file():
+            return WorkerConfig.from_file(candidate)
+    return None
 
 
 def secret_ref(ref: str) -> tuple[str, str]:
@@ -345,10 +411,25 @@ def _decode_additional_params(packed: Any) -> dict[str, Any]:
         raise ValueError(f"additional_params is not base64-encoded JSON: {exc}") from None
     if not isinstance(extras, dict):
         raise ValueError("additional_params must hold a JSON object")
-    unknown = sorted(set(extras) - set(EXTRA_KEYS))
+    unknown = sorted(set(extras) - set(EXTRA_KEYS) - set(NO_EFFECT_KEYS) - set(IGNORED_KEYS))
     if unknown:
         raise ValueError(f"additional_params has unknown keys {unknown}; allowed: {', '.join(EXTRA_KEYS)}")
     return extras
+
+
+def _drop_no_effect_keys(*sources: dict[str, Any]) -> None:
+    """Remove the :data:`NO_EFFECT_KEYS` from ``sources``; one warning names those given a value."""
+    given = set()
+    for source in sources:
+        for key in NO_EFFECT_KEYS:
+            if source.pop(key, None) not in (None, ""):
+                given.add(key)
+        for key in IGNORED_KEYS:
+            source.pop(key, None)
+    if given:
+        names = ", ".join(sorted(given))
+        message = f"WorkerConfig fields with no effect on a taskyard worker, ignored: {names}"
+        warnings.warn(NoEffectWarning(message), stacklevel=3)
 
 
 def _merge_extras(data: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from taskyard.config import WorkerConfig
 from taskyard.status import TaskStatus, WorkerStatus
@@ -103,6 +104,37 @@ class StatusChange(BaseModel):
 class OutputsInfo(BaseModel):
     size: int
     partial: bool
+
+
+class OutputFile(BaseModel):
+    name: str  # path inside the outputs, with '/' between folders
+    size: int  # bytes, uncompressed
+
+
+class OutputFiles(BaseModel):
+    """What a task's outputs archive holds: its regular files, in archive order."""
+
+    files: list[OutputFile]
+    total_size: int  # bytes of all files, uncompressed
+    archive_size: int  # bytes of the compressed archive
+    partial: bool  # the outputs of a task that did not succeed
+
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=4096)]
+
+
+class TaskMetadata(BaseModel):
+    """A task's metadata: the user's own notes on it, string keys to string values."""
+
+    metadata: dict[MetadataKey, MetadataValue]
+
+    @field_validator("metadata")
+    @classmethod
+    def _at_most_100_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 100:
+            raise ValueError(f"metadata holds at most 100 keys, not {len(value)}")
+        return value
 
 
 class TaskInfo(BaseModel):

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO, cast
 
 from taskyard import bundle
 from taskyard.client import Client, default_client
-from taskyard.config import WorkerConfig
-from taskyard.errors import InvalidInput
+from taskyard.config import WorkerConfig, worker_config_beside
+from taskyard.errors import InvalidInput, NotFound
 from taskyard.models import (
+    OutputFiles,
     PoolInfo,
     PoolSpec,
     SizeInfo,
@@ -47,10 +51,14 @@ def submit(
     ``time_to_live`` ("1h30m" or seconds) stops a task that runs longer (Task Timed Out);
     ``max_retries`` / ``resubmit_on_preemption`` run it again on a fresh worker when its worker is
     lost or reclaimed; ``pool`` sends it to a named pool of workers; ``python_venv_name`` runs it
-    with a virtual environment of the worker's host (``~/.venv/NAME``).
+    with a virtual environment of the worker's host (``~/.venv/NAME``). Without ``worker_config``,
+    a ``<task>_worker.json`` or ``default_worker.json`` beside the task file is used, if there is one
+    (not for a task sent to a kept ``worker``).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
+    if worker_config is None and worker is None:
+        worker_config = worker_config_beside(folder, file_name)
     _check_requirements_file(folder, worker_config)
     client = client or default_client()
     with bundle.pack(folder) as packed:
@@ -231,20 +239,128 @@ class Task:
             self.kill(wait=False)
             raise
 
-    def download_outputs(self, output_dir: str | Path = ".") -> Path:
-        """Unpack the task's outputs into ``output_dir``; partial outputs of a failed task go to ``partial/``."""
-        dest = Path(output_dir)
+    # -- the Inductiva names ----------------------------------------------------------------------
+
+    def get_status(self) -> TaskStatus:
+        """The task's status now (asks the server)."""
+        return self.status
+
+    def get_position_in_queue(self) -> int | None:
+        """1 if the task starts next in its pool, 2 after that...; None once it has left the queue."""
+        return self.position_in_queue
+
+    def wait_for_status(self, status: TaskStatus | str, timeout: float | None = None, *, poll: float = 0.2) -> bool:
+        """Block until the task has reached ``status`` (now or earlier in its history): True.
+
+        False if it ends without reaching it, or ``timeout`` seconds pass first. ``status`` is a
+        TaskStatus or any spelling of one (``"In Progress"``, ``"in_progress"``).
+        """
+        wanted = status if isinstance(status, TaskStatus) else TaskStatus.from_alias(status)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.refresh()
+            if wanted in {change.status for change in info.status_history} or info.status is wanted:
+                return True
+            if info.status.is_terminal() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(poll)
+
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        """Add these keys to the task's metadata (a key given again is replaced), in any status.
+
+        Keys are 1-64 characters, values strings of up to 4096; a task holds at most 100 keys.
+        """
+        self.client.set_metadata(self.id, metadata)
+
+    def get_metadata(self) -> dict[str, str]:
+        """The task's metadata: every key set so far ({} if none)."""
+        return self.client.metadata(self.id)
+
+    def get_output_info(self) -> OutputFiles:
+        """The files of the task's outputs with their sizes, listed by the server without downloading.
+
+        Raises NotFound while the task has no outputs (before it ends, or if it wrote none).
+        """
+        return self.client.output_files(self.id)
+
+    def get_computation_time(self) -> float | None:
+        """Seconds the task has spent In Progress (so far, if it still runs); None if it never ran."""
+        spans = [change for change in self.refresh().status_history if change.status is TaskStatus.IN_PROGRESS]
+        if not spans:
+            return None
+        return sum(_seconds(change.started_at, change.ended_at) for change in spans)
+
+    def get_total_time(self) -> float:
+        """Seconds from submission to the task's end (or to now, if it has not ended)."""
+        info = self.refresh()
+        return _seconds(info.created_at, info.finished_at)
+
+    def print_summary(self, file: TextIO | None = None) -> None:
+        """Print the task's id, file, status, worker, times and outputs, one per line."""
+        out = file or sys.stdout
+        for label, value in self._summary_lines():
+            print(f"{label + ':':<18}{value}", file=out)
+
+    def _summary_lines(self) -> list[tuple[str, str]]:
+        info = self.refresh()
+        computation = self.get_computation_time()
+        return [
+            ("Task", info.id),
+            ("File", info.file_name),
+            ("Status", info.alias + (f" ({info.reason})" if info.reason else "")),
+            ("Worker", info.worker_name or "-"),
+            ("Computation time", "-" if computation is None else f"{computation:.1f} s"),
+            ("Total time", f"{_seconds(info.created_at, info.finished_at):.1f} s"),
+            ("Outputs", _outputs_line(info)),
+        ]
+
+    def download_outputs(
+        self, filenames: Sequence[str] | None = None, output_dir: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Unpack the task's outputs into ``output_dir`` (default: the current folder) and return where.
+
+        Partial outputs of a task that did not succeed go to ``output_dir/partial/``. With
+        ``filenames`` (names as :meth:`get_output_info` gives them) only those files are written;
+        a name the outputs do not hold raises NotFound and writes nothing.
+        """
+        if isinstance(filenames, (str, os.PathLike)):
+            raise TypeError("filenames is a list of output file names; pass the folder as output_dir=")
+        dest = Path(output_dir if output_dir is not None else ".")
         dest.mkdir(parents=True, exist_ok=True)
-        archive_path = dest / f".{self.id}.outputs.tar.gz"
-        try:
+        with tempfile.TemporaryDirectory(dir=dest, prefix=f".{self.id}.") as scratch:
+            archive_path = Path(scratch) / "outputs.tar.gz"
             kind = self.client.download_outputs(self.id, archive_path)
             target = dest / "partial" if kind == "partial" else dest
-            from taskyard.agent.archive import safe_extract
-
-            safe_extract(archive_path, target)
-        finally:
-            archive_path.unlink(missing_ok=True)
+            _unpack(archive_path, Path(scratch) / "files", target, filenames)
         return target
+
+
+def _seconds(start: datetime, end: datetime | None) -> float:
+    """Seconds from ``start`` to ``end``, or to now when ``end`` is None."""
+    return ((end or datetime.now(timezone.utc)) - start).total_seconds()
+
+
+def _outputs_line(info: TaskInfo) -> str:
+    """``"123 bytes"``, ``"123 bytes (partial)"`` or ``"none"``."""
+    if info.outputs is None:
+        return "none"
+    return f"{info.outputs.size} bytes" + (" (partial)" if info.outputs.partial else "")
+
+
+def _unpack(archive: Path, scratch: Path, target: Path, filenames: Sequence[str] | None) -> None:
+    """Unpack ``archive`` into ``target``: all of it, or only ``filenames`` (via ``scratch``)."""
+    from taskyard.agent.archive import safe_extract
+
+    if filenames is None:
+        safe_extract(archive, target)
+        return
+    names = set(safe_extract(archive, scratch))
+    missing = sorted(set(filenames) - names)
+    if missing:
+        raise NotFound(f"the outputs hold no {', '.join(missing)}", field="filenames")
+    for name in filenames:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(scratch / name, target / name)
 
 
 class Worker:

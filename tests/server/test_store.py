@@ -803,3 +803,14 @@ def test_a_worker_stuck_in_provisioning_is_replaced(db, make_user, make_task, ma
     assert "did not start in time" in row.reason and "queued again" in row.reason
     [(again, _, replacement)] = claim(scheduler)
     assert again == task_id and replacement.worker_name != request.worker_name
+
+
+def test_position_in_queue_is_1_or_more_and_puts_tasks_with_a_worker_first(db, make_user, make_task):
+    user = make_user()
+    first, second, third = (make_task(user) for _ in range(3))
+    with transaction(db) as session:
+        session.get(TaskRow, third.id).worker_name = "w-being-readied"
+    with transaction(db) as session:
+        rows = [session.get(TaskRow, t.id) for t in (first, second, third)]
+        assert all(row.status == S.IN_QUEUE.value for row in rows)
+        assert [tasks.position_in_queue(session, row) for row in rows] == [2, 3, 1]

@@ -62,6 +62,17 @@ RequirementsOpt = Annotated[
         show_default=False,
     ),
 ]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A WorkerConfig JSON file (e.g. task_worker.json); --size, --image, -e and --requirements go on top. "
+        "Without it, a <task>_worker.json or default_worker.json beside the script is used.",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+    ),
+]
 
 
 def run(
@@ -79,6 +90,7 @@ def run(
     retries: RetriesOpt = 0,
     venv: VenvOpt = None,
     requirements: RequirementsOpt = None,
+    config_file: ConfigOpt = None,
 ) -> None:
     """Run a script task on a fresh worker and stream its output.
 
@@ -91,7 +103,7 @@ def run(
     """
     from taskyard.sdk import submit
 
-    config = worker_config(size, image, parse_env(env or []), requirement_lines(requirements))
+    config = worker_config(size, image, parse_env(env or []), requirement_lines(requirements), config_file)
     task = submit(
         file,
         files,
@@ -140,14 +152,30 @@ def requirement_lines(path: Path | None) -> list[str] | None:
 
 
 def worker_config(
-    size: str | None, image: str | None, env: dict[str, str], requirements: list[str] | None = None
-) -> WorkerConfig:
-    """The worker config from the options given (pydantic checks them; errors exit with code 2)."""
+    size: str | None,
+    image: str | None,
+    env: dict[str, str],
+    requirements: list[str] | None = None,
+    config_file: Path | None = None,
+) -> WorkerConfig | None:
+    """The worker config from ``config_file`` and the options on top (env variables merged).
+
+    None when neither is given, so that the SDK looks for a worker JSON beside the task.
+    Pydantic checks the result; its errors exit with code 2.
+    """
     from taskyard.config import WorkerConfig
 
-    given = {"worker_size": size, "worker_image": image, "env_variables": env or None,
-             "python_requirements": requirements}
-    return WorkerConfig.model_validate({key: value for key, value in given.items() if value is not None})
+    base = _fields(WorkerConfig.from_file(config_file)) if config_file is not None else {}
+    given = {"worker_size": size, "worker_image": image, "python_requirements": requirements,
+             "env_variables": {**(base.get("env_variables") or {}), **env} or None}
+    fields = {**base, **{key: value for key, value in given.items() if value is not None}}
+    return WorkerConfig.model_validate(fields) if fields else None
+
+
+def _fields(config: WorkerConfig) -> dict:
+    """The fields given in ``config`` (not the packed ``additional_params``), None ones left out."""
+    values = {name: getattr(config, name) for name in type(config).model_fields if name != "additional_params"}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def exit_code(status: TaskStatus) -> int:

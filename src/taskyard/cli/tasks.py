@@ -143,7 +143,7 @@ def download(
     from taskyard.sdk import Task
 
     task = Task(task_id)
-    target = task.download_outputs(directory)
+    target = task.download_outputs(output_dir=directory)
     if target == directory:
         typer.echo(f"outputs of task {task_id} saved to {target.resolve()}")
     else:

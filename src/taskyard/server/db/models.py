@@ -82,6 +82,7 @@ class TaskRow(Base):
     outputs_key: Mapped[str | None] = mapped_column(String(255))
     outputs_size: Mapped[int | None] = mapped_column(Integer)
     outputs_partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_json: Mapped[str | None] = mapped_column(Text)  # the user's key/value notes (TaskMetadata), as JSON
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,10 +6,12 @@ from sqlalchemy.orm import Session
 
 from taskyard import settings
 from taskyard.errors import NotFound, TooLarge
-from taskyard.models import LogPage, TaskInfo, TaskPage, TaskSpec
+from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.notifier import task_key
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.services import logs as log_service
+from taskyard.server.services import metadata as metadata_service
+from taskyard.server.services import outputs as output_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.storage import bundle_key
 from taskyard.status import TaskStatus
@@ -146,3 +148,26 @@ def outputs(task_id: str, plane: PlaneDep, user: UserDep) -> FileResponse:
         filename=f"{task_id}-{kind}.tar.gz",
         headers={"X-Taskyard-Outputs": kind},
     )
+
+
+@router.get("/{task_id}/outputs/files", response_model=OutputFiles)
+def output_files(task_id: str, plane: PlaneDep, user: UserDep) -> OutputFiles:
+    """The files in the task's outputs and their sizes; NotFound while it has none."""
+    with plane.transaction() as session:
+        task = task_service.get_task(session, user, task_id)
+    if task.outputs_key is None:
+        raise NotFound(f"task {task_id!r} has no outputs")
+    return output_service.list_files(plane.storage.path(task.outputs_key), partial=task.outputs_partial)
+
+
+@router.get("/{task_id}/metadata", response_model=TaskMetadata)
+def metadata(task_id: str, plane: PlaneDep, user: UserDep) -> TaskMetadata:
+    with plane.transaction() as session:
+        return metadata_service.read(session, user, task_id)
+
+
+@router.patch("/{task_id}/metadata", response_model=TaskMetadata)
+def update_metadata(task_id: str, given: TaskMetadata, plane: PlaneDep, user: UserDep) -> TaskMetadata:
+    """Merge the keys given into the task's metadata; the answer is all of it."""
+    with plane.transaction() as session:
+        return metadata_service.update(session, user, task_id, given)

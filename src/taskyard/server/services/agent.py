@@ -77,7 +77,7 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
         task_id=task.id,
         file_name=task.file_name,
         kind=PurePosixPath(task.file_name).suffix.lstrip("."),
-        env=config.env_as_strings(),
+        env=config.task_env(),
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
         kill_grace=settings.kill_grace(),

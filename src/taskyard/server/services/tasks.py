@@ -227,23 +227,32 @@ def end_on_lost_worker(session: Session, task: TaskRow, ending: TaskStatus, reas
 
 
 def position_in_queue(session: Session, task: TaskRow) -> int | None:
-    """1 for the next task to start in its pool, 2 after it...; 0 once a worker is being readied for it."""
+    """1 for the next task to start in its pool, 2 after it...; None unless the task is In Queue.
+
+    Queued tasks that already have a worker being readied for them come first (they start as soon
+    as it is up), in the order they were submitted; then the others, in the same order.
+    """
     if task.status != TaskStatus.IN_QUEUE.value:
         return None
-    if task.worker_name is not None:
-        return 0
-    ahead = (TaskRow.created_at < task.created_at) | ((TaskRow.created_at == task.created_at) & (TaskRow.id < task.id))
-    query = (
-        select(func.count())
-        .select_from(TaskRow)
-        .where(
-            TaskRow.pool == task.pool,
-            TaskRow.status == TaskStatus.IN_QUEUE.value,
-            TaskRow.worker_name.is_(None),
-            ahead,
-        )
+    assigned = task.worker_name is not None
+    ahead = _queued_ahead(session, task, assigned=True)
+    if not assigned:
+        ahead += _queued_ahead(session, task, assigned=False)
+    return ahead + 1
+
+
+def _queued_ahead(session: Session, task: TaskRow, *, assigned: bool) -> int:
+    """Queued tasks of ``task``'s pool with (or without) a worker, before it; all those with one if it has none."""
+    with_worker = TaskRow.worker_name.is_not(None) if assigned else TaskRow.worker_name.is_(None)
+    query = select(func.count()).select_from(TaskRow).where(
+        TaskRow.pool == task.pool, TaskRow.status == TaskStatus.IN_QUEUE.value, with_worker, TaskRow.id != task.id
     )
-    return (session.scalar(query) or 0) + 1
+    if assigned == (task.worker_name is not None):  # same group: only those submitted before it
+        earlier = (TaskRow.created_at < task.created_at) | (
+            (TaskRow.created_at == task.created_at) & (TaskRow.id < task.id)
+        )
+        query = query.where(earlier)
+    return session.scalar(query) or 0
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
