@@ -27,13 +27,13 @@ _EXPORTS = {
     "TaskyardError": "taskyard.errors",
     "TaskError": "taskyard.errors",
 }
-# Modules of the Practicus names: ``taskyard.vault.get_secret(...)``.
-_MODULES = ("vault",)
+# Modules of the Practicus names: ``taskyard.vault.get_secret(...)``, ``taskyard.notebooks.execute_notebook(...)``.
+_MODULES = ("notebooks", "vault")
 
 __all__ = [*_EXPORTS, *_MODULES, "__version__"]
 
 if TYPE_CHECKING:
-    from taskyard import vault
+    from taskyard import notebooks, vault
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
     from taskyard.sdk import Pool, Task, Worker, run_task, submit, worker_sizes
