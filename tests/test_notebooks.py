@@ -83,6 +83,13 @@ def test_parameters_are_injected_after_the_parameters_cell(server, tmp_path):
     assert cells[-1] == "42 x {'a': True}\n"
 
 
+def test_run_task_passes_parameters_and_prints_the_cells_output(server, tmp_path, capsys):
+    notebook(tmp_path, "nb.ipynb", "print('hello', who)", parameters="who = 'nobody'")
+    worker, success = taskyard.run_task("nb.ipynb", tmp_path, client=server.client, parameters={"who": "world"},
+                                        execution_timeout="1m")
+    assert success and "hello world" in capsys.readouterr().out
+
+
 def test_parameters_of_a_notebook_without_a_parameters_cell_come_first(server, tmp_path):
     notebook(tmp_path, "plain.ipynb", "print('got', value)")
     task = run(server, tmp_path, "plain.ipynb", parameters={"value": "hello"})
