@@ -10,7 +10,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import e2e, envs, footprint, kill, logs, ray_side, report, sandbox, scale, throughput, vault
+from . import e2e, envs, footprint, kill, logs, notebooks, ray_side, report, sandbox, scale, throughput, vault
 from .figures import BenchError, Figure
 from .harness import progress
 from .plan import FULL, SMOKE, Plan
@@ -25,6 +25,7 @@ MEASUREMENTS = {
     "footprint": footprint.run,
     "vault": vault.run,
     "envs": envs.run,
+    "notebooks": notebooks.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

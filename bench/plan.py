@@ -20,6 +20,7 @@ class Plan:
     list_runs: int = 20  # first-page list latency samples per step
     footprint_runs: int = 5
     env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
+    notebook_runs: int = 10  # notebooks: notebook tasks, and bare papermill runs
     idle_seconds: float = 2.0
     submit_threads: int = 4
 
@@ -40,5 +41,6 @@ SMOKE = Plan(
     list_runs=5,
     footprint_runs=1,
     env_runs=1,
+    notebook_runs=1,
     idle_seconds=0.5,
 )

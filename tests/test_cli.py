@@ -72,6 +72,17 @@ def test_run_passes_env_variables_and_worker_config(cli):
     assert result.stdout == "First Param: VALUE1\nSecond Param: 12=3\n"
 
 
+def test_run_passes_notebook_parameters_read_as_json_when_they_parse(cli, tmp_path):
+    cell = {"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [],
+            "source": "print(n + 1, repr(name), flags)"}
+    write(tmp_path, "nb.ipynb", json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    result = invoke(cli, "run", "nb.ipynb", "--files", tmp_path, "-p", "n=41", "-p", "name=abc",
+                    "--parameter", 'flags=["x"]', "--cell-timeout", "60")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "42 'abc' ['x']"
+    assert_clean_error(invoke(cli, "run", "nb.ipynb", "--files", tmp_path, "-p", "n"), 2)
+
+
 def test_run_with_requirements_read_here_and_an_unknown_venv_refused(cli, tmp_path):
     write(tmp_path / "project", "task.py", "import six\nprint(six.__version__)\n")
     requirements = write(tmp_path, "requirements.txt", "six==1.7.3  # outside the task folder: read here\n")

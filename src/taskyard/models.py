@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from taskyard import notebook_task
 from taskyard.config import WorkerConfig
 from taskyard.status import TaskStatus, WorkerStatus
 
-TASK_KINDS = {".py": "python", ".sh": "shell"}
+TASK_KINDS = {".py": "python", ".sh": "shell", ".ipynb": "notebook"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
@@ -70,12 +71,23 @@ class TaskSpec(BaseModel):
     max_retries: int = Field(default=0, ge=0, le=100)  # runs again after its worker is lost or reclaimed
     resubmit_on_preemption: bool = False  # same as max_retries=3 when max_retries is not given
     python_venv_name: str | None = None  # run with this virtual environment of the worker's host (~/.venv/NAME)
+    parameters: dict[str, Any] | None = None  # a notebook's parameters, injected by papermill (.ipynb only)
+    execution_timeout: float | None = None  # seconds a notebook's cell may run (.ipynb only)
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_size: int = Field(ge=0)
 
     _file_name = field_validator("file_name")(check_file_name)
     _pool = field_validator("pool")(lambda v: check_id(v, "pool"))
     _ttl = field_validator("time_to_live", mode="before")(parse_duration)
+    _cell_timeout = field_validator("execution_timeout", mode="before")(parse_duration)
+    _parameters = field_validator("parameters")(notebook_task.check_parameters)
+
+    @model_validator(mode="after")
+    def _notebook_options(self) -> TaskSpec:
+        given = [name for name in ("parameters", "execution_timeout") if getattr(self, name) is not None]
+        if given and PurePosixPath(self.file_name).suffix != notebook_task.SUFFIX:
+            raise ValueError(f"{' and '.join(given)} apply to notebook tasks (.ipynb) only")
+        return self
 
     def retries_allowed(self) -> int:
         return self.max_retries or (3 if self.resubmit_on_preemption else 0)

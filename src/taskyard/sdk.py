@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO, cast
 
-from taskyard import bundle
+from taskyard import bundle, notebook_task
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
 from taskyard.errors import InvalidInput, NotFound
@@ -45,6 +45,8 @@ def submit(
     resubmit_on_preemption: bool = False,
     client: Client | None = None,
     python_venv_name: str | None = None,
+    parameters: dict | None = None,
+    execution_timeout: str | float | None = None,
 ) -> Task:
     """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded.
 
@@ -53,10 +55,13 @@ def submit(
     lost or reclaimed; ``pool`` sends it to a named pool of workers; ``python_venv_name`` runs it
     with a virtual environment of the worker's host (``~/.venv/NAME``). Without ``worker_config``,
     a ``<task>_worker.json`` or ``default_worker.json`` beside the task file is used, if there is one
-    (not for a task sent to a kept ``worker``).
+    (not for a task sent to a kept ``worker``). A notebook task (``.ipynb``) takes ``parameters``
+    (injected after its cell tagged ``parameters``) and ``execution_timeout`` (seconds a cell may
+    run); a file that is not a notebook is refused before anything is uploaded.
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
+    _check_parameters(parameters)
     if worker_config is None and worker is None:
         worker_config = worker_config_beside(folder, file_name)
     _check_requirements_file(folder, worker_config)
@@ -74,6 +79,8 @@ def submit(
             max_retries=max_retries,
             resubmit_on_preemption=resubmit_on_preemption,
             python_venv_name=python_venv_name,
+            parameters=parameters,
+            execution_timeout=cast("float | None", execution_timeout),
             bundle_sha256=packed.sha256,
             bundle_size=packed.size,
         )
@@ -90,6 +97,18 @@ def _check_task_file(folder: Path, file_name: str) -> None:
         raise InvalidInput(str(exc), field="file_name") from None
     if not (folder / file_name).is_file():
         raise InvalidInput(f"task file {file_name!r} not found in {folder}", field="file_name")
+    if file_name.endswith(notebook_task.SUFFIX):
+        try:
+            notebook_task.check_notebook(folder / file_name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="file_name") from None
+
+
+def _check_parameters(parameters: dict | None) -> None:
+    try:
+        notebook_task.check_parameters(parameters)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="parameters") from None
 
 
 def _check_requirements_file(folder: Path, config: WorkerConfig | None) -> None:

@@ -20,7 +20,11 @@ from .logpump import LogPump
 from .masking import Masker
 from .standby import Standby
 
-COMMANDS = {"py": lambda f: [sys.executable, "-u", f], "sh": lambda f: ["bash", f]}
+COMMANDS = {
+    "py": lambda f: [sys.executable, "-u", f],
+    "sh": lambda f: ["bash", f],
+    "ipynb": lambda f: [sys.executable, "-u", "-m", "taskyard.notebook_task", f],  # papermill, in the task's Python
+}
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 SUCCESS, FAILED, OTHER_END = 0, 1, 3
 
 FileArg = Annotated[
-    str, typer.Argument(help="The script to run (.py or .sh), relative to --files.", show_default=False)
+    str, typer.Argument(help="The script to run (.py, .sh or .ipynb), relative to --files.", show_default=False)
 ]
 FilesOpt = Annotated[
     Path | None,
@@ -73,6 +73,19 @@ ConfigOpt = Annotated[
         show_default=False,
     ),
 ]
+ParameterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parameter",
+        "-p",
+        metavar="NAME=VALUE",
+        help="A notebook parameter; VALUE is read as JSON when it parses, else as a string. Repeat for more.",
+        show_default=False,
+    ),
+]
+CellTimeoutOpt = Annotated[
+    str | None, typer.Option("--cell-timeout", help="Stop a notebook whose cell runs longer, e.g. 60, 5m.")
+]
 
 
 def run(
@@ -91,6 +104,8 @@ def run(
     venv: VenvOpt = None,
     requirements: RequirementsOpt = None,
     config_file: ConfigOpt = None,
+    parameter: ParameterOpt = None,
+    cell_timeout: CellTimeoutOpt = None,
 ) -> None:
     """Run a script task on a fresh worker and stream its output.
 
@@ -115,6 +130,8 @@ def run(
         pool=pool,
         max_retries=retries,
         python_venv_name=venv,
+        parameters=parse_parameters(parameter or []) or None,
+        execution_timeout=cell_timeout,
     )
     if detach:
         typer.echo(task.id)
@@ -140,6 +157,23 @@ def parse_env(values: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="'-e' / '--env'")
         env[name] = text
     return env
+
+
+def parse_parameters(values: list[str]) -> dict:
+    """``["n=3", "name=abc"]`` -> ``{"n": 3, "name": "abc"}``: a value is JSON when it parses, else a string;
+    a value without ``=`` is a usage error."""
+    import json
+
+    parameters: dict = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="'-p' / '--parameter'")
+        try:
+            parameters[name] = json.loads(text)
+        except json.JSONDecodeError:
+            parameters[name] = text
+    return parameters
 
 
 def requirement_lines(path: Path | None) -> list[str] | None:

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from taskyard import settings
+from taskyard import notebook_task, settings
 from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
@@ -77,7 +77,7 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
         task_id=task.id,
         file_name=task.file_name,
         kind=PurePosixPath(task.file_name).suffix.lstrip("."),
-        env=config.task_env(),
+        env={**config.task_env(), **notebook_task.task_env(spec.parameters, spec.execution_timeout)},
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
         kill_grace=settings.kill_grace(),

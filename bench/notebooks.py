@@ -1,0 +1,87 @@
+"""notebooks: a notebook task end to end against bare papermill on the same notebook, in the same run.
+
+One control plane (warm pool). Each timed run is ``run_task("bench.ipynb")`` through the SDK, submit
+to Success with its logs in hand: the agent starts ``python -m taskyard.notebook_task`` in the
+sandbox, which runs papermill with a fresh ``python3`` kernel and saves the executed notebook in
+the task's outputs. Next to it: ``papermill.execute_notebook`` on the same notebook in a subprocess
+(``python -c``), the same kernel and options, as a user would run it by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from taskyard.sdk import run_task
+
+from .figures import BenchError, Figure, Target, single, spread
+from .harness import call_with_timeout, expected_warm, progress, running, settle, timed
+from .plan import Plan
+
+NOTEBOOK = "bench.ipynb"
+CELLS = ["x = 6 * 7", "print('answer', x)"]
+EXPECTED = "answer 42"
+RUN_TIMEOUT = 120.0
+BARE = ("import papermill, sys; papermill.execute_notebook(sys.argv[1], sys.argv[2], kernel_name='python3', "
+        "language='python', progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)")
+
+
+def run(plan: Plan) -> list[Figure]:
+    folder = Path(tempfile.mkdtemp(prefix="taskyard-bench-notebooks-"))
+    try:
+        _write_notebook(folder / NOTEBOOK)
+        bare = spread("notebooks", "bare `papermill.execute_notebook` (subprocess)", "s", _bare_runs(plan, folder))
+        task = spread("notebooks", "notebook run_task, warm pool", "s", _task_runs(plan, folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    added = single("notebooks", "added by taskyard (median task − median bare papermill)", "s",
+                   task.median - bare.median, target=Target("<", 0.3))
+    return [bare, task, added]
+
+
+def _write_notebook(path: Path) -> None:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
+              "source": source} for i, source in enumerate(CELLS)]
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def _bare_runs(plan: Plan, folder: Path) -> list[float]:
+    command = [sys.executable, "-c", BARE, str(folder / NOTEBOOK), str(folder / "bare_output.ipynb")]
+    samples = []
+    for index in range(plan.warmup + plan.notebook_runs):
+        seconds, done = timed(lambda: subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=60))
+        if done.returncode != 0 or EXPECTED not in done.stdout:
+            raise BenchError(f"bare papermill failed: {done.returncode} {done.stderr[-2000:]!r}")
+        if index >= plan.warmup:
+            samples.append(seconds)
+    return samples
+
+
+def _task_runs(plan: Plan, folder: Path) -> list[float]:
+    samples = []
+    with running("notebooks") as server:
+        client = server.client()
+        warm = expected_warm(server.env)
+        for index in range(plan.warmup + plan.notebook_runs):
+            settle(client, warm)
+            seconds = call_with_timeout(lambda: _task(client, folder), RUN_TIMEOUT, "notebook run")
+            if index >= plan.warmup:
+                samples.append(seconds)
+        progress(f"notebooks: {len(samples)} runs")
+    return samples
+
+
+def _task(client, folder: Path) -> float:
+    """Seconds of one notebook ``run_task``, from submit to Success with its output in hand."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        seconds, (_, success) = timed(lambda: run_task(NOTEBOOK, folder, client=client))
+    if not success or EXPECTED not in out.getvalue():
+        raise BenchError(f"notebook task: success={success}, stdout={out.getvalue()!r}, stderr={err.getvalue()!r}")
+    return seconds
