@@ -46,7 +46,7 @@ def run(server: Server, folder: Path, name: str, **options) -> taskyard.Task:
 
 
 def outputs(task: taskyard.Task, folder: Path) -> Path:
-    return task.download_outputs(folder / "downloaded")
+    return task.download_outputs(output_dir=folder / "downloaded")
 
 
 def stdout_of(path: Path) -> list[str]:
