@@ -16,7 +16,7 @@ from taskyard.config import WorkerConfig
 from taskyard.sdk import run_task
 
 from .figures import BenchError, Figure, Target, spread
-from .harness import EXAMPLES, HELLO, HELLO_TEXT, call_with_timeout, expected_warm, progress, running, settle, timed
+from .harness import EXAMPLES, HELLO, HELLO_TEXT, timed, warm_runs
 from .plan import Plan
 
 MODES = {"warm pool": {}, "cold worker": {"TASKYARD_WARM_WORKERS": "0"}}
@@ -35,17 +35,7 @@ def run(plan: Plan) -> list[Figure]:
 
 
 def sdk_runs(plan: Plan, mode: str, env: dict[str, str]) -> list[float]:
-    samples = []
-    with running("e2e", **env) as server:
-        client = server.client()
-        warm = expected_warm(server.env)
-        for index in range(plan.warmup + plan.e2e_runs):
-            settle(client, warm)
-            seconds = call_with_timeout(lambda: hello(client), RUN_TIMEOUT, f"e2e run ({mode})")
-            if index >= plan.warmup:
-                samples.append(seconds)
-        progress(f"e2e {mode}: {len(samples)} runs")
-    return samples
+    return warm_runs("e2e", f"e2e {mode}", plan.warmup, plan.e2e_runs, hello, RUN_TIMEOUT, **env)
 
 
 def hello(client, worker_config: WorkerConfig | None = None) -> float:

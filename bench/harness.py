@@ -252,3 +252,21 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     began = time.perf_counter()
     value = fn()
     return time.perf_counter() - began, value
+
+
+def warm_runs(
+    label: str, what: str, warmup: int, runs: int, run: Callable[[Client], float], timeout: float, **env: str
+) -> list[float]:
+    """``run(client)`` on a control plane of its own, each time from the same state (no task running,
+    the warm pool refilled), ``warmup`` untimed times first: the seconds of the other ``runs``."""
+    samples = []
+    with running(label, **env) as server:
+        client = server.client()
+        warm = expected_warm(server.env)
+        for index in range(warmup + runs):
+            settle(client, warm)
+            seconds = call_with_timeout(lambda: run(client), timeout, f"{what} run")
+            if index >= warmup:
+                samples.append(seconds)
+        progress(f"{what}: {len(samples)} runs")
+    return samples

@@ -21,7 +21,7 @@ from pathlib import Path
 from taskyard.sdk import run_task
 
 from .figures import BenchError, Figure, Target, single, spread
-from .harness import call_with_timeout, expected_warm, progress, running, settle, timed
+from .harness import timed, warm_runs
 from .plan import Plan
 
 NOTEBOOK = "bench.ipynb"
@@ -64,17 +64,8 @@ def _bare_runs(plan: Plan, folder: Path) -> list[float]:
 
 
 def _task_runs(plan: Plan, folder: Path) -> list[float]:
-    samples = []
-    with running("notebooks") as server:
-        client = server.client()
-        warm = expected_warm(server.env)
-        for index in range(plan.warmup + plan.notebook_runs):
-            settle(client, warm)
-            seconds = call_with_timeout(lambda: _task(client, folder), RUN_TIMEOUT, "notebook run")
-            if index >= plan.warmup:
-                samples.append(seconds)
-        progress(f"notebooks: {len(samples)} runs")
-    return samples
+    run = lambda client: _task(client, folder)  # noqa: E731
+    return warm_runs("notebooks", "notebooks", plan.warmup, plan.notebook_runs, run, RUN_TIMEOUT)
 
 
 def _task(client, folder: Path) -> float:
