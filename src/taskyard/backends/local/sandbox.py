@@ -32,6 +32,7 @@ class SandboxPolicy:
     setpriv: str | None  # what drops a task to its worker's user, when we are root
     problem: str | None  # why there is no sandbox, when there is none
     hidden: tuple[str, ...]  # folders the task must not see (the control plane's home, its user's home)
+    kept: tuple[str, ...] = ()  # folders of this Python and taskyard, shown read-only even inside hidden ones
 
     def check(self) -> None:
         """Raise if workers may not start: the sandbox is required and cannot be had."""
@@ -43,7 +44,7 @@ class SandboxPolicy:
         if self.bwrap is None:
             return {}
         uid = worker_uid(worker_name)
-        return {"bwrap": self.bwrap, "setpriv": self.setpriv, "hide": list(self.hidden), "keep": _interpreter_folders(),
+        return {"bwrap": self.bwrap, "setpriv": self.setpriv, "hide": list(self.hidden), "keep": list(self.kept),
                 "uid": uid}
 
 
@@ -64,7 +65,7 @@ def make_policy(mode: str, hidden: tuple[Path, ...]) -> SandboxPolicy:
     if bwrap is None and mode == "auto":
         log.warning("workers are NOT sandboxed: %s; tasks can reach this control plane's files. %s,"
                     " or set TASKYARD_SANDBOX=required to refuse unsandboxed workers", problem, INSTALL_HINT)
-    return SandboxPolicy(mode, bwrap, setpriv, problem, folders)
+    return SandboxPolicy(mode, bwrap, setpriv, problem, folders, tuple(_interpreter_folders()))
 
 
 def _working_bwrap() -> tuple[str | None, str | None, str | None]:
