@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
+from taskyard.callbacks import CallbackDelivery, CallbackList, SigningSecret
 from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
     KeyRotation,
@@ -77,6 +78,16 @@ class Client:
 
     def kill(self, task_id: str) -> TaskInfo:
         return TaskInfo.model_validate_json(self.request("POST", f"/tasks/{task_id}/kill").content)
+
+    def callbacks(self, task_id: str) -> CallbackList:
+        return CallbackList.model_validate_json(self.request("GET", f"/tasks/{task_id}/callbacks").content)
+
+    def resend_callback(self, task_id: str) -> CallbackDelivery:
+        response = self.request("POST", f"/tasks/{task_id}/callbacks/resend")
+        return CallbackDelivery.model_validate_json(response.content)
+
+    def signing_secret(self) -> str:
+        return SigningSecret.model_validate_json(self.request("GET", "/callbacks/signing-secret").content).secret
 
     def list_tasks(self, *, limit: int = 50, cursor: str | None = None, status: str | None = None) -> TaskPage:
         params = {k: v for k, v in {"limit": limit, "cursor": cursor, "status": status}.items() if v is not None}

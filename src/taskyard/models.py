@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
-from taskyard import notebook_task
+from taskyard import callbacks, notebook_task
 from taskyard.config import WorkerConfig
 from taskyard.status import TaskStatus, WorkerStatus
 
@@ -75,12 +75,16 @@ class TaskSpec(BaseModel):
     execution_timeout: float | None = None  # seconds a notebook's cell may run (.ipynb only)
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_size: int = Field(ge=0)
+    callback_url: str | None = Field(default=None, max_length=2048)  # POSTed to when the task ends
+    callback_url_token: str | None = Field(default=None, max_length=4096, repr=False)  # sent as its bearer token
 
     _file_name = field_validator("file_name")(check_file_name)
     _pool = field_validator("pool")(lambda v: check_id(v, "pool"))
     _ttl = field_validator("time_to_live", mode="before")(parse_duration)
     _cell_timeout = field_validator("execution_timeout", mode="before")(parse_duration)
     _parameters = field_validator("parameters")(notebook_task.check_parameters)
+    _callback_url = field_validator("callback_url")(lambda v: None if v is None else callbacks.check_url(v))
+    _callback_token = field_validator("callback_url_token")(callbacks.check_token)
 
     @model_validator(mode="after")
     def _notebook_options(self) -> TaskSpec:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO, cast
 
-from taskyard import bundle, notebook_task
+from taskyard import bundle, callbacks, notebook_task
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
 from taskyard.errors import InvalidInput, NotFound
@@ -47,6 +47,8 @@ def submit(
     python_venv_name: str | None = None,
     parameters: dict | None = None,
     execution_timeout: str | float | None = None,
+    callback_url: str | None = None,
+    callback_url_token: str | None = None,
 ) -> Task:
     """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded.
 
@@ -57,11 +59,13 @@ def submit(
     a ``<task>_worker.json`` or ``default_worker.json`` beside the task file is used, if there is one
     (not for a task sent to a kept ``worker``). A notebook task (``.ipynb``) takes ``parameters``
     (injected after its cell tagged ``parameters``) and ``execution_timeout`` (seconds a cell may
-    run); a file that is not a notebook is refused before anything is uploaded.
+    run); a file that is not a notebook is refused before anything is uploaded. With ``callback_url``,
+    the server POSTs the task's result there when it ends (``callback_url_token`` as its bearer token).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
     _check_parameters(parameters)
+    _check_callback(callback_url, callback_url_token)
     if worker_config is None and worker is None:
         worker_config = worker_config_beside(folder, file_name)
     _check_requirements_file(folder, worker_config)
@@ -81,6 +85,8 @@ def submit(
             python_venv_name=python_venv_name,
             parameters=parameters,
             execution_timeout=cast("float | None", execution_timeout),
+            callback_url=callback_url,
+            callback_url_token=callback_url_token,
             bundle_sha256=packed.sha256,
             bundle_size=packed.size,
         )
@@ -109,6 +115,18 @@ def _check_parameters(parameters: dict | None) -> None:
         notebook_task.check_parameters(parameters)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="parameters") from None
+
+
+def _check_callback(url: str | None, token: str | None) -> None:
+    try:
+        if url is not None:
+            callbacks.check_url(url)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="callback_url") from None
+    try:
+        callbacks.check_token(token)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="callback_url_token") from None
 
 
 def _check_requirements_file(folder: Path, config: WorkerConfig | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -87,6 +88,28 @@ CellTimeoutOpt = Annotated[
     str | None, typer.Option("--cell-timeout", help="Stop a notebook whose cell runs longer, e.g. 60, 5m.")
 ]
 
+CallbackOpt = Annotated[
+    str | None, typer.Option("--callback", metavar="URL", help="POST the task's result to this URL when it ends.")
+]
+CallbackTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--callback-token-env",
+        metavar="VARIABLE",
+        help="Send the value of this environment variable as the callback's bearer token.",
+    ),
+]
+
+
+def callback_token(variable: str | None) -> str | None:
+    """The callback token from the variable named (a token never goes on the command line)."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise typer.BadParameter(f"environment variable {variable} is not set", param_hint="--callback-token-env")
+    return value
+
 
 def run(
     file: FileArg,
@@ -106,6 +129,8 @@ def run(
     config_file: ConfigOpt = None,
     parameter: ParameterOpt = None,
     cell_timeout: CellTimeoutOpt = None,
+    callback: CallbackOpt = None,
+    callback_token_env: CallbackTokenOpt = None,
 ) -> None:
     """Run a script task on a fresh worker and stream its output.
 
@@ -132,6 +157,8 @@ def run(
         python_venv_name=venv,
         parameters=parse_parameters(parameter or []) or None,
         execution_timeout=cell_timeout,
+        callback_url=callback,
+        callback_url_token=callback_token(callback_token_env),
     )
     if detach:
         typer.echo(task.id)
@@ -200,8 +227,12 @@ def worker_config(
     from taskyard.config import WorkerConfig
 
     base = _fields(WorkerConfig.from_file(config_file)) if config_file is not None else {}
-    given = {"worker_size": size, "worker_image": image, "python_requirements": requirements,
-             "env_variables": {**(base.get("env_variables") or {}), **env} or None}
+    given = {
+        "worker_size": size,
+        "worker_image": image,
+        "python_requirements": requirements,
+        "env_variables": {**(base.get("env_variables") or {}), **env} or None,
+    }
     fields = {**base, **{key: value for key, value in given.items() if value is not None}}
     return WorkerConfig.model_validate(fields) if fields else None
 

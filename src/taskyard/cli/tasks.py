@@ -11,6 +11,7 @@ import typer
 from taskyard.cli.output import duration, local_time, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
+    from taskyard.callbacks import CallbackList
     from taskyard.models import TaskInfo
 
 app = typer.Typer(help="List, inspect, follow, kill and download tasks.", no_args_is_help=True)
@@ -20,6 +21,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON inst
 
 TASK_COLUMNS = ("ID", "FILE", "STATUS", "WORKER", "CREATED", "DURATION")
 HISTORY_COLUMNS = ("STATUS", "START", "END", "DURATION", "REASON")
+ATTEMPT_COLUMNS = ("DELIVERY", "STATE", "ATTEMPT AT", "HTTP", "ERROR")
 
 
 def _status_code(value: str | None) -> str | None:
@@ -64,13 +66,63 @@ def show(task_id: TaskIdArg, as_json: JsonOpt = False) -> None:
     """Show a task: its fields and its status history."""
     from taskyard.client import default_client
 
-    info = default_client().task(task_id)
+    client = default_client()
+    info = client.task(task_id)
     if as_json:
         typer.echo(info.model_dump_json(indent=2))
         return
     print_fields(_task_fields(info))
     typer.echo()
     print_table(HISTORY_COLUMNS, [_history_row(change) for change in info.status_history])
+    _print_callbacks(client.callbacks(task_id))
+
+
+def _print_callbacks(listing: CallbackList) -> None:
+    if listing.url is None:
+        return
+    typer.echo()
+    typer.echo(f"Callback: {listing.url}")
+    print_table(ATTEMPT_COLUMNS, _attempt_rows(listing), empty="no delivery yet (sent when the task ends)")
+
+
+def _attempt_rows(listing: CallbackList) -> list[tuple]:
+    rows: list[tuple] = []
+    for delivery in listing.deliveries:
+        if not delivery.attempts:
+            rows.append((delivery.id, delivery.state, "-", "-", None))
+        for attempt in delivery.attempts:
+            rows.append((delivery.id, delivery.state, local_time(attempt.at), attempt.status_code, attempt.error))
+    return rows
+
+
+@app.command()
+def callback(
+    task_id: TaskIdArg,
+    resend: Annotated[bool, typer.Option("--resend", help="Send the ended task's callback again.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a task's callback deliveries and their attempts; with --resend, send it again."""
+    from taskyard.client import default_client
+
+    client = default_client()
+    if resend:
+        typer.echo(f"callback of task {task_id} queued again as delivery {client.resend_callback(task_id).id}")
+    listing = client.callbacks(task_id)
+    if as_json:
+        typer.echo(listing.model_dump_json(indent=2))
+        return
+    if listing.url is None:
+        typer.echo(f"task {task_id} has no callback_url")
+        return
+    _print_callbacks(listing)
+
+
+@app.command("signing-secret")
+def signing_secret() -> None:
+    """Print your secret for checking the X-Taskyard-Signature header of callbacks."""
+    from taskyard.client import default_client
+
+    typer.echo(default_client().signing_secret())
 
 
 def _task_fields(info: TaskInfo) -> list[tuple[str, object]]:

@@ -18,6 +18,10 @@ A file looks like this (every key is optional)::
     cpu = 1
     memory = "2GiB"
     default = true
+
+    [callbacks]               # task callbacks (see CallbackSettings for every key)
+    attempts = 10
+    allowed_hosts = ["ci.example.com"]
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ _GPU_ID = re.compile(r"[A-Za-z0-9:._-]+")
 
 #: top-level keys a file may hold. ``[backends.NAME]`` and ``[pools.NAME]`` tables go here too,
 #: each as a field of ServerConfig holding a dict of its own extra="forbid" model, as ``sizes`` does.
-FILE_KEYS = ("db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes")
+FILE_KEYS = ("db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes", "callbacks")
 #: the variables that override a file's keys (and are overridden by explicit arguments)
 ENV_OVERRIDES = {
     "db_url": "TASKYARD_DB_URL",
@@ -108,6 +112,19 @@ class Size(BaseModel):
         return text + (f", {self.gpu} GPU{'s' if self.gpu > 1 else ''}" if self.gpu else "")
 
 
+class CallbackSettings(BaseModel):
+    """``[callbacks]``: how task callbacks are sent. Retried on no answer, timeouts, 5xx and 429."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=10, ge=1, le=100)  # tries in all, the first included
+    first_delay: float = Field(default=5.0, gt=0, le=3600)  # seconds before the first retry; doubled each time
+    max_delay: float = Field(default=120.0, gt=0, le=86400)  # the longest wait between two tries
+    timeout: float = Field(default=10.0, gt=0, le=600)  # seconds a receiver has to answer
+    log_tail_mb: float = Field(default=5.0, ge=0, le=100)  # how much of the task's log the body carries
+    allowed_hosts: tuple[str, ...] = ()  # empty: any host; else callback URLs must name one of these
+
+
 def builtin_sizes() -> dict[str, Size]:
     """The sizes a server offers when its file names none; X-Small is the default."""
     shapes = {"X-Small": (1, 1), "Small": (1, 2), "Medium": (2, 4), "Large": (4, 8), "X-Large": (8, 16)}
@@ -152,6 +169,7 @@ class ServerConfig(BaseModel):
     sizes: dict[SizeName, Size] = Field(default_factory=builtin_sizes)
     # The vault's Fernet key(s), comma-separated, the first encrypting; None: the key file in data_dir.
     vault_key: str | None = Field(default=None, repr=False)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     # backends: dict[str, BackendConfig] and pools: dict[str, PoolConfig] are to come, as sizes is.
 
     @field_validator("gpus", mode="before")
@@ -274,7 +292,8 @@ def _describe(error: Any, origins: Mapping[str, str]) -> str:
 
 def _message(error: Any, loc: list[str]) -> str:
     if error["type"] == "extra_forbidden":
-        known = Size.model_fields if loc[0] == "sizes" else ServerConfig.model_fields
+        tables: dict[str, type[BaseModel]] = {"sizes": Size, "callbacks": CallbackSettings}
+        known = tables.get(loc[0], ServerConfig).model_fields
         return f"unknown key; the keys are: {', '.join(known)}"
     message = str(error["msg"]).removeprefix("Value error, ")
     given = error.get("input")

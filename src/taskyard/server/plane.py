@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from taskyard import settings
 from taskyard.backends import Backend, make_backend
 from taskyard.models import PoolSpec
+from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
 from taskyard.server.notifier import Notifier
@@ -34,6 +35,7 @@ class Plane:
     backend: Backend
     scheduler: Scheduler
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
+    callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
     users_by_token: dict[str, object] = field(default_factory=dict)
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
 
@@ -73,7 +75,9 @@ def build_plane(config: ServerConfig) -> Plane:
         sizes=config,
         warm_workers=config.warm_workers,
     )
-    return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler, vault)
+    callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
+    storage = Storage(config.data_dir / "blobs")
+    return Plane(config, sessions, notifier, storage, backend, scheduler, vault, callbacks)
 
 
 def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:

@@ -41,6 +41,7 @@ def serve(
     @asynccontextmanager
     async def lifespan(a):
         plane.scheduler.start(url)
+        plane.callbacks.start()
         if state_file is not None:
             _write_state(state_file, url)
         async with inner(a):

@@ -176,3 +176,66 @@ class SecretRow(Base):
         ),
         Index("ix_secrets_key_id", "key_id"),
     )
+
+
+class CallbackTargetRow(Base):
+    """Where a task calls back when it ends: its URL, and its bearer token sealed by the vault."""
+
+    __tablename__ = "task_callbacks"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    token: Mapped[bytes | None] = mapped_column(LargeBinary)  # a Fernet token, or None: no bearer token
+    key_id: Mapped[str | None] = mapped_column(String(16))  # the vault key that sealed ``token``
+
+
+class CallbackDeliveryRow(Base):
+    """The outbox: one callback to send, written in the transaction of the task's terminal status."""
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # sent as X-Taskyard-Delivery
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(12))  # pending | delivered | failed
+    task_status: Mapped[str] = mapped_column(String(40))  # the terminal status it reports
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the next attempt is due
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a sender holds it until then
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_callback_deliveries_due", "state", "next_at"),)
+
+
+class CallbackAttemptRow(Base):
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("callback_deliveries.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer (refused, timed out)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SigningSecretRow(Base):
+    """A user's callback signing secret (HMAC-SHA256 key), sealed by the vault."""
+
+    __tablename__ = "callback_signing_secrets"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FolderRow(Base):
+    """A task folder pushed by name (``taskyard folders push NAME DIR``): the bundle it names now."""
+
+    __tablename__ = "folders"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    bundle_size: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

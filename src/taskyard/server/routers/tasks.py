@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from taskyard import settings
 from taskyard.errors import NotFound, TooLarge
 from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
+from taskyard.server.callbacks import outbox
 from taskyard.server.notifier import task_key
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.services import logs as log_service
@@ -30,6 +31,7 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
             field="bundle_size",
         )
     present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
+    spec, token = outbox.split_token(spec)
     with plane.transaction() as session:
         task, created = task_service.create_task(
             session,
@@ -41,6 +43,8 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
             capacity=plane.backend.capacity(),
             venvs=plane.backend.python_venvs() if spec.python_venv_name else None,
         )
+        if created:
+            outbox.register(session, plane.vault, plane.config.callbacks, task, spec, token)
         info = task_service.to_info(task, user.name)
     if not created:
         response.status_code = 200

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import StatusChangeRow, TaskRow, utcnow
 from taskyard.server.notifier import SCHEDULER, task_key, worker_key
 from taskyard.status import TaskStatus, check_transition
@@ -18,7 +19,8 @@ def notify_on_commit(session: Session, *keys: str) -> None:
 
 def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | None = None) -> None:
     """Move ``task`` to ``new``, refusing illegal transitions, and append it to the history."""
-    check_transition(TaskStatus(task.status), new)
+    old = TaskStatus(task.status)
+    check_transition(old, new)
     now = utcnow()
     task.status, task.status_at = new.value, now
     if reason is not None:
@@ -29,6 +31,8 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
     keys = [task_key(task.id)]
     if new is TaskStatus.IN_QUEUE or new.is_terminal():  # work to place, or a place freed
         keys.append(SCHEDULER)
+    if outbox.on_status(session, task, old, new):  # its callback, written with its ending
+        keys.append(outbox.WAKE)
     notify_on_commit(session, *keys)
 
 

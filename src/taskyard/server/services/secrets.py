@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from taskyard.config import WorkerConfig, secret_ref
 from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
 from taskyard.models import KeyRotation, SecretInfo, SecretValue, check_id
-from taskyard.server.db.models import SecretRow, UserRow, utcnow
+from taskyard.server.db.models import CallbackTargetRow, SecretRow, SigningSecretRow, UserRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.vault import KeyUnknown, Vault
 
@@ -249,23 +249,37 @@ def resolve(session: Session, vault: Vault, user_id: int, config: WorkerConfig) 
 # -- keys ---------------------------------------------------------------------------------------------
 
 
+#: the tables of values sealed by the vault: each has ``value`` and ``key_id`` (None where no value is kept)
+SEALED = (
+    (SecretRow, SecretRow.value, SecretRow.key_id),
+    (SigningSecretRow, SigningSecretRow.value, SigningSecretRow.key_id),
+    (CallbackTargetRow, CallbackTargetRow.token, CallbackTargetRow.key_id),
+)
+
+
 def reseal(session: Session, vault: Vault) -> int:
     """Seal again under the vault's first key what an older key it holds sealed; return how many."""
     older = [key for key in vault.key_ids() if key != vault.key_id]
     if not older:
         return 0
-    rows = session.scalars(select(SecretRow).where(SecretRow.key_id.in_(older)).with_for_update())
     count = 0
-    for row in rows:
-        row.value, row.key_id = vault.seal(vault.open(row.value, row.key_id))
-        count += 1
+    for model, value, key_id in SEALED:
+        for row in session.scalars(select(model).where(key_id.in_(older)).with_for_update()):
+            sealed, key = vault.seal(vault.open(getattr(row, value.key), getattr(row, key_id.key)))
+            setattr(row, value.key, sealed)
+            setattr(row, key_id.key, key)
+            count += 1
     return count
 
 
 def unknown_keys(session: Session, vault: Vault) -> dict[str, int]:
-    """How many secrets each key this vault does not hold has sealed (none, normally)."""
-    query = select(SecretRow.key_id, func.count()).where(SecretRow.key_id.not_in(vault.key_ids()))
-    return {key: count for key, count in session.execute(query.group_by(SecretRow.key_id))}
+    """How many sealed values each key this vault does not hold has sealed (none, normally)."""
+    counts: dict[str, int] = {}
+    for _model, _value, key_id in SEALED:
+        query = select(key_id, func.count()).where(key_id.is_not(None), key_id.not_in(vault.key_ids()))
+        for key, count in session.execute(query.group_by(key_id)):
+            counts[str(key)] = counts.get(str(key), 0) + count
+    return counts
 
 
 def rotate_key(sessions: sessionmaker[Session], vault: Vault) -> KeyRotation:

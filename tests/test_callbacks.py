@@ -1,0 +1,196 @@
+"""Task callbacks end to end: a real control plane, real workers, a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import taskyard
+from taskyard import TaskStatus
+from taskyard.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
+from taskyard.errors import InvalidInput
+from taskyard.server.callbacks.outbox import backoff
+from taskyard.server.config import CallbackSettings
+
+from receiver import Receiver, free_port
+from support import Server, wait_for, write
+
+S = TaskStatus
+TOKEN = "cb-Test-Token_7f3a9c"
+FAST = """
+[callbacks]
+first_delay = 0.2
+max_delay = 0.5
+timeout = 1
+attempts = 4
+allowed_hosts = ["127.0.0.1"]
+"""
+
+
+def fast_server(home: Path, **env: str) -> Server:
+    """A control plane whose callbacks are retried within a second, and go to 127.0.0.1 only."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = write(home.parent, f"{home.name}.toml", FAST)
+    return Server(home, TASKYARD_CONFIG=str(config), TASKYARD_KILL_GRACE="1", **env)
+
+
+@pytest.fixture(scope="module")
+def cb(tmp_path_factory):
+    server = fast_server(tmp_path_factory.mktemp("callbacks") / "home").start()
+    yield server
+    server.stop()
+
+
+def submit(server: Server, folder: Path, code: str, url: str, name: str = "task.py", **options) -> taskyard.Task:
+    write(folder, name, code)
+    return taskyard.submit(name, files_path=folder, client=server.client, callback_url=url, **options)
+
+
+def deliveries(server: Server, task: taskyard.Task):
+    return server.client.callbacks(task.id).deliveries
+
+
+def settled(server: Server, task: taskyard.Task):
+    """The task's deliveries once none is pending any more."""
+    return wait_for(lambda: [d for d in deliveries(server, task) if d.state != "pending"] or None, timeout=30)
+
+
+def test_success_and_failure_call_back_with_token_and_signature(cb, tmp_path):
+    secret = cb.client.signing_secret()
+    with Receiver() as receiver:
+        ok = submit(cb, tmp_path / "ok", "print('all good')\n", receiver.url, callback_url_token=TOKEN)
+        bad = submit(cb, tmp_path / "bad", "print('broken'); raise SystemExit(3)\n", receiver.url)
+        assert ok.wait(timeout=60) is S.SUCCESS and bad.wait(timeout=60) is S.FAILED
+        wait_for(lambda: len(receiver.requests) == 2, timeout=30)
+    by_task = {r.json["task_id"]: r for r in receiver.requests}
+    good, failed = by_task[ok.id], by_task[bad.id]
+    assert good.json == {
+        "task_name": "task.py",
+        "task_id": ok.id,
+        "success": True,
+        "logs": "all good\n",
+        "status": "Success",
+    }
+    assert good.headers["authorization"] == f"Bearer {TOKEN}"
+    assert verify(secret, good.body, good.headers[SIGNATURE_HEADER.lower()])
+    assert not verify(secret, good.body + b" ", good.headers[SIGNATURE_HEADER.lower()])
+    assert failed.json["success"] is False and failed.json["status"] == "Failed"
+    assert failed.json["logs"] == "broken\n"
+    assert "authorization" not in failed.headers  # no token given, none sent
+    assert verify(secret, failed.body, failed.headers[SIGNATURE_HEADER.lower()])
+    [record] = settled(cb, ok)
+    assert record.state == "delivered" and record.id == good.headers[DELIVERY_HEADER.lower()]
+    assert [a.status_code for a in record.attempts] == [200]
+
+
+def test_the_token_is_never_stored_in_clear(cb, tmp_path):
+    token = "cb-NeverInClear-" + str(time.time_ns())
+    with Receiver() as receiver:
+        task = submit(cb, tmp_path, "print('x')\n", receiver.url, callback_url_token=token)
+        task.wait(timeout=60)
+        wait_for(lambda: receiver.requests, timeout=30)
+    assert receiver.requests[0].headers["authorization"] == f"Bearer {token}"
+    stored = b"".join(path.read_bytes() for path in cb.home.glob("*.db*"))
+    assert stored and token.encode() not in stored
+
+
+def test_a_receiver_down_at_first_gets_it_when_it_comes_up(cb, tmp_path):
+    receiver = Receiver(port=free_port())
+    task = submit(cb, tmp_path, "print('late')\n", receiver.url)
+    assert task.wait(timeout=60) is S.SUCCESS
+    wait_for(lambda: len(deliveries(cb, task)[0].attempts) >= 2, timeout=30)
+    with receiver:
+        [record] = settled(cb, task)
+    assert record.state == "delivered"
+    codes = [a.status_code for a in record.attempts]
+    assert codes[-1] == 200 and set(codes[:-1]) == {None}
+    assert all(a.error for a in record.attempts[:-1])
+    assert len(receiver.requests) == 1 and receiver.requests[0].json["logs"] == "late\n"
+
+
+def test_5xx_and_429_are_retried_and_other_4xx_are_not(cb, tmp_path):
+    with Receiver(answers=(503, 429)) as receiver:
+        task = submit(cb, tmp_path / "retried", "print(1)\n", receiver.url)
+        [record] = settled(cb, task)
+        assert record.state == "delivered"
+        assert [a.status_code for a in record.attempts] == [503, 429, 200]
+    with Receiver(answers=(404,)) as receiver:
+        task = submit(cb, tmp_path / "refused", "print(1)\n", receiver.url)
+        [record] = settled(cb, task)
+        assert record.state == "failed" and [a.status_code for a in record.attempts] == [404]
+        assert "HTTP 404" in record.attempts[0].error
+    with Receiver(answers=(500, 500, 500, 500)) as receiver:
+        task = submit(cb, tmp_path / "given-up", "print(1)\n", receiver.url)
+        [record] = settled(cb, task)
+        assert record.state == "failed" and len(record.attempts) == 4  # the configured attempts
+
+
+def test_killed_and_timed_out_tasks_call_back(cb, tmp_path):
+    with Receiver() as receiver:
+        killed = submit(cb, tmp_path / "k", "import time\nprint('up', flush=True)\ntime.sleep(600)\n", receiver.url)
+        timed = submit(cb, tmp_path / "t", "import time\ntime.sleep(600)\n", receiver.url, time_to_live=1)
+        wait_for(lambda: "up" in killed.logs(), timeout=30)
+        assert killed.kill(timeout=30) is S.KILLED
+        assert timed.wait(timeout=60) is S.TASK_TIMED_OUT
+        wait_for(lambda: len(receiver.requests) == 2, timeout=30)
+    by_task = {r.json["task_id"]: r.json for r in receiver.requests}
+    assert by_task[killed.id]["status"] == "Killed" and by_task[killed.id]["success"] is False
+    assert by_task[timed.id]["status"] == "Task Timed Out" and by_task[timed.id]["success"] is False
+
+
+def test_resend_sends_a_new_delivery(cb, tmp_path):
+    with Receiver() as receiver:
+        task = submit(cb, tmp_path, "print('again')\n", receiver.url)
+        task.wait(timeout=60)
+        settled(cb, task)
+        again = cb.client.resend_callback(task.id)
+        wait_for(lambda: len(receiver.requests) == 2, timeout=30)
+    first, second = (r.headers[DELIVERY_HEADER.lower()] for r in receiver.requests)
+    assert second == again.id != first
+    assert receiver.requests[0].body == receiver.requests[1].body
+
+
+def test_callback_urls_must_be_http_and_an_allowed_host(cb, tmp_path):
+    write(tmp_path, "t.py", "print(1)\n")
+    with pytest.raises(InvalidInput, match="http:// or https://"):
+        submit(cb, tmp_path, "print(1)\n", "ftp://127.0.0.1/hook")
+    body = {"file_name": "t.py", "bundle_sha256": "0" * 64, "bundle_size": 1, "callback_url": "file:///etc/passwd"}
+    with pytest.raises(InvalidInput, match="callback_url: .*http:// or https://"):
+        cb.client.request("POST", "/tasks", json=body)
+    with pytest.raises(InvalidInput, match="allowed hosts: 127.0.0.1") as refused:
+        submit(cb, tmp_path, "print(1)\n", "http://example.com/hook")
+    assert refused.value.field == "callback_url"
+
+
+def test_a_control_plane_killed_before_delivery_delivers_after_restart(tmp_path):
+    server = fast_server(tmp_path / "home").start()
+    receiver = Receiver().start()
+    receiver.hold.clear()  # the first request waits: the control plane dies while it is out
+    try:
+        task = submit(server, tmp_path, "print('survives')\n", receiver.url)
+        wait_for(lambda: receiver.requests, timeout=60)
+        server.kill9()
+        receiver.hold.set()
+        server.start()
+        task.client = server.client
+        [record] = settled(server, task)
+        assert record.state == "delivered" and [a.status_code for a in record.attempts] == [200]
+        assert len(deliveries(server, task)) == 1  # one terminal callback, sent again after the restart
+        ids = {r.headers[DELIVERY_HEADER.lower()] for r in receiver.requests}
+        assert ids == {record.id}  # a receiver drops the repeat by its delivery id
+        assert receiver.requests[-1].json["success"] is True
+    finally:
+        receiver.stop()
+        server.stop()
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap():
+    settings = CallbackSettings()
+    assert [round(backoff(settings, n) / (5 * 2 ** (n - 1)), 2) <= 1.25 for n in range(1, 5)] == [True] * 4
+    assert all(backoff(settings, 9) <= settings.max_delay for _ in range(50))
+    assert min(backoff(settings, 1) for _ in range(50)) >= 5 * 0.75
+    assert backoff(settings, 1, retry_after=60) == 60
+    total = sum(min(settings.max_delay, settings.first_delay * 2 ** (n - 1)) for n in range(1, settings.attempts))
+    assert 8 * 60 <= total <= 12 * 60  # the ten default attempts spread over about ten minutes
