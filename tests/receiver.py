@@ -8,6 +8,25 @@ import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from support import Server, write
+
+FAST = """
+[callbacks]
+first_delay = 0.2
+max_delay = 0.5
+timeout = 1
+attempts = 4
+allowed_hosts = ["127.0.0.1"]
+"""
+
+
+def fast_server(home: Path, **env: str) -> Server:
+    """A control plane whose callbacks are retried within a second, and go to 127.0.0.1 only."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = write(home.parent, f"{home.name}.toml", FAST)
+    return Server(home, TASKYARD_CONFIG=str(config), TASKYARD_KILL_GRACE="1", **env)
 
 
 @dataclass

@@ -14,26 +14,11 @@ from taskyard.errors import InvalidInput
 from taskyard.server.callbacks.outbox import backoff
 from taskyard.server.config import CallbackSettings
 
-from receiver import Receiver, free_port
+from receiver import Receiver, fast_server, free_port
 from support import Server, wait_for, write
 
 S = TaskStatus
 TOKEN = "cb-Test-Token_7f3a9c"
-FAST = """
-[callbacks]
-first_delay = 0.2
-max_delay = 0.5
-timeout = 1
-attempts = 4
-allowed_hosts = ["127.0.0.1"]
-"""
-
-
-def fast_server(home: Path, **env: str) -> Server:
-    """A control plane whose callbacks are retried within a second, and go to 127.0.0.1 only."""
-    home.mkdir(parents=True, exist_ok=True)
-    config = write(home.parent, f"{home.name}.toml", FAST)
-    return Server(home, TASKYARD_CONFIG=str(config), TASKYARD_KILL_GRACE="1", **env)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from taskyard.models import (
     UserInfo,
     WorkerInfo,
 )
+from taskyard.task_runner import FolderInfo
 
 
 class Client:
@@ -88,6 +89,18 @@ class Client:
 
     def signing_secret(self) -> str:
         return SigningSecret.model_validate_json(self.request("GET", "/callbacks/signing-secret").content).secret
+
+    def push_folder(self, name: str, folder: Path) -> FolderInfo:
+        """Pack ``folder`` and store it on the server as ``name`` (for a Task Runner request's ``files``)."""
+        from taskyard import bundle
+
+        with bundle.pack(folder) as packed, open(packed.path, "rb") as data:
+            params = {"sha256": packed.sha256}
+            response = self.request("PUT", f"/folders/{quote(name, safe='')}", params=params, content=data, timeout=600)
+        return FolderInfo.model_validate_json(response.content)
+
+    def folders(self) -> list[FolderInfo]:
+        return [FolderInfo.model_validate(item) for item in self.request("GET", "/folders").json()]
 
     def list_tasks(self, *, limit: int = 50, cursor: str | None = None, status: str | None = None) -> TaskPage:
         params = {k: v for k, v in {"limit": limit, "cursor": cursor, "status": status}.items() if v is not None}

@@ -167,3 +167,15 @@ def _tail(output: str) -> str:
 def _quoted(value: str) -> str:
     """``value`` as a git config file writes it: in double quotes, with ``\\`` and ``"`` escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def missing_task_file(file_name: str, repos: list[Repository]) -> str:
+    """Why the task file is not there, saying where it was looked for."""
+    top, _, rest = file_name.partition("/")
+    for repo in repos:
+        if rest and repo.dest == top:
+            return f"{file_name} was not found: there is no {rest} in the clone of {repo.url} (cloned into {top}/)"
+    if not repos:
+        return f"{file_name} is not in the uploaded files"
+    clones = ", ".join(f"{repo.url} into {repo.dest}/" for repo in repos)
+    return f"{file_name} is neither in the uploaded files nor in the clones ({clones})"

@@ -99,16 +99,21 @@ class TaskRun:
         else:
             bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
         archive.safe_extract(io.BytesIO(bundle), self.task_dir)
-        if not (self.task_dir / self.a["file_name"]).is_file():
-            raise FileNotFoundError(f"{self.a['file_name']} is not in the uploaded files")
-        if self.repos:
+        if not self.repos:
+            self._check_task_file()  # at once: no clone can bring it later
+        else:
             (self.home_dir / ".gitconfig").write_text(git.home_config(self.repos))
         self.isolation.own(*self._writable())
         for repo in self.repos:
             git.clone(repo, self._run_captured, lambda text: self.pump.write("stderr", text))
+        self._check_task_file()  # it may come from a clone (a Task Runner request's file)
         self._prepare_python()
         if self.a.get("startup_script"):
             self._step(["bash", "-c", self.a["startup_script"]], "the startup script")
+
+    def _check_task_file(self) -> None:
+        if not (self.task_dir / self.a["file_name"]).is_file():
+            raise FileNotFoundError(git.missing_task_file(self.a["file_name"], self.repos))
 
     def _step(self, command: list[str], what: str) -> None:
         """Run a preparation step with its output in the task's log; raise if it fails."""

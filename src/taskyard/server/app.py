@@ -13,7 +13,19 @@ from taskyard import __version__
 from taskyard.errors import TaskyardError
 from taskyard.server.config import ServerConfig
 from taskyard.server.plane import Plane, build_plane
-from taskyard.server.routers import agent, callbacks, meta, pools, secrets, sizes, tasks, users, workers
+from taskyard.server.routers import (
+    agent,
+    callbacks,
+    folders,
+    meta,
+    pools,
+    secrets,
+    sizes,
+    task_runner,
+    tasks,
+    users,
+    workers,
+)
 from taskyard.server.services import users as user_service
 
 API = "/api/v1"
@@ -34,7 +46,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
     app.state.plane = plane
-    for module in (meta, tasks, workers, pools, sizes, users, secrets, agent, callbacks):
+    for module in (meta, tasks, workers, pools, sizes, users, secrets, agent, callbacks, task_runner, folders):
         app.include_router(module.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

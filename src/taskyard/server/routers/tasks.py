@@ -8,7 +8,9 @@ from taskyard import settings
 from taskyard.errors import NotFound, TooLarge
 from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.callbacks import outbox
+from taskyard.server.db.models import UserRow
 from taskyard.server.notifier import task_key
+from taskyard.server.plane import Plane
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.services import logs as log_service
 from taskyard.server.services import metadata as metadata_service
@@ -23,6 +25,14 @@ MAX_WAIT = 60.0
 
 @router.post("", status_code=201, response_model=TaskInfo)
 def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -> TaskInfo:
+    info, created = submit_spec(plane, user, spec)
+    if not created:
+        response.status_code = 200
+    return info
+
+
+def submit_spec(plane: Plane, user: UserRow, spec: TaskSpec) -> tuple[TaskInfo, bool]:
+    """Create the task ``spec`` describes (or find it again, for a repeated task_id): ``(info, created)``."""
     limit = settings.max_upload_bytes()
     if spec.bundle_size > limit:
         raise TooLarge(
@@ -45,10 +55,7 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
         )
         if created:
             outbox.register(session, plane.vault, plane.config.callbacks, task, spec, token)
-        info = task_service.to_info(task, user.name)
-    if not created:
-        response.status_code = 200
-    return info
+        return task_service.to_info(task, user.name), created
 
 
 @router.put("/{task_id}/bundle", response_model=TaskInfo)
