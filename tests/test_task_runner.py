@@ -171,3 +171,24 @@ def test_files_from_a_pushed_folder_or_an_uploaded_bundle(tr, tmp_path, models_r
     )
     with bundle.pack(tmp_path) as packed:
         assert packed.sha256 == pushed.bundle_sha256
+
+
+def test_docs_render_from_the_package_and_show_the_seed_models(tr):
+    import re
+
+    page = httpx.get(f"{tr.url}/docs", timeout=30)
+    assert page.status_code == 200
+    links = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert links and all(link.startswith("/") for link in links), links  # nothing from a CDN
+    for link in links:
+        assert httpx.get(f"{tr.url}{link}", timeout=30).status_code == 200, link
+    schema = httpx.get(f"{tr.url}/openapi.json", timeout=30).json()
+    models = schema["components"]["schemas"]
+    assert models["TaskRunnerRequest"]["examples"][0]["worker_config"]["worker_size"] == "small"
+    assert models["TaskRunnerResponse"]["properties"]["success"]["description"] == "True or False"
+    post_op = schema["paths"]["/api/v1/task-runner"]["post"]
+    body = post_op["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/TaskRunnerRequest"}
+    for code in ("200", "401", "422"):
+        answer = post_op["responses"][code]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": "#/components/schemas/TaskRunnerResponse"}

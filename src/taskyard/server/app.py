@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from taskyard import __version__
 from taskyard.errors import TaskyardError
 from taskyard.server.config import ServerConfig
+from taskyard.server.docs import add_docs
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import (
     agent,
@@ -44,8 +45,9 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
         plane.scheduler.stop()
         plane.callbacks.stop()
 
-    app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane
+    add_docs(app)
     for module in (meta, tasks, workers, pools, sizes, users, secrets, agent, callbacks, task_runner, folders):
         app.include_router(module.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)
