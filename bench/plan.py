@@ -21,6 +21,7 @@ class Plan:
     footprint_runs: int = 5
     env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
     notebook_runs: int = 10  # notebooks: notebook tasks, and bare papermill runs
+    callback_runs: int = 20  # callbacks: task exit to callback received
     idle_seconds: float = 2.0
     submit_threads: int = 4
 
@@ -42,5 +43,6 @@ SMOKE = Plan(
     footprint_runs=1,
     env_runs=1,
     notebook_runs=1,
+    callback_runs=3,
     idle_seconds=0.5,
 )

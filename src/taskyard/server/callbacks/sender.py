@@ -59,17 +59,23 @@ class CallbackSender:
             self.notifier.wait_blocking(outbox.WAKE, pause)
 
     def tick(self) -> bool:
-        """Hand every due delivery to a sending thread, as many as there are free ones; False if none was free."""
+        """Hand every due delivery to a sending thread, as many as there are free ones; False if none was free.
+
+        The deliveries are claimed and their requests built in one short transaction.
+        """
         free = self._free_slots()
         if not free:
             return False
         lease = self.settings.timeout + 5  # a sender that died lets go of it then
+        log_bytes = int(self.settings.log_tail_mb * 1024 * 1024)
         with transaction(self.sessions) as session:
             claimed = outbox.claim(session, utcnow(), lease, free)
-        for _ in range(free - len(claimed)):
+            requests = [delivery.outgoing(session, self.vault, delivery_id, log_bytes) for delivery_id in claimed]
+        ready = [request for request in requests if request is not None]
+        for _ in range(free - len(ready)):
             self._in_flight.release()
-        for delivery_id in claimed:
-            self._pool.submit(self._deliver, delivery_id)
+        for request in ready:
+            self._pool.submit(self._deliver, request)
         return True
 
     def _free_slots(self) -> int:
@@ -83,26 +89,18 @@ class CallbackSender:
             due = outbox.next_due(session, utcnow())
         return IDLE if due is None else max(0.01, min(IDLE, _seconds_until(due)))
 
-    def _deliver(self, delivery_id: str) -> None:
+    def _deliver(self, request: delivery.Outgoing) -> None:
         try:
-            self._send(delivery_id)
+            answer = self._post(request)
+            with transaction(self.sessions) as session:
+                outbox.record(session, self.settings, request.delivery_id, answer)
         except Exception:
             log.exception(
-                "callback delivery %s failed unexpectedly; it is tried again when its lease ends", delivery_id
+                "callback delivery %s failed unexpectedly; it is tried again when its lease ends", request.delivery_id
             )
         finally:
             self._in_flight.release()
             self.notifier.notify(outbox.WAKE)
-
-    def _send(self, delivery_id: str) -> None:
-        log_bytes = int(self.settings.log_tail_mb * 1024 * 1024)
-        with transaction(self.sessions) as session:
-            request = delivery.outgoing(session, self.vault, delivery_id, log_bytes)
-        if request is None:
-            return
-        answer = self._post(request)
-        with transaction(self.sessions) as session:
-            outbox.record(session, self.settings, delivery_id, answer)
 
     def _post(self, request: delivery.Outgoing) -> outbox.Answer:
         started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+import zlib
 from pathlib import Path
 
 from sqlalchemy import select
@@ -26,9 +27,9 @@ def check_archive(path: Path) -> None:
     """Refuse (and remove) a stored upload that is not a tar archive."""
     try:
         file_names(path)
-    except (tarfile.TarError, EOFError, OSError):
+    except InvalidInput:
         path.unlink(missing_ok=True)
-        raise InvalidInput("the upload is not a packed task folder (a tar.gz)", field="body") from None
+        raise
 
 
 def save(session: Session, user: UserRow, name: str, sha256: str, size: int) -> FolderRow:
@@ -53,9 +54,12 @@ def listing(session: Session, user: UserRow) -> list[FolderRow]:
 
 
 def file_names(path: Path) -> list[str]:
-    """The regular files a stored bundle holds, as clean relative paths."""
-    with tarfile.open(path, mode="r:*") as tar:
-        names = [member.name for member in tar.getmembers() if member.isfile()]
+    """The regular files a stored bundle holds, as clean relative paths; InvalidInput if it is no archive."""
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            names = [member.name for member in tar.getmembers() if member.isfile()]
+    except (tarfile.TarError, EOFError, OSError, zlib.error):
+        raise InvalidInput("the upload is not a packed task folder (a tar.gz)", field="files") from None
     return ["/".join(part for part in name.split("/") if part not in ("", ".")) for name in names]
 
 
