@@ -22,11 +22,11 @@ allowed_hosts = ["127.0.0.1"]
 """
 
 
-def fast_server(home: Path, **env: str) -> Server:
+def fast_server(home: Path, db_url: str | None = None, **env: str) -> Server:
     """A control plane whose callbacks are retried within a second, and go to 127.0.0.1 only."""
     home.mkdir(parents=True, exist_ok=True)
     config = write(home.parent, f"{home.name}.toml", FAST)
-    return Server(home, TASKYARD_CONFIG=str(config), TASKYARD_KILL_GRACE="1", **env)
+    return Server(home, db_url, TASKYARD_CONFIG=str(config), TASKYARD_KILL_GRACE="1", **env)
 
 
 @dataclass

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import taskyard
+from conftest import PG_ADMIN_URL
 from taskyard import TaskStatus
 from taskyard.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from taskyard.errors import InvalidInput
@@ -15,7 +18,7 @@ from taskyard.server.callbacks.outbox import backoff
 from taskyard.server.config import CallbackSettings
 
 from receiver import Receiver, fast_server, free_port
-from support import Server, wait_for, write
+from support import Server, default_client_of, wait_for, write
 
 S = TaskStatus
 TOKEN = "cb-Test-Token_7f3a9c"
@@ -149,8 +152,26 @@ def test_callback_urls_must_be_http_and_an_allowed_host(cb, tmp_path):
     assert refused.value.field == "callback_url"
 
 
-def test_a_control_plane_killed_before_delivery_delivers_after_restart(tmp_path):
-    server = fast_server(tmp_path / "home").start()
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_db(request) -> Iterator[str | None]:
+    """None (SQLite in the server's home), or a PostgreSQL database of this test's own."""
+    if request.param == "sqlite":
+        yield None
+        return
+    psycopg = pytest.importorskip("psycopg")
+    name = "taskyard_cb_" + secrets.token_hex(4)
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_a_control_plane_killed_before_delivery_delivers_after_restart(tmp_path, own_db):
+    server = fast_server(tmp_path / "home", own_db).start()
     receiver = Receiver().start()
     receiver.hold.clear()  # the first request waits: the control plane dies while it is out
     try:
@@ -166,6 +187,7 @@ def test_a_control_plane_killed_before_delivery_delivers_after_restart(tmp_path)
         ids = {r.headers[DELIVERY_HEADER.lower()] for r in receiver.requests}
         assert ids == {record.id}  # a receiver drops the repeat by its delivery id
         assert receiver.requests[-1].json["success"] is True
+        assert receiver.requests[-1].json["logs"] == "survives\n"
     finally:
         receiver.stop()
         server.stop()
@@ -179,3 +201,31 @@ def test_backoff_doubles_with_jitter_up_to_the_cap():
     assert backoff(settings, 1, retry_after=60) == 60
     total = sum(min(settings.max_delay, settings.first_delay * 2 ** (n - 1)) for n in range(1, settings.attempts))
     assert 8 * 60 <= total <= 12 * 60  # the ten default attempts spread over about ten minutes
+
+
+def test_the_cli_runs_with_a_callback_shows_its_attempts_and_resends(cb, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from taskyard.cli import app
+
+    write(tmp_path, "cli.py", "print('from the cli')\n")
+    monkeypatch.setenv("CI_CALLBACK_TOKEN", TOKEN)
+    with Receiver() as receiver, default_client_of(cb, monkeypatch):
+        runner = CliRunner()
+        args = ["run", "cli.py", "--files", str(tmp_path), "--callback", receiver.url]
+        ran = runner.invoke(app, [*args, "--callback-token-env", "CI_CALLBACK_TOKEN"])
+        assert ran.exit_code == 0, ran.output
+        wait_for(lambda: receiver.requests, timeout=30)
+        task_id = receiver.requests[0].json["task_id"]
+        settled_ = wait_for(lambda: cb.client.callbacks(task_id).deliveries[0].state == "delivered", timeout=30)
+        assert settled_
+        shown = runner.invoke(app, ["tasks", "show", task_id])
+        assert f"Callback: {receiver.url}" in shown.stdout and "delivered" in shown.stdout
+        resent = runner.invoke(app, ["tasks", "callback", task_id, "--resend"])
+        assert resent.exit_code == 0 and "queued again as delivery" in resent.stdout
+        wait_for(lambda: len(receiver.requests) == 2, timeout=30)
+        missing = runner.invoke(app, [*args, "--callback-token-env", "NO_SUCH_VARIABLE_SET"])
+        assert missing.exit_code == 2 and "NO_SUCH_VARIABLE_SET is not set" in missing.output
+        secret = runner.invoke(app, ["tasks", "signing-secret"]).stdout.strip()
+    assert receiver.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert verify(secret, receiver.requests[1].body, receiver.requests[1].headers[SIGNATURE_HEADER.lower()])
