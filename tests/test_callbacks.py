@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -229,3 +230,37 @@ def test_the_cli_runs_with_a_callback_shows_its_attempts_and_resends(cb, tmp_pat
         secret = runner.invoke(app, ["tasks", "signing-secret"]).stdout.strip()
     assert receiver.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
     assert verify(secret, receiver.requests[1].body, receiver.requests[1].headers[SIGNATURE_HEADER.lower()])
+
+
+def test_the_readme_receiver_verifies_a_real_callback(cb, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "class Hook" in block]
+    port = free_port()
+    script = write(tmp_path, "receiver.py", code.replace("8000", str(port)))
+    env = {**os.environ, "TASKYARD_SIGNING_SECRET": cb.client.signing_secret()}
+    receiver = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _listening(port), timeout=20)
+        url = f"http://127.0.0.1:{port}/hook"
+        signed = submit(cb, tmp_path / "a", "print(1)\n", url, callback_url_token="ci-secret")
+        wrong = submit(cb, tmp_path / "b", "raise SystemExit(1)\n", url, callback_url_token="not-the-token")
+        assert signed.wait(timeout=60) is S.SUCCESS and wrong.wait(timeout=60) is S.FAILED
+        [accepted] = settled(cb, signed)
+        [refused] = settled(cb, wrong)
+        assert accepted.state == "delivered" and refused.state == "failed"  # 401: not retried
+        assert [a.status_code for a in refused.attempts] == [401]
+    finally:
+        receiver.terminate()
+        out, _ = receiver.communicate(timeout=10)
+    assert out == f"{signed.id} Success ok\n"
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
