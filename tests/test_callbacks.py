@@ -264,3 +264,23 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_vault_key_rotation_keeps_the_token_and_the_signing_secret(tmp_path):
+    server = fast_server(tmp_path / "home").start()
+    try:
+        secret = server.client.signing_secret()
+        with Receiver() as receiver:
+            task = submit(server, tmp_path, "print(1)\n", receiver.url, callback_url_token=TOKEN)
+            task.wait(timeout=60)
+            settled(server, task)
+            rotation = server.client.rotate_vault_key()
+            assert rotation.resealed >= 2  # the callback token and the signing secret, sealed again
+            server.client.resend_callback(task.id)
+            wait_for(lambda: len(receiver.requests) == 2, timeout=30)
+        assert server.client.signing_secret() == secret
+        again = receiver.requests[1]
+        assert again.headers["authorization"] == f"Bearer {TOKEN}"
+        assert verify(secret, again.body, again.headers[SIGNATURE_HEADER.lower()])
+    finally:
+        server.stop()
