@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from taskyard.server.callbacks.outbox import backoff
 from taskyard.server.config import CallbackSettings
 
 from receiver import Receiver, fast_server, free_port
-from support import Server, default_client_of, wait_for, write
+from support import Server, cwd_of, default_client_of, wait_for, write
 
 S = TaskStatus
 TOKEN = "cb-Test-Token_7f3a9c"
@@ -284,3 +285,28 @@ def test_a_vault_key_rotation_keeps_the_token_and_the_signing_secret(tmp_path):
         assert verify(secret, again.body, again.headers[SIGNATURE_HEADER.lower()])
     finally:
         server.stop()
+
+
+def test_a_lost_worker_retried_calls_back_once_for_its_final_ending(cb, tmp_path, readable_dir):
+    marker = readable_dir / "first-run-done"
+    code = (
+        "import pathlib, time\n"
+        f"if pathlib.Path({str(marker)!r}).exists():\n    print('second run'); raise SystemExit(0)\n"
+        "print('up', flush=True); time.sleep(600)\n"
+    )
+    with Receiver() as receiver:
+        task = submit(cb, tmp_path, code, receiver.url, max_retries=1)
+        wait_for(lambda: "up" in task.logs(), timeout=30)
+        marker.touch()
+        os.kill(_agent_pid(cb, task.worker_name), signal.SIGKILL)
+        assert task.wait(timeout=60) is S.SUCCESS
+        [record] = settled(cb, task)
+        time.sleep(1)  # a callback of the lost run would have come by now
+    assert record.task_status is S.SUCCESS
+    assert [r.json["status"] for r in receiver.requests] == ["Success"]
+
+
+def _agent_pid(server: Server, worker_name: str) -> int:
+    folder = str(server.home / "workers" / worker_name)
+    [pid] = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and cwd_of(int(pid)) == folder]
+    return pid
