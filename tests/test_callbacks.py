@@ -310,3 +310,17 @@ def _agent_pid(server: Server, worker_name: str) -> int:
     folder = str(server.home / "workers" / worker_name)
     [pid] = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and cwd_of(int(pid)) == folder]
     return pid
+
+
+def test_the_callbacks_table_is_read_and_checked_at_start(tmp_path):
+    from taskyard.errors import ConfigError
+    from taskyard.server.config import load_config
+
+    good = write(tmp_path, "good.toml", '[callbacks]\nattempts = 3\nallowed_hosts = ["ci.example.com"]\n')
+    config = load_config(good, data_dir=tmp_path)
+    assert config.callbacks.attempts == 3 and config.callbacks.allowed_hosts == ("ci.example.com",)
+    bad = write(tmp_path, "bad.toml", "[callbacks]\nretries = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: callbacks.retries: unknown key; the keys are: attempts, "):
+        load_config(bad, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"callbacks.attempts: Input should be greater than or equal to 1"):
+        load_config(write(tmp_path, "zero.toml", "[callbacks]\nattempts = 0\n"), data_dir=tmp_path)
