@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from support import write
 from taskyard.config import WorkerConfig, merge_worker_configs, worker_config_beside
 from taskyard.workflows import folder
 from taskyard.workflows.dag import FlowError, parse, task_files
+
+from support import write
 
 SEEDS = Path(__file__).resolve().parent.parent / "practicus_seeds"
 

@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 
 from taskyard import __version__
 from taskyard.errors import TaskyardError
+from taskyard.server import flows
 from taskyard.server.config import ServerConfig
+from taskyard.server.flows import router as flow_router
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import agent, meta, pools, secrets, sizes, tasks, users, workers
 from taskyard.server.services import users as user_service
@@ -26,15 +28,20 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
         with plane.transaction() as session:
             user_service.ensure_admin(session, "admin", config.admin_token)
 
+    flow_driver = flows.make_driver(plane)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        flow_driver.start()
         yield
+        flow_driver.stop()
         plane.scheduler.stop()
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
     app.state.plane = plane
     for module in (meta, tasks, workers, pools, sizes, users, secrets, agent):
         app.include_router(module.router, prefix=API)
+    app.include_router(flow_router.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -49,6 +49,13 @@ class Storage:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, visible only once written whole."""
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        self._publish(tmp, key)
+
     def _publish(self, tmp: str, key: str) -> None:
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)

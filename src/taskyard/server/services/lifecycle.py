@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from taskyard.server.db.models import StatusChangeRow, TaskRow, utcnow
-from taskyard.server.notifier import SCHEDULER, task_key, worker_key
+from taskyard.server.notifier import FLOWS, SCHEDULER, task_key, worker_key
 from taskyard.status import TaskStatus, check_transition
 
 
@@ -29,6 +29,8 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
     keys = [task_key(task.id)]
     if new is TaskStatus.IN_QUEUE or new.is_terminal():  # work to place, or a place freed
         keys.append(SCHEDULER)
+    if new.is_terminal():
+        keys.append(FLOWS)  # a flow's task may have ended
     notify_on_commit(session, *keys)
 
 
