@@ -76,6 +76,11 @@ class FlowRun:
         return self.refresh()
 
     @property
+    def last_info(self) -> FlowInfo:
+        """The run as last read from the server (no request)."""
+        return self._info
+
+    @property
     def status(self) -> FlowStatus:
         return self.refresh().status
 
@@ -189,6 +194,9 @@ def test_tasks(
             if task.info.outputs is not None:
                 task.download_outputs(output_dir=Path(scratch) / "outputs" / name)
     return results
+
+
+test_tasks.__test__ = False  # type: ignore[attr-defined]  # not a test for pytest, whoever imports it
 
 
 def _after(task: Task, success: bool, terminate_on_success: bool, terminate_on_failed: bool) -> None:
