@@ -21,6 +21,7 @@ class Plan:
     footprint_runs: int = 5
     env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
     notebook_runs: int = 10  # notebooks: notebook tasks, and bare papermill runs
+    workflow_runs: int = 10  # workflow: fan-in flow runs, and as many critical-path runs
     idle_seconds: float = 2.0
     submit_threads: int = 4
 
@@ -42,5 +43,6 @@ SMOKE = Plan(
     footprint_runs=1,
     env_runs=1,
     notebook_runs=1,
+    workflow_runs=1,
     idle_seconds=0.5,
 )
