@@ -19,11 +19,19 @@ _EXPORTS = {
     "parse": "taskyard.workflows.dag",
     "FlowError": "taskyard.workflows.dag",
     "FlowStatus": "taskyard.workflows.models",
+    "generate_files": "taskyard.workflows.airflow",
+    "get_dag_info": "taskyard.workflows.airflow",
+    "get_airflow_params": "taskyard.workflows.airflow",
+    "run_airflow_task": "taskyard.workflows.airflow",
 }
 
-__all__ = ["run", "FlowRun", "test_tasks", "parse", "FlowError", "FlowStatus"]
+__all__ = [
+    "run", "FlowRun", "test_tasks", "parse", "FlowError", "FlowStatus",
+    "generate_files", "get_dag_info", "get_airflow_params", "run_airflow_task",
+]
 
 if TYPE_CHECKING:
+    from taskyard.workflows.airflow import generate_files, get_airflow_params, get_dag_info, run_airflow_task
     from taskyard.workflows.dag import FlowError, parse
     from taskyard.workflows.models import FlowStatus
     from taskyard.workflows.runs import FlowRun, run, test_tasks
