@@ -208,3 +208,26 @@ def rerun(run_id: RunIdArg, detach: DetachOpt = False) -> None:
         return
     note(f"flow run {again.id}, rerunning {run_id}")
     _exit(watch(again))
+
+
+@app.command()
+def generate(
+    folder: FolderArg,
+    dag_key: Annotated[str, typer.Option("--dag-key", help="The DAG's key: its dag_id is <dag_key>.<username>.")],
+    flow: FlowOpt,
+    out: Annotated[Path, typer.Option("--out", help="The DAG folder to write (copy it to Airflow's dags folder).",
+                                      file_okay=False)],
+    schedule: Annotated[str | None, typer.Option(help="A cron expression or preset (default: by hand only).")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Airflow's retries for each task.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the DAG files already there.")] = False,
+) -> None:
+    """Write an Apache Airflow 3 DAG folder for a flow: <dag_key>_dag.py, the task files, their worker JSON."""
+    from taskyard.errors import Conflict
+    from taskyard.workflows.airflow import DagFilesExist, generate_files
+
+    try:
+        dag_file = generate_files(dag_key, flow, folder, schedule_interval=schedule, retries=retries,
+                                  overwrite_existing=overwrite, output_path=out)
+    except DagFilesExist as exc:
+        raise Conflict(f"{', '.join(exc.names)} already in {exc.folder}; --overwrite replaces them") from None
+    typer.echo(dag_file)

@@ -169,6 +169,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 # -- generating DAG folders ----------------------------------------------------------------------------
 
 
+class DagFilesExist(FileExistsError):
+    """generate_files would replace files already in the DAG folder."""
+
+    def __init__(self, names: list[str], folder: Path) -> None:
+        self.names, self.folder = names, folder
+        super().__init__(f"{', '.join(names)} already in {folder}; overwrite_existing=True replaces them")
+
+
 def generate_files(
     dag_key: str,
     dag_flow: str,
@@ -199,7 +207,7 @@ def generate_files(
     written = _config_files(out, default_worker_config, custom_worker_configs, graph)
     taken = [path.name for path in [*written, dag_file] if path.exists()]
     if taken and not overwrite_existing:
-        raise FileExistsError(f"{', '.join(taken)} already in {out}; pass overwrite_existing=True to replace them")
+        raise DagFilesExist(taken, out)
     if out.resolve() != source.resolve():
         shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     for path, text in written.items():
