@@ -101,3 +101,20 @@ def test_the_live_view_puts_each_task_one_column_after_its_upstream():
     row = next(line for line in lines if "● a" in line)
     assert row.index("● a") < row.index("● b  In Progress (attempt 2)") < row.index("● d  Waiting")
     assert any("● c  Waiting" in line for line in lines)
+
+
+def test_the_readme_workflow_example_runs_from_the_repository_root(server, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = EXAMPLES.parent
+    section = (root / "README.md").read_text().split("## Workflows", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace('output_dir="out"', f'output_dir="{tmp_path}"')
+    env = {**os.environ, "TASKYARD_URL": server.url, "TASKYARD_TOKEN": server.token}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "FlowStatus.SUCCESS" in done.stdout and "'process_final_table': 'Success'" in done.stdout
+    assert (tmp_path / "final_table.csv").is_file()
