@@ -168,3 +168,22 @@ def test_a_run_goes_on_after_its_client_exits_and_over_a_server_restart(fresh_se
     flow = FlowRun(run_id, client=fresh_server.client)
     assert flow.wait(timeout=120) is FlowStatus.SUCCESS
     assert flow.states == {"slow": "Success", "done": "Success"}
+
+
+def test_a_run_is_its_owner_and_an_admin_rerun_stays_the_owner(server, tmp_path):
+    import secrets
+
+    from taskyard.errors import NotFound
+
+    bob = server.user_client("bob-" + secrets.token_hex(3))
+    carol = server.user_client("carol-" + secrets.token_hex(3))
+    write(tmp_path, "first.sh", "echo one\n")
+    write(tmp_path, "second.sh", "echo two\n")
+    flow = run(tmp_path, "first >> second", client=bob)
+    assert flow.wait(timeout=120) is FlowStatus.SUCCESS
+    with pytest.raises(NotFound):
+        FlowRun(flow.id, client=carol)
+    again = FlowRun(flow.id, client=server.client).rerun()  # the admin's
+    assert again.wait(timeout=60) is FlowStatus.SUCCESS
+    assert again.info.user == flow.info.user
+    assert all(task.reused for task in again.info.tasks)

@@ -28,9 +28,12 @@ def compose(base: Path, inputs: Mapping[str, Path | None], *, max_bytes: int) ->
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=6) as gz, tarfile.open(
         fileobj=gz, mode="w", format=tarfile.PAX_FORMAT
     ) as out:
-        shadowed = tuple(f"{INPUTS}/{name}/" for name in inputs)
-        _copy(base, out, "", lambda member: not _clean(member.name).startswith(shadowed))
+        shadowed = tuple(f"{INPUTS}/{name}" for name in inputs)
+        _copy(base, out, "", lambda member: not _clean(member.name).rstrip("/").startswith(shadowed))
         for name in sorted(inputs):
+            folder = tarfile.TarInfo(f"{INPUTS}/{name}")
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            out.addfile(folder)  # there even when the upstream task wrote no outputs
             archive = inputs[name]
             if archive is not None:
                 _copy(archive, out, f"{INPUTS}/{name}/", lambda member: True)

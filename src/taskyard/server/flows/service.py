@@ -99,7 +99,9 @@ def rerun(session: Session, user: UserRow, run_id: str) -> FlowRunRow:
     if not FlowStatus(old.status).is_terminal():
         raise Conflict(f"flow run {run_id!r} is still {FlowStatus(old.status).alias}; kill it or wait for it first")
     spec = FlowSpec.model_validate_json(old.spec).model_copy(update={"flow_id": None})
-    run, _ = create_run(session, user, spec, bundle_present=True)
+    owner = session.get(UserRow, old.user_id)  # an admin's rerun is still the owner's run: its files are theirs
+    assert owner is not None  # users are never deleted
+    run, _ = create_run(session, owner, spec, bundle_present=True)
     run.rerun_of = old.id
     done = {row.name: row for row in tasks_of(session, old) if row.state == FlowTaskState.SUCCESS.value}
     session.flush()
