@@ -70,10 +70,16 @@ class FlowDriver:
         with transaction(self.sessions) as session:
             going = list(session.scalars(select(FlowRunRow.id).where(FlowRunRow.status.in_(GOING))))
         for run_id in going:
-            with transaction(self.sessions) as session:
-                run = session.get(FlowRunRow, run_id, with_for_update=True)
-                if run is not None and run.status in GOING:
-                    _Pass(self, session, run).advance()
+            try:
+                self.advance(run_id)
+            except Exception:  # one run's fault must not hold up the others; it is tried again next pass
+                log.exception("could not advance flow run %s; retrying", run_id)
+
+    def advance(self, run_id: str) -> None:
+        with transaction(self.sessions) as session:
+            run = session.get(FlowRunRow, run_id, with_for_update=True)
+            if run is not None and run.status in GOING:
+                _Pass(self, session, run).advance()
 
 
 class _Pass:
