@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 
 from taskyard import __version__
 from taskyard.errors import TaskyardError
-from taskyard.server import flows
 from taskyard.server.config import ServerConfig
 from taskyard.server.flows import router as flow_router
+from taskyard.server.flows.driver import make_driver
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import agent, meta, pools, secrets, sizes, tasks, users, workers
 from taskyard.server.services import users as user_service
@@ -28,7 +28,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
         with plane.transaction() as session:
             user_service.ensure_admin(session, "admin", config.admin_token)
 
-    flow_driver = flows.make_driver(plane)
+    flow_driver = make_driver(plane)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

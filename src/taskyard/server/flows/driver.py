@@ -24,6 +24,7 @@ from taskyard.server.db.session import transaction
 from taskyard.server.flows import inputs
 from taskyard.server.flows.service import flow_key, tasks_of
 from taskyard.server.notifier import FLOWS, Notifier
+from taskyard.server.plane import Plane
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services.lifecycle import notify_on_commit
 from taskyard.server.storage import Storage, bundle_key
@@ -38,6 +39,19 @@ GOING = (FlowStatus.RUNNING.value, FlowStatus.KILLING.value)
 
 #: creates a task for a flow: (session, user, spec) -> the task row (the server's checks applied)
 CreateTask = Callable[[Session, UserRow, TaskSpec], TaskRow]
+
+
+def make_driver(plane: Plane) -> FlowDriver:
+    """The plane's flow driver: its tasks are created with the same checks as submitted ones."""
+
+    def create_task(session: Session, user: UserRow, spec: TaskSpec) -> TaskRow:
+        task, _ = task_service.create_task(
+            session, user, spec, bundle_present=True, images=plane.backend.images, sizes=plane.config.sizes,
+            capacity=plane.backend.capacity(),
+        )
+        return task
+
+    return FlowDriver(plane.sessions, plane.notifier, plane.storage, create_task)
 
 
 class FlowDriver:
