@@ -24,6 +24,7 @@ from . import (
     scale,
     throughput,
     vault,
+    workflow,
 )
 from .figures import BenchError, Figure
 from .harness import progress
@@ -41,6 +42,7 @@ MEASUREMENTS = {
     "envs": envs.run,
     "notebooks": notebooks.run,
     "callbacks": callbacks.run,
+    "workflow": workflow.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

@@ -22,6 +22,7 @@ class Plan:
     env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
     notebook_runs: int = 10  # notebooks: notebook tasks, and bare papermill runs
     callback_runs: int = 20  # callbacks: task exit to callback received
+    workflow_runs: int = 10  # workflow: fan-in flow runs, and as many critical-path runs
     idle_seconds: float = 2.0
     submit_threads: int = 4
 
@@ -44,5 +45,6 @@ SMOKE = Plan(
     env_runs=1,
     notebook_runs=1,
     callback_runs=3,
+    workflow_runs=1,
     idle_seconds=0.5,
 )

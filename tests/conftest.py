@@ -27,11 +27,24 @@ def _server(tmp_path_factory, name: str, db_url: str | None = None, **env: str) 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    yield from _fresh_pg_database("taskyard_test_")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_db(request) -> Iterator[str | None]:
+    """None (SQLite in the server's home), or a PostgreSQL database of this test's own."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        yield from _fresh_pg_database("taskyard_own_")
+
+
+def _fresh_pg_database(prefix: str) -> Iterator[str]:
     try:
         import psycopg
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[postgres]')")
-    name = "taskyard_test_" + secrets.token_hex(4)
+    name = prefix + secrets.token_hex(4)
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:

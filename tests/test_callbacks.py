@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import taskyard
-from conftest import PG_ADMIN_URL
 from taskyard import TaskStatus
 from taskyard.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from taskyard.errors import InvalidInput
@@ -152,24 +149,6 @@ def test_callback_urls_must_be_http_and_an_allowed_host(cb, tmp_path):
     with pytest.raises(InvalidInput, match="allowed hosts: 127.0.0.1") as refused:
         submit(cb, tmp_path, "print(1)\n", "http://example.com/hook")
     assert refused.value.field == "callback_url"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_db(request) -> Iterator[str | None]:
-    """None (SQLite in the server's home), or a PostgreSQL database of this test's own."""
-    if request.param == "sqlite":
-        yield None
-        return
-    psycopg = pytest.importorskip("psycopg")
-    name = "taskyard_cb_" + secrets.token_hex(4)
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def test_a_control_plane_killed_before_delivery_delivers_after_restart(tmp_path, own_db):

@@ -29,14 +29,14 @@ _EXPORTS = {
 }
 # Modules of the Practicus and Inductiva names: ``taskyard.vault.get_secret(...)``,
 # ``taskyard.notebooks.execute_notebook(...)``.
-_MODULES = ("vault", "exceptions", "tasks", "notebooks")
+_MODULES = ("vault", "exceptions", "tasks", "notebooks", "workflows", "regions")
 
 __all__ = [*_EXPORTS, *_MODULES, "logger", "__version__"]
 
 if TYPE_CHECKING:
     import logging
 
-    from taskyard import exceptions, notebooks, tasks, vault
+    from taskyard import exceptions, notebooks, regions, tasks, vault, workflows
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
     from taskyard.sdk import Pool, Task, Worker, run_task, submit, worker_sizes

@@ -371,15 +371,32 @@ class WorkerConfig(BaseModel):
 def worker_config_beside(folder: str | os.PathLike[str], file_name: str) -> WorkerConfig | None:
     """The worker config kept beside a task file, as Practicus and its Airflow DAGs find it.
 
-    ``<task>_worker.json`` (``task_worker.json`` for ``task.py``), else ``default_worker.json``, in
-    the folder of ``folder / file_name``; None if neither is there. A file that is there but not a
-    valid config raises (pydantic's ``ValidationError``, which names the file's bad field).
+    ``default_worker.json`` overridden key by key by ``<task>_worker.json`` (``task_worker.json``
+    for ``task.py``; see :func:`merge_worker_configs`), in the folder of ``folder / file_name``;
+    None if neither is there. A file that is there but not a valid config raises (pydantic's
+    ``ValidationError``, which names the file's bad field).
     """
     task_file = Path(folder) / file_name
-    for candidate in (task_file.with_name(f"{task_file.stem}_worker.json"), task_file.with_name("default_worker.json")):
-        if candidate.is_file():
-            return WorkerConfig.from_file(candidate)
-    return None
+    candidates = (task_file.with_name("default_worker.json"), task_file.with_name(f"{task_file.stem}_worker.json"))
+    found = [WorkerConfig.from_file(candidate) for candidate in candidates if candidate.is_file()]
+    return merge_worker_configs(*found) if found else None
+
+
+def merge_worker_configs(*configs: WorkerConfig | None) -> WorkerConfig:
+    """One config from ``configs``, each later one overriding the earlier ones key by key.
+
+    Only the keys a config gives (not None) override; ``env_variables`` are merged by variable name.
+    """
+    values: dict[str, Any] = {}
+    for config in configs:
+        for key in sorted(config.model_fields_set if config is not None else ()):
+            value = getattr(config, key)
+            if value is None:
+                continue
+            if key == "env_variables":
+                value = {**values.get(key, {}), **value}
+            values[key] = value
+    return WorkerConfig.model_validate(values)
 
 
 def secret_ref(ref: str) -> tuple[str, str]:

@@ -248,7 +248,7 @@ def test_an_embedded_server_with_a_bad_config_says_why_and_logs_it(tmp_path):
 
 def test_the_readme_example_is_a_valid_config(tmp_path):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    [example] = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:] if "[sizes." in block]
     config = load_config(write(tmp_path, "taskyard.toml", example), data_dir=tmp_path)
     assert list(config.sizes) == ["Small", "GPU-Large"] and config.default_size() == "Small"
     assert config.sizes["GPU-Large"] == Size(cpu=8, memory=32 * GiB, gpu=1)

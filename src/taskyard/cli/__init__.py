@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from taskyard.cli import folders, output, pools, run, secrets, server, sizes, tasks, users, workers
+from taskyard.cli import flows, folders, output, pools, run, secrets, server, sizes, tasks, users, workers
 
 app = typer.Typer(
     name="taskyard",
@@ -27,6 +27,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(server.app, name="server")
 app.add_typer(folders.app, name="folders")
+app.add_typer(flows.app, name="flow")
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from taskyard import __version__
 from taskyard.errors import TaskyardError
 from taskyard.server.config import ServerConfig
 from taskyard.server.docs import add_docs
+from taskyard.server.flows import router as flow_router
+from taskyard.server.flows.driver import make_driver
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import (
     agent,
@@ -39,9 +41,13 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
         with plane.transaction() as session:
             user_service.ensure_admin(session, "admin", config.admin_token)
 
+    flow_driver = make_driver(plane)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        flow_driver.start()
         yield
+        flow_driver.stop()
         plane.scheduler.stop()
         plane.callbacks.stop()
 
@@ -50,6 +56,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     add_docs(app)
     for module in (meta, tasks, workers, pools, sizes, users, secrets, agent, callbacks, task_runner, folders):
         app.include_router(module.router, prefix=API)
+    app.include_router(flow_router.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

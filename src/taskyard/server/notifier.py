@@ -84,3 +84,4 @@ def worker_key(name: str) -> str:
 
 
 SCHEDULER = "scheduler"
+FLOWS = "flows"  # wakes the flow driver (taskyard.server.flows): a task ended, a run was submitted or killed

@@ -239,3 +239,49 @@ class FolderRow(Base):
     bundle_sha256: Mapped[str] = mapped_column(String(64))
     bundle_size: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FlowRunRow(Base):
+    """A run of a flow (``taskyard.workflows``), advanced by the control plane's flow driver."""
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    spec: Mapped[str] = mapped_column(Text)  # FlowSpec as JSON
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    rerun_of: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_flow_runs_status", "status"),
+        Index("ix_flow_runs_user_created", "user_id", "created_at"),
+    )
+
+
+class FlowTaskRow(Base):
+    """A task of a flow run: its state, and the taskyard task of its current attempt."""
+
+    __tablename__ = "flow_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("flow_runs.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    position: Mapped[int] = mapped_column(Integer)  # its place in the flow as written
+    state: Mapped[str] = mapped_column(String(20))
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    reused: Mapped[bool] = mapped_column(Boolean, default=False)
+    bundle_sha256: Mapped[str | None] = mapped_column(String(64))  # its files with its inputs, once made
+    bundle_size: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "name", name="uq_flow_tasks_run_name"),
+        Index("ix_flow_tasks_task", "task_id"),
+    )

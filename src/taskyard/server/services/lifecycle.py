@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import StatusChangeRow, TaskRow, utcnow
-from taskyard.server.notifier import SCHEDULER, task_key, worker_key
+from taskyard.server.notifier import FLOWS, SCHEDULER, task_key, worker_key
 from taskyard.status import TaskStatus, check_transition
 
 
@@ -33,6 +33,8 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
         keys.append(SCHEDULER)
     if outbox.on_status(session, task, old, new):  # its callback, written with its ending
         keys.append(outbox.WAKE)
+    if new.is_terminal():
+        keys.append(FLOWS)  # a flow's task may have ended
     notify_on_commit(session, *keys)
 
 
