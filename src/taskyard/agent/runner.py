@@ -54,6 +54,7 @@ class TaskRun:
         self.repos = git.repositories(assignment.get("git_configs") or ())
         self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
+        self.exited_at: float | None = None  # when the task's process ended, by this host's clock
         self._oom_kills_before = 0
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
@@ -158,10 +159,12 @@ class TaskRun:
                 return -signal.SIGTERM
             self._oom_kills_before = self.isolation.oom_kills()
             self.process = self._start()
-        answer = self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "in_progress"})
+        started = {"status": "in_progress", "at": time.time()}  # the time seen here, whenever the report lands
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/events", started)
         if answer.get("kill"):
             self.kill()
         code = self._reap(self.process)
+        self.exited_at = time.time()
         self.pump.close()
         return code
 
@@ -276,15 +279,17 @@ class TaskRun:
             self.standby = None
         if self.python is not None:
             self.python.release()
-        if outputs:
-            self._upload_outputs(partial=killed or exit_code != 0)
+        ended_at = self.exited_at or time.time()  # waiting on the control plane for the logs is not the task's time
+        if outputs and self._upload_outputs(partial=killed or exit_code != 0):
+            ended_at = time.time()
         error, reason = self._masked(error), self._masked(reason)
         chunks = []
         note = error or reason
         if note is not None:
             seq = self.pump.last_seq + 1
             chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {note}\n"})
-        body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks}
+        body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks,
+                "exited_at": self.exited_at, "ended_at": ended_at}
         answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
         self.worker_done = answer.get("terminate", False)
 
@@ -294,17 +299,20 @@ class TaskRun:
             return text
         return self.masker.mask(text)
 
-    def _upload_outputs(self, partial: bool) -> None:
+    def _upload_outputs(self, partial: bool) -> bool:
+        """Upload what the task left in its output folder; False if it left nothing."""
         if not any(self.output_dir.iterdir()):
-            return
+            return False
         if not partial:
-            self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "finalizing"})
+            finalizing = {"status": "finalizing", "at": self.exited_at}
+            self.client.call("POST", f"/tasks/{self.task_id}/events", finalizing)
         from . import archive
 
         buffer = io.BytesIO()
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
         self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
+        return True
 
 
 def _secret_values(assignment: dict) -> list[str]:
