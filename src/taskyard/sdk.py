@@ -58,6 +58,10 @@ def submit(
     (not for a task sent to a kept ``worker``). A notebook task (``.ipynb``) takes ``parameters``
     (injected after its cell tagged ``parameters``) and ``execution_timeout`` (seconds a cell may
     run); a file that is not a notebook is refused before anything is uploaded.
+    ``capture_task_output=False`` keeps the task's output out of its captured log (nothing is
+    streamed, ``Task.logs()`` shows none of it) but not lost: it goes, secrets masked, to the
+    worker's own log, which ``Worker.get_logs()`` and ``taskyard workers logs NAME`` show while the
+    worker lives (keep it with ``terminate_on_completion=False`` to read it afterwards).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
@@ -133,8 +137,9 @@ def run_task(
 
     The worker is terminated afterwards unless ``terminate_on_completion=False``. ``python_venv_name``
     runs a ``.py`` with the interpreter of that virtual environment of the worker's host
-    (``~/.venv/NAME``). Other keyword arguments (``pool``, ``time_to_live``, ``max_retries``...)
-    are those of :func:`submit`.
+    (``~/.venv/NAME``). With ``capture_task_output=False`` nothing is printed here: the output goes
+    to the worker's own log, shown by ``worker.get_logs()`` while the worker lives. Other keyword
+    arguments (``pool``, ``time_to_live``, ``max_retries``...) are those of :func:`submit`.
     """
     task = submit(
         file_name,
@@ -420,7 +425,9 @@ class Worker:
         return info.sandboxed
 
     def get_logs(self, log_size_mb: float = 1) -> str:
-        """The last ``log_size_mb`` MB of what the tasks on this worker printed."""
+        """The last ``log_size_mb`` MB of what the tasks on this worker printed: their captured logs,
+        then, while the worker lives, the worker's own log (output of tasks run with
+        ``capture_task_output=False``), secrets masked in both."""
         return self.client.worker_logs(self.name, int(log_size_mb * 1024 * 1024))
 
     def terminate(self) -> None:

@@ -26,6 +26,7 @@ COMMANDS = {
     "ipynb": lambda f: [sys.executable, "-u", "-m", "taskyard.notebook_task", f],  # papermill, in the task's Python
 }
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
+WORKER_LOG_FILE = "task_output.log"  # in the worker's folder: the output of tasks that are not captured
 
 
 def folders(worker_dir: Path) -> list[Path]:
@@ -62,6 +63,10 @@ class TaskRun:
         self.masker = Masker.of(_secret_values(assignment))  # None: the task was given no secret
         self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker)
         self.pump.on_kill = self.kill
+        # Output of a task that is not captured goes to the worker's own log instead (see _send_worker_log).
+        self.worker_log = LogPump(self._send_worker_log, 0, self.masker)
+        self.worker_log.on_kill = self.kill
+        self._worker_log_written = 0
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -166,6 +171,7 @@ class TaskRun:
         code = self._reap(self.process)
         self.exited_at = time.time()
         self.pump.close()
+        self.worker_log.close()
         return code
 
     def _reap(self, process: subprocess.Popen) -> int:
@@ -183,25 +189,23 @@ class TaskRun:
         network = self.a.get("network", True)
         standby, self.standby = self.standby, None
         mounted = not self.isolation.shadowed(self._shown())  # the sandbox started ahead shows all the task needs
-        if standby is not None and network and self.a["capture_output"] and mounted:
+        pump = self.pump if self.a["capture_output"] else self.worker_log
+        if standby is not None and network and mounted:
             with contextlib.suppress(OSError):  # it died waiting: start the task the slow way
                 process = standby.become(command, self._env())
                 (self.worker_dir / PGID_FILE).write_text(str(process.pid))
-                self._capture(process)
+                self._capture(process, pump)
                 return process
         if standby is not None:
             standby.discard()
-        if not self.a["capture_output"]:
-            with open(self.worker_dir / "task_output.log", "ab") as out:
-                return self._popen(command, out, out, network=network)
         process = self._popen(command, subprocess.PIPE, subprocess.PIPE, network=network)
-        self._capture(process)
+        self._capture(process, pump)
         return process
 
-    def _capture(self, process: subprocess.Popen) -> None:
+    def _capture(self, process: subprocess.Popen, pump: LogPump | None = None) -> None:
         assert process.stdout is not None and process.stderr is not None  # started with both as pipes
         pipes = {"stdout": process.stdout, "stderr": process.stderr}
-        self.pump.attach({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
+        (pump or self.pump).attach({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
         for pipe in pipes.values():
             pipe.close()
 
@@ -271,6 +275,17 @@ class TaskRun:
 
     def _send_logs(self, chunks: list[dict]) -> tuple[int, bool]:
         answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
+        return answer["acked"], answer.get("kill", False)
+
+    def _send_worker_log(self, chunks: list[dict]) -> tuple[int, bool]:
+        """Ship uncaptured output, masked, to the worker's own log on the control plane, and keep a copy
+        in ``task_output.log`` in the worker's folder (for whoever inspects a kept worker)."""
+        fresh = [chunk for chunk in chunks if chunk["seq"] > self._worker_log_written]
+        if fresh:
+            with open(self.worker_dir / WORKER_LOG_FILE, "a", encoding="utf-8", errors="replace") as out:
+                out.write("".join(chunk["text"] for chunk in fresh))
+            self._worker_log_written = fresh[-1]["seq"]
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/worker-log", {"chunks": chunks})
         return answer["acked"], answer.get("kill", False)
 
     def _finish(self, *, exit_code=None, killed=False, error=None, outputs=False, reason=None) -> None:

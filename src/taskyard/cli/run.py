@@ -43,7 +43,14 @@ DetachOpt = Annotated[bool, typer.Option("--detach", help="Print the task id and
 TaskIdOpt = Annotated[
     str | None, typer.Option("--task-id", help="Your own id for the task; the same id again re-attaches to it.")
 ]
-NoCaptureOpt = Annotated[bool, typer.Option("--no-capture", help="Do not keep the task's output (nothing to stream).")]
+NoCaptureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-capture",
+        help="Keep the task's output out of its log (nothing to stream); "
+        "`taskyard workers logs NAME` shows it while the worker lives.",
+    ),
+]
 TtlOpt = Annotated[
     str | None, typer.Option("--ttl", help="Stop the task if it runs longer, e.g. 90, 45s, 1h30m (Task Timed Out).")
 ]

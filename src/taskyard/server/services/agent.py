@@ -124,6 +124,12 @@ def append_logs(session: Session, worker: WorkerRow, task_id: str, chunks) -> tu
     return acked, task.stop_reason is not None and not TaskStatus(task.status).is_terminal()
 
 
+def may_log(session: Session, worker: WorkerRow, task_id: str) -> bool:
+    """Check that ``task_id`` is the worker's; return True if the task is to be killed."""
+    task = own_task(session, worker, task_id)
+    return task.stop_reason is not None and not TaskStatus(task.status).is_terminal()
+
+
 def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) -> TaskRow:
     task = own_task(session, worker, task_id)
     touch(worker)
