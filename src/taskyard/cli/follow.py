@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from taskyard.cli.exit_codes import ExitCode
 from taskyard.cli.output import write_chunk
 from taskyard.errors import TaskyardError
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from taskyard.sdk import Task
     from taskyard.status import TaskStatus
 
-INTERRUPTED = 130  # the shell's code for Ctrl+C
+INTERRUPTED = ExitCode.INTERRUPTED  # the shell's code for Ctrl+C
 POLL_SECONDS = 0.5
 
 

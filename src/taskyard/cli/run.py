@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from taskyard.sdk import Task
     from taskyard.status import TaskStatus
 
-SUCCESS, FAILED, OTHER_END = 0, 1, 3
+from taskyard.cli.exit_codes import ExitCode, for_status
+
+FAILED, OTHER_END = ExitCode.FAILED, ExitCode.OTHER_END
 
 FileArg = Annotated[
     str, typer.Argument(help="The script to run (.py, .sh or .ipynb), relative to --files.", show_default=False)
@@ -118,9 +120,11 @@ def run(
 
     [bold]Exit codes[/]
     0    Success
-    1    Failed (the script exited non-zero), or an error
-    2    bad usage or input
+    1    Failed (the script exited non-zero)
+    2    bad usage or input, incl. a folder over the server's upload limit
     3    any other end: Killed, Runtime Error, Task Timed Out...
+    4    the server could not be reached or refused the token
+    5    not found
     130  Ctrl+C: you stopped following; the task goes on
     """
     from taskyard.sdk import submit
@@ -220,9 +224,7 @@ def _fields(config: WorkerConfig) -> dict:
 
 
 def exit_code(status: TaskStatus) -> int:
-    from taskyard.status import TaskStatus
-
-    return {TaskStatus.SUCCESS: SUCCESS, TaskStatus.FAILED: FAILED}.get(status, OTHER_END)
+    return for_status(status)
 
 
 def summary(info: TaskInfo, keep_worker: bool) -> str:
