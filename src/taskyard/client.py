@@ -86,6 +86,10 @@ class Client:
         """The files in the task's outputs and their sizes (NotFound while it has none)."""
         return OutputFiles.model_validate_json(self.request("GET", f"/tasks/{task_id}/outputs/files").content)
 
+    def output_tail(self, task_id: str, name: str, lines: int) -> str:
+        """The last ``lines`` lines of file ``name`` of the task's outputs."""
+        return self.request("GET", f"/tasks/{task_id}/outputs/tail", params={"name": name, "lines": lines}).text
+
     def metadata(self, task_id: str) -> dict[str, str]:
         return TaskMetadata.model_validate_json(self.request("GET", f"/tasks/{task_id}/metadata").content).metadata
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO, cast
 
-from taskyard import bundle, notebook_task
+from taskyard import bundle, notebook_task, task_files
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
 from taskyard.errors import InvalidInput, NotFound
@@ -306,6 +306,19 @@ class Task:
         Raises NotFound while the task has no outputs (before it ends, or if it wrote none).
         """
         return self.client.output_files(self.id)
+
+    def list_files(self) -> list[str]:
+        """The task's files: ``stdout.txt`` and ``stderr.txt`` (what it printed on each stream), then
+        the files of its outputs once it has them (see :meth:`get_output_info` for their sizes)."""
+        return task_files.names(self)
+
+    def tail_files(
+        self, files: Sequence[str] | None = None, lines: int = 10, follow: bool = False, *, file: TextIO | None = None
+    ) -> None:
+        """Print the last ``lines`` lines of each of ``files`` (names as :meth:`list_files` gives them;
+        default: all). With ``follow``, go on printing what the task prints to ``stdout.txt`` /
+        ``stderr.txt`` until it ends. A name it does not have raises NotFound."""
+        task_files.tail(self, files, lines, follow, file or sys.stdout)
 
     def get_computation_time(self) -> float | None:
         """Seconds the task has spent In Progress (so far, if it still runs); None if it never ran."""

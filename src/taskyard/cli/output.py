@@ -129,6 +129,11 @@ def _text(value: Any) -> Any:
     return Text("-" if value is None or value == "" else str(value))
 
 
+def stdout_console() -> Any:
+    """The Rich console of stdout; wide when stdout is not a terminal."""
+    return _stdout_console()
+
+
 def _stdout_console() -> Any:
     from rich.console import Console
 

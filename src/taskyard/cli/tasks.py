@@ -149,3 +149,13 @@ def download(
         typer.echo(f"outputs of task {task_id} saved to {target.resolve()}")
     else:
         typer.echo(f"partial outputs of task {task_id} (it did not succeed) saved to {target.resolve()}")
+
+
+# -- the Inductiva views: info, list-files, tail, top (in taskyard.cli.task_views) -----------------
+
+from taskyard.cli import task_views  # noqa: E402  (after the app it registers on)
+
+app.command("info")(task_views.info)
+app.command("list-files")(task_views.list_files)
+app.command("tail")(task_views.tail)
+app.command("top")(task_views.top)

@@ -160,6 +160,16 @@ def output_files(task_id: str, plane: PlaneDep, user: UserDep) -> OutputFiles:
     return output_service.list_files(plane.storage.path(task.outputs_key), partial=task.outputs_partial)
 
 
+@router.get("/{task_id}/outputs/tail", response_class=PlainTextResponse)
+def output_tail(task_id: str, name: str, plane: PlaneDep, user: UserDep, lines: int = 10) -> str:
+    """The last ``lines`` lines of one file of the task's outputs; NotFound while it has none, or no such file."""
+    with plane.transaction() as session:
+        task = task_service.get_task(session, user, task_id)
+    if task.outputs_key is None:
+        raise NotFound(f"task {task_id!r} has no outputs")
+    return output_service.tail_file(plane.storage.path(task.outputs_key), name, lines)
+
+
 @router.get("/{task_id}/metadata", response_model=TaskMetadata)
 def metadata(task_id: str, plane: PlaneDep, user: UserDep) -> TaskMetadata:
     with plane.transaction() as session:
