@@ -337,7 +337,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
 @pytest.mark.parametrize(
     "group, commands",
     [
-        ("tasks", ["list", "show", "logs", "kill", "download"]),
+        ("tasks", ["list", "show", "logs", "kill", "download", "info", "list-files", "tail", "top"]),
         ("workers", ["list", "terminate", "logs"]),
         ("pools", ["create", "list", "delete"]),
         ("users", ["add", "list", "whoami"]),
@@ -347,7 +347,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
 def test_group_help_lists_its_commands(cli, group, commands):
     result = invoke(cli, group, "--help")
     assert result.exit_code == 0, result.output
-    listed = re.findall(r"^│ (\w+) ", result.stdout, flags=re.MULTILINE)
+    listed = re.findall(r"^│ (\w[\w-]*) ", result.stdout, flags=re.MULTILINE)
     assert listed == commands
 
 

@@ -15,7 +15,7 @@ from taskyard.client import reset_default_client
 from taskyard.errors import Conflict, Forbidden, NotFound, TaskyardError, TooLarge
 from taskyard.status import TaskStatus
 
-from support import EXAMPLES, default_client_of, wait_for, write
+from support import EXAMPLES, Server, default_client_of, wait_for, write
 
 
 @pytest.fixture
@@ -44,10 +44,14 @@ def test_0_success_and_1_failed(cli):
 def test_2_bad_input_and_a_folder_over_the_upload_limit(cli, tmp_path, monkeypatch):
     assert invoke(cli, "run", "task_1.py", "--files", EXAMPLES, "-e", "NOVALUE").exit_code == 2
     assert invoke(cli, "tasks", "list", "--status", "Sleeping").exit_code == 2
-    write(tmp_path, "big.py", "print('big')\n")
-    (tmp_path / "data.bin").write_bytes(os.urandom(300_000))
-    monkeypatch.setenv("TASKYARD_MAX_UPLOAD_MB", "0.1")
-    result = invoke(cli, "run", "big.py", "--files", tmp_path)
+    write(tmp_path / "big", "big.py", "print('big')\n")
+    (tmp_path / "big" / "data.bin").write_bytes(os.urandom(300_000))
+    small = Server(tmp_path / "home", TASKYARD_MAX_UPLOAD_MB="0.1").start()
+    try:
+        with default_client_of(small, monkeypatch):
+            result = invoke(cli, "run", "big.py", "--files", tmp_path / "big")
+    finally:
+        small.stop()
     assert result.exit_code == ExitCode.BAD_INPUT == 2, result.output
     assert "too large to upload" in result.stderr
 

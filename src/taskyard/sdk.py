@@ -70,7 +70,7 @@ def submit(
         worker_config = worker_config_beside(folder, file_name)
     _check_requirements_file(folder, worker_config)
     client = client or default_client()
-    with bundle.pack(folder) as packed:
+    with bundle.pack(folder, max_bytes=client.upload_limit()) as packed:
         spec = TaskSpec(
             task_id=task_id,
             file_name=file_name,

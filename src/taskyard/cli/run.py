@@ -144,10 +144,23 @@ def run(
         parameters=parse_parameters(parameter or []) or None,
         execution_timeout=cell_timeout,
     )
+    note_embedded_start()
     if detach:
         typer.echo(task.id)
         return
     follow_to_the_end(task, keep_worker)
+
+
+def note_embedded_start() -> None:
+    """Say so when this command started the embedded server, and how to stop it."""
+    from taskyard import embedded
+
+    started = embedded.started_here()
+    if started is not None:
+        note(
+            f"started the embedded taskyard server at {started['url']} (home {started['home']}); it keeps "
+            "running in the background for later commands. Stop it with: taskyard server stop"
+        )
 
 
 def follow_to_the_end(task: Task, keep_worker: bool) -> NoReturn:

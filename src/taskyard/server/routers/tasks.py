@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
 from taskyard import settings
+from taskyard.bundle import raise_limit_hint
 from taskyard.errors import NotFound, TooLarge
 from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.notifier import task_key
@@ -25,8 +26,9 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
     limit = settings.max_upload_bytes()
     if spec.bundle_size > limit:
         raise TooLarge(
-            f"the task folder packs to {spec.bundle_size / 1e6:.1f} MB, over the limit of "
-            f"{limit // (1024 * 1024)} MB; exclude files with a .taskyardignore or raise TASKYARD_MAX_UPLOAD_MB",
+            f"the task folder packs to {spec.bundle_size / 1e6:.1f} MB, over this server's upload limit of "
+            f"{limit / (1024 * 1024):.3g} MB (TASKYARD_MAX_UPLOAD_MB where it runs); exclude files with a "
+            f".taskyardignore, or raise the limit on the server. {raise_limit_hint(spec.bundle_size)}",
             field="bundle_size",
         )
     present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
