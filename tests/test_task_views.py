@@ -85,7 +85,8 @@ def test_cli_info_list_files_and_tail(cli, server, tmp_path):
 
 
 def test_cli_tail_follow_exits_with_the_tasks_code(cli, server, tmp_path):
-    task = submit(server, tmp_path, "fail.py", "import time\nprint('up', flush=True)\ntime.sleep(1)\nraise SystemExit(4)\n")
+    code = "import time\nprint('up', flush=True)\ntime.sleep(1)\nraise SystemExit(4)\n"
+    task = submit(server, tmp_path, "fail.py", code)
     result = invoke(cli, "tasks", "tail", task.id, "stdout.txt", "-f")
     assert (result.exit_code, result.stdout) == (1, "up\n"), result.output
 

@@ -16,7 +16,7 @@ from typing import TextIO, cast
 from taskyard import bundle, notebook_task, task_files
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
-from taskyard.errors import InvalidInput, NotFound
+from taskyard.errors import InvalidInput, NotFound, Unsupported
 from taskyard.models import (
     OutputFiles,
     PoolInfo,
@@ -445,6 +445,24 @@ class Worker:
 
     def terminate(self) -> None:
         self._info = self.client.terminate_worker(self.name)
+
+    def open_notebook(self) -> None:
+        """Practicus opens Jupyter on the worker; taskyard workers run no Jupyter: raises Unsupported,
+        saying how to look into the worker instead."""
+        raise Unsupported(f"taskyard workers run no Jupyter server to open. {self._inspect_hint()}")
+
+    def open_vscode(self) -> None:
+        """Practicus opens VS Code on the worker; taskyard workers run none: raises Unsupported,
+        saying how to look into the worker instead."""
+        raise Unsupported(f"taskyard workers run no VS Code server to open. {self._inspect_hint()}")
+
+    def _inspect_hint(self) -> str:
+        return (
+            f"To look into worker {self.name}: worker.get_logs() (or `taskyard workers logs {self.name}`) for what "
+            "its tasks printed, task.download_outputs() for the files they wrote under $TASKYARD_OUTPUT_DIR; "
+            f"a worker of the local backend keeps its task's files in workers/{self.name}/task under the "
+            "server's home (~/.taskyard for the embedded server) until its next task or its end"
+        )
 
     def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
         """Run another task on this (kept) worker."""

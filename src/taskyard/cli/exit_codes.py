@@ -29,6 +29,7 @@ from taskyard.errors import (
     TaskyardError,
     TooLarge,
     Unauthorized,
+    Unsupported,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ ERROR_CODES: tuple[tuple[type[TaskyardError], ExitCode], ...] = (
     (InvalidInput, ExitCode.BAD_INPUT),
     (TooLarge, ExitCode.BAD_INPUT),
     (Conflict, ExitCode.BAD_INPUT),
+    (Unsupported, ExitCode.BAD_INPUT),
     (ServerUnavailable, ExitCode.UNREACHABLE),
     (Unauthorized, ExitCode.UNREACHABLE),
     (Forbidden, ExitCode.UNREACHABLE),

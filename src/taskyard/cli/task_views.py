@@ -6,6 +6,7 @@ task commands.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,10 +42,8 @@ def list_files(task_id: TaskIdArg) -> None:
 
     task = Task(task_id)
     rows: list[tuple] = [(name, "-", "log") for name in STREAMS]
-    try:
+    with contextlib.suppress(NotFound):  # no outputs (yet)
         rows += [(entry.name, entry.size, "output") for entry in task.get_output_info().files]
-    except NotFound:
-        pass  # no outputs (yet)
     print_table(("NAME", "SIZE", "KIND"), rows)
 
 
@@ -71,7 +70,8 @@ def tail(
 def top(
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 2.0,
     count: Annotated[
-        int | None, typer.Option("--count", "-n", min=1, help="Refresh this many times, then exit (default: until Ctrl+C).")
+        int | None,
+        typer.Option("--count", "-n", min=1, help="Refresh this many times, then exit (default: until Ctrl+C)."),
     ] = None,
 ) -> None:
     """A live view of the tasks that have not ended: status, worker, time since they started (or were
