@@ -22,6 +22,9 @@ class Plan:
     env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
     notebook_runs: int = 10  # notebooks: notebook tasks, and bare papermill runs
     idle_seconds: float = 2.0
+    outage_runs: int = 3  # outage: tasks whose control plane is down while they end
+    outage_task_seconds: float = 10.0
+    outage_seconds: float = 12.0  # longer than the task: it ends while the control plane is down
     submit_threads: int = 4
 
 
@@ -43,4 +46,7 @@ SMOKE = Plan(
     env_runs=1,
     notebook_runs=1,
     idle_seconds=0.5,
+    outage_runs=1,
+    outage_task_seconds=1.0,
+    outage_seconds=2.0,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -146,7 +147,8 @@ class StatusLine(NoStatus):
         if self._stopped.is_set() or not self._line_done:
             return
         spin = self.SPINNER[self._turn % len(self.SPINNER)]
-        sys.stderr.write(f"\r\x1b[2K{spin} {_label(self._info).plain}")
+        width = shutil.get_terminal_size().columns - 1  # a line that wraps could not be wiped
+        sys.stderr.write(f"\r\x1b[2K{spin} {_label(self._info).plain}"[: width + 5])
         sys.stderr.flush()
         self._shown = True
 
