@@ -42,8 +42,11 @@ def test_uncaptured_output_is_in_the_worker_log_only_and_masked(server, tmp_path
     with default_client_of(server, monkeypatch):
         shown = CliRunner().invoke(app, ["workers", "logs", worker.name])
     assert shown.exit_code == 0 and "to stdout, not captured" in shown.stdout
+    own_log = server.home / "blobs" / "workers" / worker.name / "output.log"
+    assert own_log.is_file() and value not in own_log.read_text()  # masked at rest too
     worker.terminate()
     wait_for(lambda: worker.status.is_finished(), timeout=30)
+    wait_for(lambda: not own_log.exists(), timeout=10)  # dropped once the worker has ended
     assert "not captured" not in worker.get_logs()  # kept while the worker lives only
 
 
