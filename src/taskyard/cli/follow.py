@@ -111,6 +111,7 @@ class StatusLine(NoStatus):
         self._task = task
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._ask = threading.Event()  # set: poll the task now, not at the next tick
         self._info = task.refresh()
         self._turn = 0
         self._shown = False
@@ -124,14 +125,22 @@ class StatusLine(NoStatus):
             write_chunk(stream, text)
             self._line_done = text.endswith("\n")
             self._draw_locked()
+        status = self._info.status
+        if not status.is_running() and not status.is_terminal():
+            self._ask.set()  # it prints, so it runs: show that without waiting for the next tick
 
     def stop(self) -> None:
         with self._lock:
             self._stopped.set()
+            self._ask.set()
             self._wipe()
 
     def _poll(self) -> None:
-        while not self._stopped.wait(POLL_SECONDS):
+        while True:
+            self._ask.wait(POLL_SECONDS)
+            self._ask.clear()
+            if self._stopped.is_set():
+                return
             try:
                 self._info = self._task.client.task(self._task.id)
             except TaskyardError:
