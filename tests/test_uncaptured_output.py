@@ -60,3 +60,14 @@ def test_a_second_uncaptured_task_on_a_kept_worker_adds_to_its_log(server, tmp_p
     assert worker.get_logs().endswith("first run\nsecond run\n")
     assert taskyard.tasks.get_tasks(1, client=server.client)[0].get_status() is TaskStatus.SUCCESS
     worker.terminate()
+
+
+def test_run_no_capture_says_where_the_output_went(server, tmp_path, monkeypatch):
+    write(tmp_path, "quiet.py", "print('kept in the worker log')\n")
+    with default_client_of(server, monkeypatch):
+        result = CliRunner().invoke(app, ["run", "quiet.py", "--files", str(tmp_path), "--no-capture", "--keep-worker"])
+    assert result.exit_code == 0 and result.stdout == "", result.output
+    name = result.stderr.split("taskyard workers logs ", 1)[1].split(",", 1)[0]
+    worker = taskyard.Worker(name, client=server.client)
+    assert "kept in the worker log" in worker.get_logs()
+    worker.terminate()

@@ -148,7 +148,7 @@ def run(
     if detach:
         typer.echo(task.id)
         return
-    follow_to_the_end(task, keep_worker)
+    follow_to_the_end(task, keep_worker, uncaptured=no_capture)
 
 
 def note_embedded_start() -> None:
@@ -163,12 +163,16 @@ def note_embedded_start() -> None:
         )
 
 
-def follow_to_the_end(task: Task, keep_worker: bool) -> NoReturn:
+def follow_to_the_end(task: Task, keep_worker: bool, *, uncaptured: bool = False) -> NoReturn:
     """Stream the task's output, print a summary line and exit with the code for its final status."""
     from taskyard.cli.follow import follow
 
     status = follow(task)
-    note(summary(task.refresh(), keep_worker))
+    info = task.refresh()
+    note(summary(info, keep_worker))
+    if uncaptured and info.worker_name:
+        where = "it lives" if keep_worker else "it lives (--keep-worker keeps it)"
+        note(f"its output is in its worker's log: taskyard workers logs {info.worker_name}, while {where}")
     raise typer.Exit(exit_code(status))
 
 
