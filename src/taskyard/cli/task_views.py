@@ -99,7 +99,7 @@ def _top_table(client):
     going = [task for task in client.list_tasks(limit=TOP_SCAN).tasks if not task.status.is_terminal()]
     table = Table(box=box.SIMPLE_HEAD, title=f"{len(going)} task(s) not ended", title_justify="left")
     for column in TOP_COLUMNS:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for task in going:
         table.add_row(*_top_row(task))
     return table
