@@ -18,6 +18,7 @@ from . import (
     kill,
     logs,
     notebooks,
+    outage,
     ray_side,
     report,
     sandbox,
@@ -43,6 +44,7 @@ MEASUREMENTS = {
     "notebooks": notebooks.run,
     "callbacks": callbacks.run,
     "workflow": workflow.run,
+    "outage": outage.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

@@ -2,7 +2,7 @@
 
 One control plane (warm pool). Each run first empties the environment cache (untimed, no task
 running), then times the same ``run_task`` twice through the SDK, submit to Success with the logs
-in hand: a task with ``python_requirements=["six==1.16.0"]`` whose first start builds the
+in hand: a task with ``python_requirements=["cowsay==6.1"]`` whose first start builds the
 environment with uv (resolving and downloading from the package index, as any first use does),
 then the same task again, which finds it cached. Next to them: that task without requirements.
 """
@@ -22,9 +22,10 @@ from .figures import BenchError, Figure, Target, single, spread
 from .harness import call_with_timeout, expected_warm, progress, running, settle, timed
 from .plan import Plan
 
-REQUIREMENT = "six==1.16.0"
+REQUIREMENT = "cowsay==6.1"
 TASK = "task.py"
-CODE = "import sys\ntry:\n    import six\nexcept ImportError:\n    six = None\nprint('six', six and six.__version__)\n"
+# a package nothing of taskyard's own depends on, so the plain task finds none
+CODE = "try:\n    import cowsay\nexcept ImportError:\n    cowsay = None\nprint('cowsay', cowsay and cowsay.__version__)\n"
 RUN_TIMEOUT = 120.0
 
 
@@ -59,7 +60,7 @@ def _round(client, warm: int, folder: Path, cache: Path) -> dict[str, float]:
 
 def _task(client, folder: Path, kind: str) -> float:
     config = WorkerConfig(python_requirements=[REQUIREMENT]) if kind != "plain" else None
-    expected = "six 1.16.0" if kind != "plain" else "six None"
+    expected = "cowsay 6.1" if kind != "plain" else "cowsay None"
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         seconds, (_, success) = timed(lambda: run_task(TASK, folder, config, client=client))

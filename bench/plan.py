@@ -24,6 +24,9 @@ class Plan:
     callback_runs: int = 20  # callbacks: task exit to callback received
     workflow_runs: int = 10  # workflow: fan-in flow runs, and as many critical-path runs
     idle_seconds: float = 2.0
+    outage_runs: int = 3  # outage: tasks whose control plane is down while they end
+    outage_task_seconds: float = 10.0
+    outage_seconds: float = 12.0  # longer than the task: it ends while the control plane is down
     submit_threads: int = 4
 
 
@@ -47,4 +50,7 @@ SMOKE = Plan(
     callback_runs=3,
     workflow_runs=1,
     idle_seconds=0.5,
+    outage_runs=1,
+    outage_task_seconds=1.0,
+    outage_seconds=2.0,
 )

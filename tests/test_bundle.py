@@ -142,12 +142,13 @@ def test_too_large_after_packing(tmp_path: Path, scratch: Path) -> None:
         bundle.pack(root, max_bytes=1 * MB)
     message = str(info.value)
     assert info.value.field == "files_path"
-    assert "the limit is 1 MB" in message
+    assert "the limit is 1 MB, the server's" in message
     assert "packed size is over 1.0 MB" in message
     assert "data/part0.bin  683.6 KB" in message
     assert "data/part4.bin" in message and "data/part5.bin" not in message
     assert f"add patterns to a .taskyardignore file in {root}" in message
-    assert "point files_path at a smaller folder, or raise TASKYARD_MAX_UPLOAD_MB" in message
+    assert "point files_path at a smaller folder, or raise TASKYARD_MAX_UPLOAD_MB on the server" in message
+    assert "start it with TASKYARD_MAX_UPLOAD_MB=3 in its environment" in message  # holds its 2.6 MB
     assert list(scratch.iterdir()) == []  # the partial bundle is gone
 
 

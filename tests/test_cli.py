@@ -123,7 +123,7 @@ def test_detach_then_show_kill_and_logs(cli, server, tmp_path):
     assert (killed.exit_code, killed.stdout) == (0, "Killed\n"), killed.output
 
     followed = invoke(cli, "tasks", "logs", task_id, "-f")  # the task has ended: prints all and returns
-    assert followed.exit_code == 0, followed.output
+    assert followed.exit_code == 3, followed.output  # the code of its ending: Killed
     assert followed.stdout == "sleeping\n"
 
     table = invoke(cli, "tasks", "show", task_id)
@@ -229,7 +229,7 @@ def test_tasks_download_complete_and_partial_outputs(cli, tmp_path):
 def test_an_unknown_task_is_a_clean_error(cli):
     for command in (["show"], ["logs"], ["kill"], ["download"]):
         result = invoke(cli, "tasks", *command, "no-such-task")
-        assert_clean_error(result, 1)
+        assert_clean_error(result, 5)
         assert result.stderr == "error: no task 'no-such-task'\n"
 
 
@@ -237,7 +237,7 @@ def test_killing_a_finished_task_is_refused(cli):
     task_id = unique("finished")
     assert invoke(cli, "run", "task_1.py", "--files", EXAMPLES, "--task-id", task_id).exit_code == 0
     result = invoke(cli, "tasks", "kill", task_id)
-    assert_clean_error(result, 1)
+    assert_clean_error(result, 2)
     assert result.stderr.startswith("error: ") and "already ended" in result.stderr
 
 
@@ -280,7 +280,7 @@ def test_an_unreachable_server_says_what_to_do(cli, monkeypatch):
     monkeypatch.setenv("TASKYARD_URL", "http://127.0.0.1:9")
     reset_default_client()
     result = invoke(cli, "tasks", "list")
-    assert_clean_error(result, 1)
+    assert_clean_error(result, 4)
     assert result.stderr.startswith("error: cannot reach the taskyard server at http://127.0.0.1:9")
     assert "taskyard server status" in result.stderr
 
@@ -304,7 +304,7 @@ def test_users_add_prints_a_token_that_works(cli, monkeypatch):
     assert me.exit_code == 0, me.output
     assert me.stdout.startswith(f"{name} on http://")
     refused = invoke(cli, "users", "list")
-    assert_clean_error(refused, 1)
+    assert_clean_error(refused, 4)
     assert "only an admin" in refused.stderr
 
 
@@ -312,7 +312,7 @@ def test_a_wrong_token_is_a_clean_error_with_a_hint(cli, monkeypatch):
     monkeypatch.setenv("TASKYARD_TOKEN", "ty_wrong")
     reset_default_client()
     result = invoke(cli, "users", "whoami")
-    assert_clean_error(result, 1)
+    assert_clean_error(result, 4)
     assert "TASKYARD_TOKEN" in result.stderr
 
 
@@ -337,7 +337,8 @@ def test_root_help_lists_every_command_with_a_line(cli):
 @pytest.mark.parametrize(
     "group, commands",
     [
-        ("tasks", ["list", "show", "callback", "signing-secret", "logs", "kill", "download"]),
+        ("tasks", ["list", "show", "callback", "signing-secret", "logs", "kill", "download", "info", "list-files",
+                   "tail", "top"]),
         ("folders", ["push", "list"]),
         ("workers", ["list", "terminate", "logs"]),
         ("pools", ["create", "list", "delete"]),

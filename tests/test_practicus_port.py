@@ -59,6 +59,9 @@ def test_seed_deployer_task_logs_its_error_and_fails(sdk_env, capsys):
     err = capsys.readouterr().err
     assert success is False
     assert " INFO Starting model deployment task" in err
+    assert " ERROR Model directory is empty or does not exist." in err  # prt.logger.error, then the raise
+    assert "RuntimeError: Model directory is empty" in err
+    assert " INFO Starting model deployment task" in err
     assert " ERROR Model directory is empty or does not exist." in err
     assert "RuntimeError: Model directory is empty" in err
 

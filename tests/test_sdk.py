@@ -12,7 +12,7 @@ import taskyard
 from taskyard import TaskStatus, WorkerConfig
 from taskyard.errors import Conflict, InvalidInput, NotFound, TooLarge
 
-from support import EXAMPLES, wait_for, write
+from support import EXAMPLES, Server, wait_for, write
 
 
 def test_seed_python_task_prints_live_and_terminates_its_worker(sdk_env, capsys):
@@ -210,12 +210,15 @@ def test_api_refuses_bad_specs_with_field_and_reason(server):
     assert response.json()["error"]["field"] == "worker_config.worker_size"
 
 
-def test_upload_over_the_limit_is_refused_with_advice(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("TASKYARD_MAX_UPLOAD_MB", "0.01")
-    write(tmp_path, "t.py", "print(1)\n")
-    (tmp_path / "big.bin").write_bytes(__import__("os").urandom(200_000))
-    with pytest.raises(TooLarge, match=r"\.taskyardignore"):
-        taskyard.submit("t.py", files_path=tmp_path, client=server.client)
+def test_upload_over_the_limit_is_refused_with_advice(tmp_path):
+    server = Server(tmp_path / "home", TASKYARD_MAX_UPLOAD_MB="0.01").start()  # the server's limit counts
+    try:
+        write(tmp_path, "t.py", "print(1)\n")
+        (tmp_path / "big.bin").write_bytes(__import__("os").urandom(200_000))
+        with pytest.raises(TooLarge, match=r"\.taskyardignore"):
+            taskyard.submit("t.py", files_path=tmp_path, client=server.client)
+    finally:
+        server.stop()
 
 
 def test_junk_folders_are_not_uploaded(server, tmp_path):

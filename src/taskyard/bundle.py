@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import re
 import stat
@@ -192,12 +193,21 @@ def _too_large(root: Path, limit: int, why: str, sizes: dict[Path, int]) -> TooL
     largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0].as_posix()))[:5]
     listing = "\n".join(f"  {rel.as_posix()}  {_human(size)}" for rel, size in largest)
     message = (
-        f"task folder {str(root)!r} is too large to upload: the limit is {limit / _MB:g} MB "
-        f"(TASKYARD_MAX_UPLOAD_MB) and {why}.\nLargest files:\n{listing or '  (none)'}\n"
+        f"task folder {str(root)!r} is too large to upload: the limit is {limit / _MB:.3g} MB, the server's "
+        f"(TASKYARD_MAX_UPLOAD_MB where it runs), and {why}.\nLargest files:\n{listing or '  (none)'}\n"
         f"To fix it: add patterns to a {IGNORE_FILE} file in {root}, point files_path at a smaller "
-        "folder, or raise TASKYARD_MAX_UPLOAD_MB."
+        f"folder, or raise TASKYARD_MAX_UPLOAD_MB on the server. {raise_limit_hint(sum(sizes.values()))}"
     )
     return TooLarge(message, field="files_path")
+
+
+def raise_limit_hint(size: int) -> str:
+    """How to raise the server's upload limit to hold ``size`` bytes."""
+    mb = max(1, math.ceil(size * 1.1 / _MB))
+    return (
+        f"A server you run yourself: start it with TASKYARD_MAX_UPLOAD_MB={mb} in its environment "
+        f"(the embedded one: `taskyard server stop`, then run again with TASKYARD_MAX_UPLOAD_MB={mb} set)."
+    )
 
 
 def _human(n: float) -> str:

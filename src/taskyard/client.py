@@ -36,6 +36,7 @@ class Client:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=5.0),
         )
+        self._upload_limit: int | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -57,9 +58,22 @@ class Client:
         body = spec.model_dump(mode="json", exclude_none=True)
         return TaskInfo.model_validate_json(self.request("POST", "/tasks", json=body).content)
 
+    def upload_limit(self) -> int:
+        """The largest task folder (packed) the server takes, in bytes: its TASKYARD_MAX_UPLOAD_MB."""
+        if self._upload_limit is None:
+            from taskyard import settings
+
+            answer = self.request("GET", "/health").json()
+            self._upload_limit = int(answer.get("max_upload_bytes") or settings.max_upload_bytes())
+        return self._upload_limit
+
     def upload_bundle(self, task_id: str, path: Path) -> TaskInfo:
-        with open(path, "rb") as data:
-            response = self.request("PUT", f"/tasks/{task_id}/bundle", content=data, timeout=600)
+        """Upload the packed task folder, in pieces; a large one shows a progress bar on a terminal."""
+        from taskyard import upload_progress
+
+        with open(path, "rb") as data, upload_progress.bar(path.stat().st_size) as advance:
+            pieces = upload_progress.pieces(data, advance)
+            response = self.request("PUT", f"/tasks/{task_id}/bundle", content=pieces, timeout=600)
         return TaskInfo.model_validate_json(response.content)
 
     def task(self, task_id: str) -> TaskInfo:
@@ -109,6 +123,10 @@ class Client:
     def output_files(self, task_id: str) -> OutputFiles:
         """The files in the task's outputs and their sizes (NotFound while it has none)."""
         return OutputFiles.model_validate_json(self.request("GET", f"/tasks/{task_id}/outputs/files").content)
+
+    def output_tail(self, task_id: str, name: str, lines: int) -> str:
+        """The last ``lines`` lines of file ``name`` of the task's outputs."""
+        return self.request("GET", f"/tasks/{task_id}/outputs/tail", params={"name": name, "lines": lines}).text
 
     def metadata(self, task_id: str) -> dict[str, str]:
         return TaskMetadata.model_validate_json(self.request("GET", f"/tasks/{task_id}/metadata").content).metadata

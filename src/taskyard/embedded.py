@@ -22,6 +22,7 @@ from taskyard import settings
 from taskyard.errors import ServerUnavailable
 
 START_TIMEOUT = 30.0
+_started_here: list[dict] = []  # the state of each embedded server this process started
 
 
 def state_path(home: Path | None = None) -> Path:
@@ -75,8 +76,16 @@ def ensure_running(home: Path | None = None) -> tuple[str, str]:
     state = status(home)
     if state is None:
         with _lock(home):
-            state = status(home) or _start(home)
+            state = status(home)
+            if state is None:
+                state = _start(home)
+                _started_here.append({**state, "home": str(home)})
     return state["url"], token
+
+
+def started_here() -> dict | None:
+    """``{"url", "pid", "home"}`` of the embedded server this process started, if it started one."""
+    return _started_here[-1] if _started_here else None
 
 
 @contextmanager

@@ -72,6 +72,13 @@ class TaskError(TaskyardError):
     http_status = 400
 
 
+class Unsupported(TaskyardError, NotImplementedError):
+    """A name of the Practicus or Inductiva API that means nothing here; the message says what to use."""
+
+    code = "unsupported"
+    http_status = 501
+
+
 class ServerUnavailable(TaskyardError, ConnectionError):
     code = "server_unavailable"
     http_status = 503
@@ -90,6 +97,7 @@ ERRORS_BY_CODE: dict[str, type[TaskyardError]] = {
         IllegalTransition,
         TooLarge,
         TaskError,
+        Unsupported,
         ServerUnavailable,
     )
 }

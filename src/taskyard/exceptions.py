@@ -20,6 +20,7 @@ from taskyard.errors import (
     TaskyardError,
     TooLarge,
     Unauthorized,
+    Unsupported,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "TaskyardError",
     "TooLarge",
     "Unauthorized",
+    "Unsupported",
 ]

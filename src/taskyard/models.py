@@ -329,6 +329,7 @@ class NextTask(BaseModel):
 class AgentEvent(BaseModel):
     status: TaskStatus
     reason: str | None = None
+    at: float | None = None  # when the agent saw it (seconds since the epoch); recorded instead of the arrival
 
 
 class AgentLogs(BaseModel):
@@ -347,6 +348,8 @@ class AgentFinish(BaseModel):
     error: str | None = None  # a failure outside the task itself (runtime error)
     reason: str | None = None  # why the task ended so, when the agent knows better than its exit code
     chunks: list[LogChunk] = []
+    exited_at: float | None = None  # when the task's process ended (seconds since the epoch), as the agent saw it
+    ended_at: float | None = None  # when the agent was done with the task (outputs uploaded)
 
 
 class AgentCommands(BaseModel):

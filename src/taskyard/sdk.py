@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO, cast
 
-from taskyard import bundle, callbacks, notebook_task
+from taskyard import bundle, callbacks, notebook_task, task_files
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
-from taskyard.errors import InvalidInput, NotFound
+from taskyard.errors import InvalidInput, NotFound, Unsupported
 from taskyard.models import (
     OutputFiles,
     PoolInfo,
@@ -61,6 +61,10 @@ def submit(
     (injected after its cell tagged ``parameters``) and ``execution_timeout`` (seconds a cell may
     run); a file that is not a notebook is refused before anything is uploaded. With ``callback_url``,
     the server POSTs the task's result there when it ends (``callback_url_token`` as its bearer token).
+    ``capture_task_output=False`` keeps the task's output out of its captured log (nothing is
+    streamed, ``Task.logs()`` shows none of it) but not lost: it goes, secrets masked, to the
+    worker's own log, which ``Worker.get_logs()`` and ``taskyard workers logs NAME`` show while the
+    worker lives (keep it with ``terminate_on_completion=False`` to read it afterwards).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
@@ -70,7 +74,7 @@ def submit(
         worker_config = worker_config_beside(folder, file_name)
     _check_requirements_file(folder, worker_config)
     client = client or default_client()
-    with bundle.pack(folder) as packed:
+    with bundle.pack(folder, max_bytes=client.upload_limit()) as packed:
         spec = TaskSpec(
             task_id=task_id,
             file_name=file_name,
@@ -151,8 +155,9 @@ def run_task(
 
     The worker is terminated afterwards unless ``terminate_on_completion=False``. ``python_venv_name``
     runs a ``.py`` with the interpreter of that virtual environment of the worker's host
-    (``~/.venv/NAME``). Other keyword arguments (``pool``, ``time_to_live``, ``max_retries``...)
-    are those of :func:`submit`.
+    (``~/.venv/NAME``). With ``capture_task_output=False`` nothing is printed here: the output goes
+    to the worker's own log, shown by ``worker.get_logs()`` while the worker lives. Other keyword
+    arguments (``pool``, ``time_to_live``, ``max_retries``...) are those of :func:`submit`.
     """
     task = submit(
         file_name,
@@ -320,6 +325,19 @@ class Task:
         """
         return self.client.output_files(self.id)
 
+    def list_files(self) -> list[str]:
+        """The task's files: ``stdout.txt`` and ``stderr.txt`` (what it printed on each stream), then
+        the files of its outputs once it has them (see :meth:`get_output_info` for their sizes)."""
+        return task_files.names(self)
+
+    def tail_files(
+        self, files: Sequence[str] | None = None, lines: int = 10, follow: bool = False, *, file: TextIO | None = None
+    ) -> None:
+        """Print the last ``lines`` lines of each of ``files`` (names as :meth:`list_files` gives them;
+        default: all). With ``follow``, go on printing what the task prints to ``stdout.txt`` /
+        ``stderr.txt`` until it ends. A name it does not have raises NotFound."""
+        task_files.tail(self, files, lines, follow, file or sys.stdout)
+
     def get_computation_time(self) -> float | None:
         """Seconds the task has spent In Progress (so far, if it still runs); None if it never ran."""
         spans = [change for change in self.refresh().status_history if change.status is TaskStatus.IN_PROGRESS]
@@ -438,11 +456,31 @@ class Worker:
         return info.sandboxed
 
     def get_logs(self, log_size_mb: float = 1) -> str:
-        """The last ``log_size_mb`` MB of what the tasks on this worker printed."""
+        """The last ``log_size_mb`` MB of what the tasks on this worker printed: their captured logs,
+        then, while the worker lives, the worker's own log (output of tasks run with
+        ``capture_task_output=False``), secrets masked in both."""
         return self.client.worker_logs(self.name, int(log_size_mb * 1024 * 1024))
 
     def terminate(self) -> None:
         self._info = self.client.terminate_worker(self.name)
+
+    def open_notebook(self) -> None:
+        """Practicus opens Jupyter on the worker; taskyard workers run no Jupyter: raises Unsupported,
+        saying how to look into the worker instead."""
+        raise Unsupported(f"taskyard workers run no Jupyter server to open. {self._inspect_hint()}")
+
+    def open_vscode(self) -> None:
+        """Practicus opens VS Code on the worker; taskyard workers run none: raises Unsupported,
+        saying how to look into the worker instead."""
+        raise Unsupported(f"taskyard workers run no VS Code server to open. {self._inspect_hint()}")
+
+    def _inspect_hint(self) -> str:
+        return (
+            f"To look into worker {self.name}: worker.get_logs() (or `taskyard workers logs {self.name}`) for what "
+            "its tasks printed, task.download_outputs() for the files they wrote under $TASKYARD_OUTPUT_DIR; "
+            f"a worker of the local backend keeps its task's files in workers/{self.name}/task under the "
+            "server's home (~/.taskyard for the embedded server) until its next task or its end"
+        )
 
     def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
         """Run another task on this (kept) worker."""

@@ -26,6 +26,7 @@ COMMANDS = {
     "ipynb": lambda f: [sys.executable, "-u", "-m", "taskyard.notebook_task", f],  # papermill, in the task's Python
 }
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
+WORKER_LOG_FILE = "task_output.log"  # in the worker's folder: the output of tasks that are not captured
 
 
 def folders(worker_dir: Path) -> list[Path]:
@@ -54,6 +55,7 @@ class TaskRun:
         self.repos = git.repositories(assignment.get("git_configs") or ())
         self.task_dir, self.output_dir, self.home_dir = folders(worker_dir)
         self.killed = False
+        self.exited_at: float | None = None  # when the task's process ended, by this host's clock
         self._oom_kills_before = 0
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
@@ -61,6 +63,10 @@ class TaskRun:
         self.masker = Masker.of(_secret_values(assignment))  # None: the task was given no secret
         self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker)
         self.pump.on_kill = self.kill
+        # Output of a task that is not captured goes to the worker's own log instead (see _send_worker_log).
+        self.worker_log = LogPump(self._send_worker_log, 0, self.masker)
+        self.worker_log.on_kill = self.kill
+        self._worker_log_written = 0
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -163,11 +169,14 @@ class TaskRun:
                 return -signal.SIGTERM
             self._oom_kills_before = self.isolation.oom_kills()
             self.process = self._start()
-        answer = self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "in_progress"})
+        started = {"status": "in_progress", "at": time.time()}  # the time seen here, whenever the report lands
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/events", started)
         if answer.get("kill"):
             self.kill()
         code = self._reap(self.process)
+        self.exited_at = time.time()
         self.pump.close()
+        self.worker_log.close()
         return code
 
     def _reap(self, process: subprocess.Popen) -> int:
@@ -185,25 +194,23 @@ class TaskRun:
         network = self.a.get("network", True)
         standby, self.standby = self.standby, None
         mounted = not self.isolation.shadowed(self._shown())  # the sandbox started ahead shows all the task needs
-        if standby is not None and network and self.a["capture_output"] and mounted:
+        pump = self.pump if self.a["capture_output"] else self.worker_log
+        if standby is not None and network and mounted:
             with contextlib.suppress(OSError):  # it died waiting: start the task the slow way
                 process = standby.become(command, self._env())
                 (self.worker_dir / PGID_FILE).write_text(str(process.pid))
-                self._capture(process)
+                self._capture(process, pump)
                 return process
         if standby is not None:
             standby.discard()
-        if not self.a["capture_output"]:
-            with open(self.worker_dir / "task_output.log", "ab") as out:
-                return self._popen(command, out, out, network=network)
         process = self._popen(command, subprocess.PIPE, subprocess.PIPE, network=network)
-        self._capture(process)
+        self._capture(process, pump)
         return process
 
-    def _capture(self, process: subprocess.Popen) -> None:
+    def _capture(self, process: subprocess.Popen, pump: LogPump | None = None) -> None:
         assert process.stdout is not None and process.stderr is not None  # started with both as pipes
         pipes = {"stdout": process.stdout, "stderr": process.stderr}
-        self.pump.attach({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
+        (pump or self.pump).attach({name: os.dup(pipe.fileno()) for name, pipe in pipes.items()})
         for pipe in pipes.values():
             pipe.close()
 
@@ -275,21 +282,34 @@ class TaskRun:
         answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
         return answer["acked"], answer.get("kill", False)
 
+    def _send_worker_log(self, chunks: list[dict]) -> tuple[int, bool]:
+        """Ship uncaptured output, masked, to the worker's own log on the control plane, and keep a copy
+        in ``task_output.log`` in the worker's folder (for whoever inspects a kept worker)."""
+        fresh = [chunk for chunk in chunks if chunk["seq"] > self._worker_log_written]
+        if fresh:
+            with open(self.worker_dir / WORKER_LOG_FILE, "a", encoding="utf-8", errors="replace") as out:
+                out.write("".join(chunk["text"] for chunk in fresh))
+            self._worker_log_written = fresh[-1]["seq"]
+        answer = self.client.call("POST", f"/tasks/{self.task_id}/worker-log", {"chunks": chunks})
+        return answer["acked"], answer.get("kill", False)
+
     def _finish(self, *, exit_code=None, killed=False, error=None, outputs=False, reason=None) -> None:
         if self.standby is not None:  # the task never started
             self.standby.discard()
             self.standby = None
         if self.python is not None:
             self.python.release()
-        if outputs:
-            self._upload_outputs(partial=killed or exit_code != 0)
+        ended_at = self.exited_at or time.time()  # waiting on the control plane for the logs is not the task's time
+        if outputs and self._upload_outputs(partial=killed or exit_code != 0):
+            ended_at = time.time()
         error, reason = self._masked(error), self._masked(reason)
         chunks = []
         note = error or reason
         if note is not None:
             seq = self.pump.last_seq + 1
             chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {note}\n"})
-        body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks}
+        body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks,
+                "exited_at": self.exited_at, "ended_at": ended_at}
         answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
         self.worker_done = answer.get("terminate", False)
 
@@ -299,17 +319,20 @@ class TaskRun:
             return text
         return self.masker.mask(text)
 
-    def _upload_outputs(self, partial: bool) -> None:
+    def _upload_outputs(self, partial: bool) -> bool:
+        """Upload what the task left in its output folder; False if it left nothing."""
         if not any(self.output_dir.iterdir()):
-            return
+            return False
         if not partial:
-            self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "finalizing"})
+            finalizing = {"status": "finalizing", "at": self.exited_at}
+            self.client.call("POST", f"/tasks/{self.task_id}/events", finalizing)
         from . import archive
 
         buffer = io.BytesIO()
         archive.pack_dir(self.output_dir, buffer)
         flag = "true" if partial else "false"
         self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
+        return True
 
 
 def _secret_values(assignment: dict) -> list[str]:

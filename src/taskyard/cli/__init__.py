@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import typer
 
-from taskyard.cli import flows, folders, output, pools, run, secrets, server, sizes, tasks, users, workers
+from taskyard.cli import exit_codes, flows, folders, output, pools, run, secrets, server, sizes, tasks, users, workers
 
 app = typer.Typer(
     name="taskyard",
     help="Run script tasks on isolated, on-demand workers.",
+    epilog=exit_codes.HELP,
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from taskyard.errors import InvalidInput, ServerUnavailable, TaskyardError, Unauthorized
+from taskyard.cli.exit_codes import ExitCode, for_error
+from taskyard.errors import ServerUnavailable, TaskyardError, Unauthorized
 
 if TYPE_CHECKING:
     from typer._click import Context  # the Context commands are invoked with; typer does not export it
 
-USAGE_ERROR = 2  # bad usage or input, as for the usage errors the command line parser reports
+USAGE_ERROR = ExitCode.BAD_INPUT  # as for the usage errors the command line parser reports
 
 HINTS: dict[type[TaskyardError], str] = {
     ServerUnavailable: "check TASKYARD_URL, or run `taskyard server status` to see the embedded server",
@@ -38,12 +39,12 @@ class CliGroup(TyperGroup):
 
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn taskyard and validation errors into one ``error: ...`` line on stderr and an exit code."""
+    """Turn taskyard and validation errors into one ``error: ...`` line on stderr and the exit code
+    of the table in :mod:`taskyard.cli.exit_codes`."""
     try:
         yield
     except TaskyardError as exc:
-        code = USAGE_ERROR if isinstance(exc, InvalidInput) else 1
-        fail(exc.message, field=exc.field, code=code, hint=_hint(exc))
+        fail(exc.message, field=exc.field, code=for_error(exc), hint=_hint(exc))
     except ValueError as exc:
         from pydantic import ValidationError
 
@@ -126,6 +127,11 @@ def _text(value: Any) -> Any:
     from rich.text import Text
 
     return Text("-" if value is None or value == "" else str(value))
+
+
+def stdout_console() -> Any:
+    """The Rich console of stdout; wide when stdout is not a terminal."""
+    return _stdout_console()
 
 
 def _stdout_console() -> Any:

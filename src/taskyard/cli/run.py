@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from taskyard.sdk import Task
     from taskyard.status import TaskStatus
 
-SUCCESS, FAILED, OTHER_END = 0, 1, 3
+from taskyard.cli.exit_codes import ExitCode, for_status
+
+FAILED, OTHER_END = ExitCode.FAILED, ExitCode.OTHER_END
 
 FileArg = Annotated[
     str, typer.Argument(help="The script to run (.py, .sh or .ipynb), relative to --files.", show_default=False)
@@ -44,7 +46,14 @@ DetachOpt = Annotated[bool, typer.Option("--detach", help="Print the task id and
 TaskIdOpt = Annotated[
     str | None, typer.Option("--task-id", help="Your own id for the task; the same id again re-attaches to it.")
 ]
-NoCaptureOpt = Annotated[bool, typer.Option("--no-capture", help="Do not keep the task's output (nothing to stream).")]
+NoCaptureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-capture",
+        help="Keep the task's output out of its log (nothing to stream); "
+        "`taskyard workers logs NAME` shows it while the worker lives.",
+    ),
+]
 TtlOpt = Annotated[
     str | None, typer.Option("--ttl", help="Stop the task if it runs longer, e.g. 90, 45s, 1h30m (Task Timed Out).")
 ]
@@ -136,9 +145,11 @@ def run(
 
     [bold]Exit codes[/]
     0    Success
-    1    Failed (the script exited non-zero), or an error
-    2    bad usage or input
+    1    Failed (the script exited non-zero)
+    2    bad usage or input, incl. a folder over the server's upload limit
     3    any other end: Killed, Runtime Error, Task Timed Out...
+    4    the server could not be reached or refused the token
+    5    not found
     130  Ctrl+C: you stopped following; the task goes on
     """
     from taskyard.sdk import submit
@@ -160,18 +171,35 @@ def run(
         callback_url=callback,
         callback_url_token=callback_token(callback_token_env),
     )
+    note_embedded_start()
     if detach:
         typer.echo(task.id)
         return
-    follow_to_the_end(task, keep_worker)
+    follow_to_the_end(task, keep_worker, uncaptured=no_capture)
 
 
-def follow_to_the_end(task: Task, keep_worker: bool) -> NoReturn:
+def note_embedded_start() -> None:
+    """Say so when this command started the embedded server, and how to stop it."""
+    from taskyard import embedded
+
+    started = embedded.started_here()
+    if started is not None:
+        note(
+            f"started the embedded taskyard server at {started['url']} (home {started['home']}); it keeps "
+            "running in the background for later commands. Stop it with: taskyard server stop"
+        )
+
+
+def follow_to_the_end(task: Task, keep_worker: bool, *, uncaptured: bool = False) -> NoReturn:
     """Stream the task's output, print a summary line and exit with the code for its final status."""
     from taskyard.cli.follow import follow
 
     status = follow(task)
-    note(summary(task.refresh(), keep_worker))
+    info = task.refresh()
+    note(summary(info, keep_worker))
+    if uncaptured and info.worker_name:
+        where = "it lives" if keep_worker else "it lives (--keep-worker keeps it)"
+        note(f"its output is in its worker's log: taskyard workers logs {info.worker_name}, while {where}")
     raise typer.Exit(exit_code(status))
 
 
@@ -244,9 +272,7 @@ def _fields(config: WorkerConfig) -> dict:
 
 
 def exit_code(status: TaskStatus) -> int:
-    from taskyard.status import TaskStatus
-
-    return {TaskStatus.SUCCESS: SUCCESS, TaskStatus.FAILED: FAILED}.get(status, OTHER_END)
+    return for_status(status)
 
 
 def summary(info: TaskInfo, keep_worker: bool) -> str:

@@ -57,7 +57,9 @@ def status() -> None:
     state = embedded.status()
     if state is None:
         typer.echo(f"the embedded server is not running (home: {settings.home()})")
-        raise typer.Exit(1)
+        from taskyard.cli.exit_codes import ExitCode
+
+        raise typer.Exit(ExitCode.UNREACHABLE)
     typer.echo(f"the embedded server is running at {state['url']} (pid {state['pid']}, home: {settings.home()})")
 
 

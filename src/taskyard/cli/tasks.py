@@ -162,15 +162,16 @@ def logs(
     task_id: TaskIdArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Go on printing until the task ends.")] = False,
 ) -> None:
-    """Print what a task has printed so far; with -f, follow it until it ends."""
+    """Print what a task has printed so far; with -f, follow it until it ends and exit with the code
+    of its ending (0 Success, 1 Failed, 3 any other: see `taskyard --help`)."""
     from taskyard.sdk import Task
 
     task = Task(task_id)
     if follow:
+        from taskyard.cli.exit_codes import for_status
         from taskyard.cli.follow import follow as follow_task
 
-        follow_task(task)
-        return
+        raise typer.Exit(for_status(follow_task(task)))
     sys.stdout.write(task.logs())
     sys.stdout.flush()
 
@@ -200,3 +201,13 @@ def download(
         typer.echo(f"outputs of task {task_id} saved to {target.resolve()}")
     else:
         typer.echo(f"partial outputs of task {task_id} (it did not succeed) saved to {target.resolve()}")
+
+
+# -- the Inductiva views: info, list-files, tail, top (in taskyard.cli.task_views) -----------------
+
+from taskyard.cli import task_views  # noqa: E402  (after the app it registers on)
+
+app.command("info")(task_views.info)
+app.command("list-files")(task_views.list_files)
+app.command("tail")(task_views.tail)
+app.command("top")(task_views.top)

@@ -54,7 +54,8 @@ def logs(
     name: NameArg,
     max_mb: Annotated[float, typer.Option("--max-mb", min=0.001, help="Print at most the last this many MB.")] = 1,
 ) -> None:
-    """Print what the tasks on a worker printed, oldest first."""
+    """Print what the tasks on a worker printed, oldest first; then, while it lives, its own log
+    (output of tasks run with --no-capture / capture_task_output=False)."""
     from taskyard.sdk import Worker
 
     sys.stdout.write(Worker(name).get_logs(log_size_mb=max_mb))

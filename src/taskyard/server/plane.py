@@ -18,7 +18,7 @@ from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
-from taskyard.server.services import pools
+from taskyard.server.services import pools, worker_output
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
 from taskyard.server.vault import Vault
@@ -67,6 +67,7 @@ def build_plane(config: ServerConfig) -> Plane:
     notifier = Notifier()
     _notify_after_commit(sessions, notifier)
     backend = make_backend(config.backend, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
+    storage = Storage(config.data_dir / "blobs")
     scheduler = Scheduler(
         sessions,
         notifier,
@@ -74,9 +75,9 @@ def build_plane(config: ServerConfig) -> Plane:
         max_workers=config.max_workers or settings.max_workers(),
         sizes=config,
         warm_workers=config.warm_workers,
+        on_worker_ended=lambda name: worker_output.drop(storage, name),  # a worker's own log lives as long as it
     )
     callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
-    storage = Storage(config.data_dir / "blobs")
     return Plane(config, sessions, notifier, storage, backend, scheduler, vault, callbacks)
 
 

@@ -12,6 +12,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -62,8 +63,10 @@ class Scheduler:
         max_workers: int,
         sizes: Sizes,
         warm_workers: int | None = None,
+        on_worker_ended: Callable[[str], None] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.on_worker_ended = on_worker_ended or (lambda name: None)  # told each worker it has terminated
         self.notifier = notifier
         self.backend = backend
         self.sizes = sizes
@@ -387,6 +390,7 @@ class Scheduler:
             with transaction(self.sessions) as session:
                 worker = _worker(session, name)
                 worker_service.mark_ended(session, worker, WorkerStatus.TERMINATED)
+            self.on_worker_ended(name)
         except Exception:
             log.exception("could not terminate worker %s; will retry", name)
         finally:

@@ -12,6 +12,7 @@ from taskyard.models import AgentAck, AgentCommands, AgentEvent, AgentFinish, Ag
 from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.services import agent as agent_service
+from taskyard.server.services import worker_output
 from taskyard.server.storage import bundle_key, outputs_key
 from taskyard.status import WorkerStatus
 
@@ -70,6 +71,14 @@ def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> A
     with plane.transaction() as session:
         acked, kill = agent_service.append_logs(session, _worker(session, worker), task_id, body.chunks)
         return AgentAck(acked=acked, kill=kill)
+
+
+@router.post("/tasks/{task_id}/worker-log", response_model=AgentAck)
+def worker_log(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    """Output of a task run with capture_task_output=False: into its worker's own log, not the task's."""
+    with plane.transaction() as session:
+        kill = agent_service.may_log(session, _worker(session, worker), task_id)
+    return AgentAck(acked=worker_output.append(plane.storage, worker, task_id, body.chunks), kill=kill)
 
 
 @router.put("/tasks/{task_id}/outputs")

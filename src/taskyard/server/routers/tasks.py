@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
 from taskyard import settings
+from taskyard.bundle import raise_limit_hint
 from taskyard.errors import NotFound, TooLarge
 from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.callbacks import outbox
@@ -36,8 +37,9 @@ def submit_spec(plane: Plane, user: UserRow, spec: TaskSpec) -> tuple[TaskInfo, 
     limit = settings.max_upload_bytes()
     if spec.bundle_size > limit:
         raise TooLarge(
-            f"the task folder packs to {spec.bundle_size / 1e6:.1f} MB, over the limit of "
-            f"{limit // (1024 * 1024)} MB; exclude files with a .taskyardignore or raise TASKYARD_MAX_UPLOAD_MB",
+            f"the task folder packs to {spec.bundle_size / 1e6:.1f} MB, over this server's upload limit of "
+            f"{limit / (1024 * 1024):.3g} MB (TASKYARD_MAX_UPLOAD_MB where it runs); exclude files with a "
+            f".taskyardignore, or raise the limit on the server. {raise_limit_hint(spec.bundle_size)}",
             field="bundle_size",
         )
     present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
@@ -169,6 +171,16 @@ def output_files(task_id: str, plane: PlaneDep, user: UserDep) -> OutputFiles:
     if task.outputs_key is None:
         raise NotFound(f"task {task_id!r} has no outputs")
     return output_service.list_files(plane.storage.path(task.outputs_key), partial=task.outputs_partial)
+
+
+@router.get("/{task_id}/outputs/tail", response_class=PlainTextResponse)
+def output_tail(task_id: str, name: str, plane: PlaneDep, user: UserDep, lines: int = 10) -> str:
+    """The last ``lines`` lines of one file of the task's outputs; NotFound while it has none, or no such file."""
+    with plane.transaction() as session:
+        task = task_service.get_task(session, user, task_id)
+    if task.outputs_key is None:
+        raise NotFound(f"task {task_id!r} has no outputs")
+    return output_service.tail_file(plane.storage.path(task.outputs_key), name, lines)
 
 
 @router.get("/{task_id}/metadata", response_model=TaskMetadata)

@@ -2,13 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import select
 
 from taskyard.models import WorkerInfo
-from taskyard.server.db.models import TaskRow
 from taskyard.server.routers.deps import PlaneDep, UserDep
-from taskyard.server.services import logs as log_service
 from taskyard.server.services import tasks as task_service
+from taskyard.server.services import worker_output
 from taskyard.server.services import workers as worker_service
 
 router = APIRouter(prefix="/workers", tags=["workers"])
@@ -43,9 +41,11 @@ def terminate(name: str, plane: PlaneDep, user: UserDep) -> WorkerInfo:
 
 @router.get("/{name}/logs", response_class=PlainTextResponse)
 def logs(name: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20) -> str:
-    """The output of the tasks this worker ran, oldest first, cut to the last ``max_bytes``."""
+    """The output of the tasks this worker ran, oldest first, then, while the worker lives, its own log
+    (what tasks run with capture_task_output=False printed); cut to the last ``max_bytes``."""
     with plane.transaction() as session:
-        worker_service.get_worker(session, user, name)
-        query = select(TaskRow.id).where(TaskRow.worker_name == name).order_by(TaskRow.created_at)
-        text = "".join(log_service.tail(session, task_id, max_bytes) for task_id in session.scalars(query))
-    return text[-max_bytes:]
+        text, alive = worker_service.task_logs(session, user, name, max_bytes)
+    if not alive:
+        worker_output.drop(plane.storage, name)
+        return text[-max_bytes:]
+    return (text + worker_output.read(plane.storage, name, max_bytes))[-max_bytes:]

@@ -114,7 +114,7 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
         raise Conflict(f"an agent cannot set a task to {ev.status.alias}", field="status")
     if TaskStatus(task.status).is_terminal():
         return True
-    set_status(session, task, ev.status, reason=ev.reason)
+    set_status(session, task, ev.status, reason=ev.reason, seen_at=ev.at)
     return False
 
 
@@ -122,6 +122,12 @@ def append_logs(session: Session, worker: WorkerRow, task_id: str, chunks) -> tu
     task = own_task(session, worker, task_id)
     acked = logs.append(session, task, chunks)
     return acked, task.stop_reason is not None and not TaskStatus(task.status).is_terminal()
+
+
+def may_log(session: Session, worker: WorkerRow, task_id: str) -> bool:
+    """Check that ``task_id`` is the worker's; return True if the task is to be killed."""
+    task = own_task(session, worker, task_id)
+    return task.stop_reason is not None and not TaskStatus(task.status).is_terminal()
 
 
 def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) -> TaskRow:
@@ -133,8 +139,8 @@ def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) 
     task.exit_code = fin.exit_code
     ending = _ending(task, fin)
     if ending in (TaskStatus.SUCCESS, TaskStatus.FAILED) and task.status != TaskStatus.FINALIZING.value:
-        set_status(session, task, TaskStatus.FINALIZING)
-    set_status(session, task, ending, reason=_stop_note(task) or _reason(fin))
+        set_status(session, task, TaskStatus.FINALIZING, seen_at=fin.exited_at)
+    set_status(session, task, ending, reason=_stop_note(task) or _reason(fin), seen_at=fin.ended_at)
     workers.release_fresh_worker(session, task)
     return task
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.orm import Session
 
@@ -17,11 +17,18 @@ def notify_on_commit(session: Session, *keys: str) -> None:
     session.info.setdefault("notify", set()).update(keys)
 
 
-def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | None = None) -> None:
-    """Move ``task`` to ``new``, refusing illegal transitions, and append it to the history."""
+def set_status(
+    session: Session, task: TaskRow, new: TaskStatus, reason: str | None = None, *, seen_at: float | None = None
+) -> None:
+    """Move ``task`` to ``new``, refusing illegal transitions, and append it to the history.
+
+    ``seen_at`` (seconds since the epoch) is when the agent saw the change happen; it is recorded
+    instead of the time the report arrived, so that a report held up by an outage of the control
+    plane does not stretch the status before it. It is kept between the previous change and now.
+    """
     old = TaskStatus(task.status)
     check_transition(old, new)
-    now = utcnow()
+    now = change_time(task, seen_at)
     task.status, task.status_at = new.value, now
     if reason is not None:
         task.reason = reason
@@ -38,6 +45,18 @@ def set_status(session: Session, task: TaskRow, new: TaskStatus, reason: str | N
     notify_on_commit(session, *keys)
 
 
+def change_time(task: TaskRow, seen_at: float | None) -> datetime:
+    """``seen_at`` as a time, no earlier than the task's last change and no later than now (clocks differ)."""
+    now = utcnow()
+    if seen_at is None:
+        return now
+    seen = min(now, datetime.fromtimestamp(seen_at, timezone.utc))
+    last = task.status_at
+    if last is None:
+        return seen
+    return max(last if last.tzinfo else last.replace(tzinfo=timezone.utc), seen)
+
+
 def _stamp_times(task: TaskRow, new: TaskStatus, now: datetime) -> None:
     if new not in (TaskStatus.WAITING_FOR_INPUT, TaskStatus.IN_QUEUE):
         task.target_worker = None  # out of the queue: it waits for no worker (a retry may run anywhere)
@@ -45,8 +64,9 @@ def _stamp_times(task: TaskRow, new: TaskStatus, now: datetime) -> None:
         task.started_at = now
         if task.time_to_live is not None:
             task.deadline_at = now + timedelta(seconds=task.time_to_live)
-    if new is TaskStatus.IN_QUEUE:
+    if new is TaskStatus.IN_QUEUE:  # first or again: a retry's times are its own, not its last attempt's
         task.stop_reason = task.stop_requested_at = task.deadline_at = None
+        task.started_at = task.finished_at = None
     if new.is_terminal():
         task.finished_at = now
         task.lease_token = task.lease_expires_at = None

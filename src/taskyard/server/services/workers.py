@@ -13,6 +13,7 @@ from taskyard.errors import NotFound
 from taskyard.models import WorkerInfo
 from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER, worker_key
+from taskyard.server.services import logs
 from taskyard.server.services.lifecycle import notify_on_commit, set_status
 from taskyard.server.services.users import hash_token, new_token
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
@@ -102,6 +103,15 @@ def get_worker(session: Session, user: UserRow, name: str) -> WorkerRow:
     if worker is None or not (user.is_admin or worker.user_id == user.id):
         raise NotFound(f"no worker {name!r}")
     return worker
+
+
+def task_logs(session: Session, user: UserRow, name: str, max_bytes: int) -> tuple[str, bool]:
+    """What the tasks of worker ``name`` printed, oldest first (about the last ``max_bytes`` of each),
+    and whether the worker still lives."""
+    worker = get_worker(session, user, name)
+    query = select(TaskRow.id).where(TaskRow.worker_name == name).order_by(TaskRow.created_at)
+    text = "".join(logs.tail(session, task_id, max_bytes) for task_id in session.scalars(query))
+    return text, not WorkerStatus(worker.status).is_finished()
 
 
 def list_workers(session: Session, user: UserRow, *, include_ended: bool = False) -> list[tuple[WorkerRow, str]]:

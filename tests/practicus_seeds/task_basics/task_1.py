@@ -1,0 +1,1 @@
+print("Hello from simple task 1")

@@ -1,0 +1,1 @@
+echo "Hello from simple task 2"
