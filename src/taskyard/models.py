@@ -348,3 +348,37 @@ class AgentFinish(BaseModel):
 class AgentCommands(BaseModel):
     kill: list[str] = []
     terminate: bool = False
+    commands: list[dict[str, Any]] = []  # orders for a kept worker (taskyard.agent.commands), each with its "id"
+
+
+class AgentCommandAnswer(BaseModel):
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+# -- commands to a kept worker ------------------------------------------------------------------
+
+
+class ExecRequest(BaseModel):
+    """One command to run in a kept worker, where its task ran."""
+
+    argv: list[str] = Field(min_length=1)
+    stdin: str | None = None
+    timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
+class ExecResult(BaseModel):
+    exit_code: int | None  # negative: killed by that signal
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False  # more than 1 MiB of a stream: the rest is cut
+
+
+class NotebookServerInfo(BaseModel):
+    url: str  # with its token: whoever has it reaches the server
+
+
+class ShellDoorInfo(BaseModel):
+    address: str  # host:port that lets in one connection, for a short while
+    key: str  # the connection's first line

@@ -18,6 +18,8 @@ from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
 from taskyard.errors import InvalidInput, NotFound
 from taskyard.models import (
+    ExecRequest,
+    ExecResult,
     OutputFiles,
     PoolInfo,
     PoolSpec,
@@ -426,11 +428,39 @@ class Worker:
     def terminate(self) -> None:
         self._info = self.client.terminate_worker(self.name)
 
+    def open_notebook(self, *, open_browser: bool = True) -> str:
+        """Start a Jupyter server inside this kept worker, where its task ran (its folder, environment and
+        sandbox), and return its URL, which carries its token. It is printed, and opened in a browser
+        where there is one; the server stops when the worker is terminated. The task's Python needs
+        ``taskyard[notebooks]``."""
+        url = self.client.open_notebook(self.name).url
+        print(f"Jupyter server in worker {self.name}: {url}")
+        if open_browser:
+            _open_browser(url)
+        return url
+
+    def exec(self, *command: str, stdin: str | None = None, timeout: float = 60) -> ExecResult:
+        """Run one command in this kept worker, where its task ran; its exit code and output."""
+        return self.client.exec_in_worker(self.name, ExecRequest(argv=list(command), stdin=stdin, timeout=timeout))
+
     def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
         """Run another task on this (kept) worker."""
         task = submit(file_name, files_path, worker=self, terminate_on_completion=False, client=self.client, **kwargs)
         status = task.wait(print_logs=kwargs.get("capture_task_output", True))
         return self, status is TaskStatus.SUCCESS
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in a graphical browser, if this machine has one to show; never fails for want of one.
+
+    Without a display, nothing is opened: a text browser would take over the terminal."""
+    import contextlib
+    import webbrowser
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return
+    with contextlib.suppress(Exception):
+        webbrowser.open(url)
 
 
 class Pool:

@@ -13,7 +13,7 @@ from taskyard import __version__
 from taskyard.errors import TaskyardError
 from taskyard.server.config import ServerConfig
 from taskyard.server.plane import Plane, build_plane
-from taskyard.server.routers import agent, meta, pools, secrets, sizes, tasks, users, workers
+from taskyard.server.routers import agent, meta, pools, secrets, sizes, tasks, users, worker_commands, workers
 from taskyard.server.services import users as user_service
 
 API = "/api/v1"
@@ -33,7 +33,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
     app.state.plane = plane
-    for module in (meta, tasks, workers, pools, sizes, users, secrets, agent):
+    for module in (meta, tasks, workers, worker_commands, pools, sizes, users, secrets, agent):
         app.include_router(module.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

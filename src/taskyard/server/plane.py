@@ -20,6 +20,7 @@ from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
+from taskyard.server.worker_commands import CommandBroker
 from taskyard.server.vault import Vault
 
 T = TypeVar("T")
@@ -36,6 +37,10 @@ class Plane:
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     users_by_token: dict[str, object] = field(default_factory=dict)
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
+    commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
+
+    def __post_init__(self) -> None:
+        self.commands = CommandBroker(self.notifier)
 
     def transaction(self):
         return transaction(self.sessions)
