@@ -73,6 +73,7 @@ class TaskSpec(BaseModel):
     python_venv_name: str | None = None  # run with this virtual environment of the worker's host (~/.venv/NAME)
     parameters: dict[str, Any] | None = None  # a notebook's parameters, injected by papermill (.ipynb only)
     execution_timeout: float | None = None  # seconds a notebook's cell may run (.ipynb only)
+    as_notebook: bool = False  # a .py in jupytext's percent format ("# %%" cells), run as a notebook
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_size: int = Field(ge=0)
 
@@ -84,10 +85,16 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _notebook_options(self) -> TaskSpec:
+        if self.as_notebook and PurePosixPath(self.file_name).suffix != notebook_task.SCRIPT_SUFFIX:
+            raise ValueError("as_notebook applies to a .py script (jupytext's percent format) only")
         given = [name for name in ("parameters", "execution_timeout") if getattr(self, name) is not None]
-        if given and PurePosixPath(self.file_name).suffix != notebook_task.SUFFIX:
-            raise ValueError(f"{' and '.join(given)} apply to notebook tasks (.ipynb) only")
+        if given and not self.is_notebook():
+            raise ValueError(f"{' and '.join(given)} apply to notebook tasks (.ipynb, or .py with as_notebook) only")
         return self
+
+    def is_notebook(self) -> bool:
+        """Does it run as a notebook (a .ipynb, or a .py with ``as_notebook``)?"""
+        return self.as_notebook or PurePosixPath(self.file_name).suffix == notebook_task.SUFFIX
 
     def retries_allowed(self) -> int:
         return self.max_retries or (3 if self.resubmit_on_preemption else 0)

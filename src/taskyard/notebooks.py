@@ -119,6 +119,18 @@ def validate_history() -> None:
         raise NotebookFailed(f"{len(failed_notebooks)} notebook(s) failed: {names}")
 
 
+def notebook_of_script(script: Path, folder: Path) -> Path:
+    """The notebook of a ``.py`` script in jupytext's percent format (a cell from each ``# %%`` line; a
+    ``# %% tags=["parameters"]`` cell takes the parameters), written as ``<name>.ipynb`` in ``folder``."""
+    try:
+        import jupytext
+    except ImportError:
+        raise TaskError("running a .py as a notebook needs jupytext: pip install 'taskyard[notebooks]'") from None
+    target = folder / f"{script.stem}{SUFFIX}"
+    jupytext.write(jupytext.read(script, fmt="py:percent"), target, fmt="ipynb")
+    return target
+
+
 def _notebook_path(input_path: str) -> Path:
     """``input_path``, or with ``.ipynb`` added when it has no suffix and only that form exists."""
     path = Path(input_path)

@@ -49,6 +49,7 @@ def submit(
     python_venv_name: str | None = None,
     parameters: dict | None = None,
     execution_timeout: str | float | None = None,
+    as_notebook: bool = False,
 ) -> Task:
     """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded.
 
@@ -59,10 +60,14 @@ def submit(
     a ``<task>_worker.json`` or ``default_worker.json`` beside the task file is used, if there is one
     (not for a task sent to a kept ``worker``). A notebook task (``.ipynb``) takes ``parameters``
     (injected after its cell tagged ``parameters``) and ``execution_timeout`` (seconds a cell may
-    run); a file that is not a notebook is refused before anything is uploaded.
+    run); a file that is not a notebook is refused before anything is uploaded. With ``as_notebook``,
+    a ``.py`` in jupytext's percent format (``# %%`` cells) runs as a notebook, with the same options
+    and outputs (the worker's Python needs ``taskyard[notebooks]``, which brings jupytext).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
+    if as_notebook and not file_name.endswith(notebook_task.SCRIPT_SUFFIX):
+        raise InvalidInput(f"as_notebook runs a .py script as a notebook; {file_name!r} is not one", field="file_name")
     _check_parameters(parameters)
     if worker_config is None and worker is None:
         worker_config = worker_config_beside(folder, file_name)
@@ -83,6 +88,7 @@ def submit(
             python_venv_name=python_venv_name,
             parameters=parameters,
             execution_timeout=cast("float | None", execution_timeout),
+            as_notebook=as_notebook,
             bundle_sha256=packed.sha256,
             bundle_size=packed.size,
         )

@@ -13,9 +13,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from .doors import NotebookServer, ShellDoor
 from .protocol import Refused, Unreachable
+
+if TYPE_CHECKING:
+    from .runner import TaskRun
 
 OUTPUT_MAX = 1024 * 1024  # bytes of each stream an exec sends back; the rest is cut
 EXEC_TIMEOUT = 60.0
@@ -29,7 +33,7 @@ class WorkerCommands:
     def __init__(self, client, worker_dir) -> None:
         self.client = client
         self.worker_dir = worker_dir
-        self.last_run = None  # the TaskRun of the worker's last task: where commands run
+        self.last_run: TaskRun | None = None  # the TaskRun of the worker's last task: where commands run
         self.notebook: NotebookServer | None = None
         self._doors: list[ShellDoor] = []
         self._lock = threading.Lock()
@@ -40,6 +44,7 @@ class WorkerCommands:
 
     def _carry_out(self, order: dict) -> None:
         keep: NotebookServer | None = None
+        body: dict[str, object]
         try:
             result, keep = self._do(order)
             body = {"result": result}

@@ -244,7 +244,9 @@ class ShellDoor:
 
     def _take_input(self, conn: socket.socket, terminal) -> None:
         reader = conn.makefile("rb")
-        sink = terminal if self.tty else self.process.stdin  # type: ignore[union-attr]
+        assert self.process is not None
+        sink = terminal if self.tty else self.process.stdin
+        assert sink is not None  # the terminal, or the shell's stdin pipe
         with contextlib.suppress(OSError, ValueError):
             while True:
                 kind, payload = receive(reader)

@@ -87,6 +87,10 @@ CellTimeoutOpt = Annotated[
     str | None, typer.Option("--cell-timeout", help="Stop a notebook whose cell runs longer, e.g. 60, 5m.")
 ]
 
+AsNotebookOpt = Annotated[
+    bool, typer.Option("--as-notebook", help="Run a .py in jupytext's percent format (# %% cells) as a notebook.")
+]
+
 
 def run(
     file: FileArg,
@@ -106,6 +110,7 @@ def run(
     config_file: ConfigOpt = None,
     parameter: ParameterOpt = None,
     cell_timeout: CellTimeoutOpt = None,
+    as_notebook: AsNotebookOpt = False,
 ) -> None:
     """Run a script task on a fresh worker and stream its output.
 
@@ -132,6 +137,7 @@ def run(
         python_venv_name=venv,
         parameters=parse_parameters(parameter or []) or None,
         execution_timeout=cell_timeout,
+        as_notebook=as_notebook,
     )
     if detach:
         typer.echo(task.id)

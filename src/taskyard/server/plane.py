@@ -20,8 +20,8 @@ from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
-from taskyard.server.worker_commands import CommandBroker
 from taskyard.server.vault import Vault
+from taskyard.server.worker_commands import CommandBroker
 
 T = TypeVar("T")
 
