@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 READY_WITHIN = 120.0  # seconds a Jupyter server may take to answer for the first time
 SOCKET_NAME = ".jupyter.sock"
@@ -198,15 +199,16 @@ class ShellDoor:
 
     def _serve(self) -> None:
         try:
-            conn = self._let_in()
-            if conn is not None:
-                with conn:
-                    self._shell(conn)
+            let_in = self._let_in()
+            if let_in is not None:
+                with let_in[0]:
+                    self._shell(*let_in)
         finally:
             self.close()
 
-    def _let_in(self) -> socket.socket | None:
-        """The first connection, if it brings the key within ``DOOR_OPEN_FOR``; the door then shuts."""
+    def _let_in(self) -> tuple[socket.socket, Any] | None:
+        """The first connection (and its reader), if it brings the key within ``DOOR_OPEN_FOR``; the door
+        then shuts."""
         try:
             conn, _ = self.listener.accept()
         except OSError:
@@ -220,9 +222,9 @@ class ShellDoor:
             conn.close()
             return None
         conn.settimeout(None)
-        return conn
+        return conn, reader
 
-    def _shell(self, conn: socket.socket) -> None:
+    def _shell(self, conn: socket.socket, reader) -> None:
         if self.tty:
             import pty
 
@@ -236,14 +238,13 @@ class ShellDoor:
             self.process = self.run.start_inside([SHELL], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                  stderr=subprocess.STDOUT)
             output = self.process.stdout  # type: ignore[assignment]
-        threading.Thread(target=self._take_input, args=(conn, output), daemon=True).start()
+        threading.Thread(target=self._take_input, args=(reader, output), daemon=True).start()
         _relay_output(output, conn)
         code = self.process.wait()
         with contextlib.suppress(OSError):
             send(conn, b"x", str(code).encode())
 
-    def _take_input(self, conn: socket.socket, terminal) -> None:
-        reader = conn.makefile("rb")
+    def _take_input(self, reader, terminal) -> None:
         assert self.process is not None
         sink = terminal if self.tty else self.process.stdin
         assert sink is not None  # the terminal, or the shell's stdin pipe

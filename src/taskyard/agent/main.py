@@ -53,11 +53,11 @@ class Agent:
                 return
             if answer.get("task"):
                 standby, self.standby = self.standby, None
-                run = self.current = TaskRun(
+                run = self.current = self.commands.last_run = TaskRun(
                     self.client, self.worker_dir, answer["task"], self.isolation, standby, self.python
                 )
                 run.run()
-                self.current, self.commands.last_run = None, run
+                self.current = None
                 if run.worker_done:
                     return
 
