@@ -12,10 +12,12 @@ any failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +125,8 @@ def notebook_of_script(script: Path, folder: Path) -> Path:
     """The notebook of a ``.py`` script in jupytext's percent format (a cell from each ``# %%`` line; a
     ``# %% tags=["parameters"]`` cell takes the parameters), written as ``<name>.ipynb`` in ``folder``."""
     try:
-        import jupytext
+        with quick_jsonschema():
+            import jupytext
     except ImportError:
         raise TaskError("running a .py as a notebook needs jupytext: pip install 'taskyard[notebooks]'") from None
     target = folder / f"{script.stem}{SUFFIX}"
@@ -160,7 +163,8 @@ def _move(output: Path, target: Path) -> None:
 def _papermill(source: Path, output: Path, parameters: dict | None, cwd: str | None, kernel_name: str | None,
                kwargs: dict) -> None:
     """Run papermill with the task's defaults: named kernel, no progress bar, cell output to our streams."""
-    import papermill
+    with quick_jsonschema():
+        import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     kernel = kernel_name or DEFAULT_KERNEL
@@ -170,6 +174,23 @@ def _papermill(source: Path, output: Path, parameters: dict | None, cwd: str | N
         options.setdefault("kernel_manager_class", _kernel_manager_class())
     papermill.execute_notebook(str(source), str(output), parameters=parameters or {}, cwd=cwd, kernel_name=kernel,
                                **options)
+
+
+@contextlib.contextmanager
+def quick_jsonschema() -> Iterator[None]:
+    """Import what imports nbformat (papermill, jupytext) without jsonschema's IRI format checker.
+
+    jsonschema loads ``rfc3987_syntax`` when it is installed (jupyter-server brings it), and that
+    builds a grammar at import: seconds on every notebook run, for a check no notebook schema
+    makes. It is held back only while jsonschema is first imported; a later import of it works."""
+    hold = "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules
+    if hold:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # "not installed", for this import
+    try:
+        yield
+    finally:
+        if hold and sys.modules.get("rfc3987_syntax", 0) is None:
+            del sys.modules["rfc3987_syntax"]
 
 
 def _kernel_manager_class() -> type:
