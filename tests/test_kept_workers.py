@@ -177,3 +177,14 @@ def test_open_notebook_serves_jupyter_with_its_token_only_and_stops_with_the_wor
     wait_for(lambda: kept.status is not WorkerStatus.RUNNING and not jupyter_servers(server), timeout=60)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/api/status", headers={"Authorization": f"token {token}"}, timeout=5)
+
+
+def test_the_readme_example_runs_as_written(server):
+    pytest.importorskip("jupyter_server")
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("## Inside a kept worker", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**cli_env(server), "DISPLAY": ""}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "0 .\n..\ntask.py\n" in done.stdout and "/?token=" in done.stdout

@@ -172,7 +172,8 @@ def test_a_parameter_name_that_is_not_an_identifier_is_refused(server, tmp_path)
 def test_notebook_options_on_a_script_task_are_refused(server, tmp_path):
     body = {"file_name": "task.py", "parameters": {"a": 1}, "bundle_sha256": "0" * 64, "bundle_size": 1}
     response = server.client._http.post("/tasks", json=body)
-    assert response.status_code == 422 and "apply to notebook tasks (.ipynb) only" in response.text
+    assert response.status_code == 422
+    assert "apply to notebook tasks (.ipynb, or .py with as_notebook) only" in response.text
 
 
 # -- taskyard.notebooks inside a task -----------------------------------------------------------------
