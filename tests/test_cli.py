@@ -335,7 +335,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
             "run      Run a script task on a fresh worker and stream its output.",
             "sizes    List the worker sizes the server offers, and which fit on its host.",
             "tasks    List, inspect, follow, kill and download tasks.",
-            "workers  List workers, terminate them, read their logs.",
+            "workers  List workers, terminate them, read their logs, get into kept ones.",
             "users    Add and list users, and see who you are.",
             "server   Run the control plane, or manage the embedded one.",
         ):
@@ -346,7 +346,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
     "group, commands",
     [
         ("tasks", ["list", "show", "logs", "kill", "download"]),
-        ("workers", ["list", "terminate", "logs"]),
+        ("workers", ["list", "terminate", "logs", "exec", "shell"]),
         ("pools", ["create", "list", "delete"]),
         ("users", ["add", "list", "whoami"]),
         ("server", ["status", "stop"]),

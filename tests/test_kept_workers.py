@@ -118,12 +118,17 @@ def test_the_shell_on_a_terminal_is_interactive(server, worker):
         read_until(parent, b"$ ")  # the prompt: the shell reads what is typed from now on
         os.write(parent, b"echo $((6 * 7))-$(cat my_log.txt | wc -w)\n")
         seen = read_until(parent, b"42-4")
+        os.write(parent, b"sleep 60; echo slept\n")
+        time.sleep(1)
+        os.write(parent, b"\x03")  # Ctrl-C stops the sleep: the terminal is the shell's own
+        seen += read_until(parent, b"$ ", timeout=30)
         os.write(parent, b"test -t 0 && echo on-a-terminal; exit 4\n")
         seen += read_until(parent, b"\ron-a-terminal\r\n")
         assert process.wait(timeout=30) == 4, seen
     finally:
         process.kill()
         os.close(parent)
+    assert b"slept" not in seen.replace(b"echo slept", b"")
 
 
 def read_until(fd: int, wanted: bytes, timeout: float = 60) -> bytes:

@@ -229,7 +229,7 @@ class ShellDoor:
             import pty
 
             parent, child = pty.openpty()
-            argv = ["setsid", "--ctty", SHELL, "-i"]  # the terminal as the shell's own: Ctrl-C and job control
+            argv = ["setsid", "--wait", "--ctty", SHELL, "-i"]  # the terminal as its own: Ctrl-C, job control
             self.process = self.run.start_inside(argv, stdin=child, stdout=child, stderr=child,
                                                  extra_env={"TERM": os.environ.get("TERM", "xterm")})
             os.close(child)
