@@ -25,6 +25,9 @@ from taskyard.errors import TaskError
 from taskyard.notebook_task import SUFFIX
 
 DEFAULT_KERNEL = "python3"
+# No IPython history database: a notebook run has no use for it, and a task's fresh home would pay
+# for making one (about a second) at every run.
+KERNEL_OPTIONS = ("--HistoryManager.enabled=False",)
 OUTPUT_SUFFIX = "_output"
 
 successful_notebooks: list[str] = []  # paths of the notebooks that ran to the end, in order
@@ -199,7 +202,8 @@ def _kernel_manager_class() -> type:
 
     class TaskKernelManager(AsyncKernelManager):
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file, *(extra_arguments or [])]
+            return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file, *KERNEL_OPTIONS,
+                    *(extra_arguments or [])]
 
     return TaskKernelManager
 
