@@ -25,7 +25,9 @@ from .plan import Plan
 REQUIREMENT = "cowsay==6.1"
 TASK = "task.py"
 # a package nothing of taskyard's own depends on, so the plain task finds none
-CODE = "try:\n    import cowsay\nexcept ImportError:\n    cowsay = None\nprint('cowsay', cowsay and cowsay.__version__)\n"
+CODE = (
+    "try:\n    import cowsay\nexcept ImportError:\n    cowsay = None\nprint('cowsay', cowsay and cowsay.__version__)\n"
+)
 RUN_TIMEOUT = 120.0
 
 

@@ -83,6 +83,14 @@ def test_run_passes_notebook_parameters_read_as_json_when_they_parse(cli, tmp_pa
     assert_clean_error(invoke(cli, "run", "nb.ipynb", "--files", tmp_path, "-p", "n"), 2)
 
 
+def test_run_as_notebook_runs_a_percent_format_script_cell_by_cell(cli, tmp_path):
+    pytest.importorskip("jupytext")
+    write(tmp_path, "cells.py", "# %% tags=['parameters']\nn = 0\n\n# %%\nprint('cell', n + 1)\n")
+    result = invoke(cli, "run", "cells.py", "--files", tmp_path, "--as-notebook", "-p", "n=41")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "cell 42"
+
+
 def test_run_with_requirements_read_here_and_an_unknown_venv_refused(cli, tmp_path):
     write(tmp_path / "project", "task.py", "import six\nprint(six.__version__)\n")
     requirements = write(tmp_path, "requirements.txt", "six==1.7.3  # outside the task folder: read here\n")
@@ -327,7 +335,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
             "run      Run a script task on a fresh worker and stream its output.",
             "sizes    List the worker sizes the server offers, and which fit on its host.",
             "tasks    List, inspect, follow, kill and download tasks.",
-            "workers  List workers, terminate them, read their logs.",
+            "workers  List workers, terminate them, read their logs, get into kept ones.",
             "users    Add and list users, and see who you are.",
             "server   Run the control plane, or manage the embedded one.",
         ):
@@ -340,7 +348,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
         ("tasks", ["list", "show", "callback", "signing-secret", "logs", "kill", "download", "info", "list-files",
                    "tail", "top"]),
         ("folders", ["push", "list"]),
-        ("workers", ["list", "terminate", "logs"]),
+        ("workers", ["list", "terminate", "logs", "exec", "shell"]),
         ("pools", ["create", "list", "delete"]),
         ("users", ["add", "list", "whoami"]),
         ("server", ["status", "stop"]),

@@ -172,7 +172,8 @@ def test_a_parameter_name_that_is_not_an_identifier_is_refused(server, tmp_path)
 def test_notebook_options_on_a_script_task_are_refused(server, tmp_path):
     body = {"file_name": "task.py", "parameters": {"a": 1}, "bundle_sha256": "0" * 64, "bundle_size": 1}
     response = server.client._http.post("/tasks", json=body)
-    assert response.status_code == 422 and "apply to notebook tasks (.ipynb) only" in response.text
+    assert response.status_code == 422
+    assert "apply to notebook tasks (.ipynb, or .py with as_notebook) only" in response.text
 
 
 # -- taskyard.notebooks inside a task -----------------------------------------------------------------
@@ -202,13 +203,14 @@ def test_the_seed_task_with_notebook_fails_with_the_notebooks_error(server, tmp_
 HISTORY = """import taskyard as prt
 
 ok = prt.notebooks.execute_notebooks("books", parameters={"n": 2})
-print("all ok:", ok)
-print("succeeded:", prt.notebooks.successful_notebooks)
-print("failed:", prt.notebooks.failed_notebooks)
+# one write per line: the kernels' stderr may come between two writes of one print
+print(f"all ok: {ok}")
+print(f"succeeded: {prt.notebooks.successful_notebooks}")
+print(f"failed: {prt.notebooks.failed_notebooks}")
 try:
     prt.notebooks.validate_history()
 except prt.notebooks.NotebookFailed as exc:
-    print("history:", exc)
+    print(f"history: {exc}")
 """
 
 
@@ -223,3 +225,52 @@ def test_execute_notebooks_keeps_a_history_and_validate_history_raises(server, t
     assert "failed: ['books/sub/b.ipynb']" in logs and "history: 1 notebook(s) failed: books/sub/b.ipynb" in logs
     assert "ValueError: 2" in logs
     assert (outputs(task, tmp_path) / "a_output.ipynb").is_file()
+
+
+# -- a jupytext percent-format script run as a notebook ------------------------------------------------
+
+PERCENT_SCRIPT = """# %% tags=["parameters"]
+n = 1
+
+# %%
+print("first cell", n * 2)
+
+# %%
+print("second cell")
+"""
+
+
+def test_a_percent_format_script_runs_as_a_notebook_with_its_parameters_and_outputs(server, tmp_path):
+    pytest.importorskip("jupytext")
+    write(tmp_path, "cells.py", PERCENT_SCRIPT)
+    task = run(server, tmp_path, "cells.py", as_notebook=True, parameters={"n": 21})
+    assert task.status is TaskStatus.SUCCESS, task.logs()
+    logs = task.logs()
+    assert "first cell 42" in logs and logs.index("first cell") < logs.index("second cell")
+    assert stdout_of(outputs(task, tmp_path) / "cells_output.ipynb")[-2:] == ["first cell 42\n", "second cell\n"]
+
+
+def test_a_percent_format_script_with_a_failing_cell_fails_with_its_traceback(server, tmp_path):
+    pytest.importorskip("jupytext")
+    write(tmp_path, "bad.py", "# %%\nprint('before')\n\n# %%\nraise KeyError('missing')\n\n# %%\nprint('never')\n")
+    task = run(server, tmp_path, "bad.py", as_notebook=True)
+    assert task.status is TaskStatus.FAILED and task.exit_code == 1
+    logs = task.logs()
+    assert "before" in logs and "never" not in logs and "KeyError: 'missing'" in logs and "Traceback" in logs
+    assert (outputs(task, tmp_path) / "bad_output.ipynb").is_file()
+
+
+def test_run_task_as_notebook_prints_each_cells_output(server, tmp_path, capsys):
+    pytest.importorskip("jupytext")
+    write(tmp_path, "cells.py", PERCENT_SCRIPT)
+    worker, success = taskyard.run_task("cells.py", tmp_path, client=server.client, as_notebook=True)
+    assert success and "first cell 2" in capsys.readouterr().out
+
+
+def test_as_notebook_is_for_py_scripts_only(server, tmp_path):
+    write(tmp_path, "job.sh", "echo hi\n")
+    with pytest.raises(InvalidInput, match="as_notebook runs a .py script as a notebook"):
+        taskyard.submit("job.sh", files_path=tmp_path, client=server.client, as_notebook=True)
+    body = {"file_name": "job.sh", "as_notebook": True, "bundle_sha256": "0" * 64, "bundle_size": 1}
+    response = server.client._http.post("/tasks", json=body)
+    assert response.status_code == 422 and "as_notebook applies to a .py script" in response.text

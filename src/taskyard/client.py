@@ -10,13 +10,17 @@ import httpx
 from taskyard.callbacks import CallbackDelivery, CallbackList, SigningSecret
 from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
+    ExecRequest,
+    ExecResult,
     KeyRotation,
     LogPage,
+    NotebookServerInfo,
     OutputFiles,
     PoolInfo,
     PoolSpec,
     SecretInfo,
     SecretValue,
+    ShellDoorInfo,
     SizeCatalog,
     TaskInfo,
     TaskMetadata,
@@ -161,6 +165,19 @@ class Client:
 
     def worker_logs(self, name: str, max_bytes: int) -> str:
         return self.request("GET", f"/workers/{name}/logs", params={"max_bytes": max_bytes}).text
+
+    def exec_in_worker(self, name: str, request: ExecRequest) -> ExecResult:
+        body = request.model_dump(mode="json", exclude_none=True)
+        response = self.request("POST", f"/workers/{name}/exec", json=body, timeout=request.timeout + 60)
+        return ExecResult.model_validate_json(response.content)
+
+    def open_notebook(self, name: str) -> NotebookServerInfo:
+        response = self.request("POST", f"/workers/{name}/notebook", timeout=240)
+        return NotebookServerInfo.model_validate_json(response.content)
+
+    def open_shell(self, name: str, *, tty: bool) -> ShellDoorInfo:
+        response = self.request("POST", f"/workers/{name}/shell", params={"tty": tty}, timeout=60)
+        return ShellDoorInfo.model_validate_json(response.content)
 
     def sizes(self) -> SizeCatalog:
         """The worker sizes the server offers, and what its backend's host holds."""

@@ -73,6 +73,7 @@ class TaskSpec(BaseModel):
     python_venv_name: str | None = None  # run with this virtual environment of the worker's host (~/.venv/NAME)
     parameters: dict[str, Any] | None = None  # a notebook's parameters, injected by papermill (.ipynb only)
     execution_timeout: float | None = None  # seconds a notebook's cell may run (.ipynb only)
+    as_notebook: bool = False  # a .py in jupytext's percent format ("# %%" cells), run as a notebook
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_size: int = Field(ge=0)
     callback_url: str | None = Field(default=None, max_length=2048)  # POSTed to when the task ends
@@ -88,10 +89,16 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _notebook_options(self) -> TaskSpec:
+        if self.as_notebook and PurePosixPath(self.file_name).suffix != notebook_task.SCRIPT_SUFFIX:
+            raise ValueError("as_notebook applies to a .py script (jupytext's percent format) only")
         given = [name for name in ("parameters", "execution_timeout") if getattr(self, name) is not None]
-        if given and PurePosixPath(self.file_name).suffix != notebook_task.SUFFIX:
-            raise ValueError(f"{' and '.join(given)} apply to notebook tasks (.ipynb) only")
+        if given and not self.is_notebook():
+            raise ValueError(f"{' and '.join(given)} apply to notebook tasks (.ipynb, or .py with as_notebook) only")
         return self
+
+    def is_notebook(self) -> bool:
+        """Does it run as a notebook (a .ipynb, or a .py with ``as_notebook``)?"""
+        return self.as_notebook or PurePosixPath(self.file_name).suffix == notebook_task.SUFFIX
 
     def retries_allowed(self) -> int:
         return self.max_retries or (3 if self.resubmit_on_preemption else 0)
@@ -355,3 +362,37 @@ class AgentFinish(BaseModel):
 class AgentCommands(BaseModel):
     kill: list[str] = []
     terminate: bool = False
+    commands: list[dict[str, Any]] = []  # orders for a kept worker (taskyard.agent.commands), each with its "id"
+
+
+class AgentCommandAnswer(BaseModel):
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+# -- commands to a kept worker ------------------------------------------------------------------
+
+
+class ExecRequest(BaseModel):
+    """One command to run in a kept worker, where its task ran."""
+
+    argv: list[str] = Field(min_length=1)
+    stdin: str | None = None
+    timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
+class ExecResult(BaseModel):
+    exit_code: int | None  # negative: killed by that signal
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False  # more than 1 MiB of a stream: the rest is cut
+
+
+class NotebookServerInfo(BaseModel):
+    url: str  # with its token: whoever has it reaches the server
+
+
+class ShellDoorInfo(BaseModel):
+    address: str  # host:port that lets in one connection, for a short while
+    key: str  # the connection's first line

@@ -23,6 +23,7 @@ PARAMETERS_ENV = "TASKYARD_NOTEBOOK_PARAMETERS"
 TIMEOUT_ENV = "TASKYARD_NOTEBOOK_EXECUTION_TIMEOUT"
 PARAMETERS_MAX = 64 * 1024  # bytes of JSON: an environment variable holds 128 KiB at most
 SUFFIX = ".ipynb"
+SCRIPT_SUFFIX = ".py"  # run as a notebook: jupytext's percent format, one cell from each "# %%"
 
 
 def check_parameters(parameters: dict | None) -> dict | None:
@@ -73,14 +74,20 @@ def options_from_env(env: dict[str, str]) -> tuple[dict, float | None]:
 
 
 def main(argv: list[str]) -> int:
-    """Execute the notebook ``argv[0]``; 0 if every cell ran, 1 if one failed, 2 on bad usage."""
+    """Execute the notebook ``argv[0]`` (a ``.py`` in jupytext's percent format is made one first);
+    0 if every cell ran, 1 if one failed, 2 on bad usage."""
     if len(argv) != 1:
         print("usage: python -m taskyard.notebook_task NOTEBOOK", file=sys.stderr)
         return 2
     from taskyard import notebooks
 
     parameters, timeout = options_from_env(dict(os.environ))
-    return 0 if notebooks.execute_notebook(argv[0], parameters, execution_timeout=timeout) else 1  # None: no limit
+    source = argv[0]
+    if source.endswith(SCRIPT_SUFFIX):
+        import tempfile
+
+        source = str(notebooks.notebook_of_script(Path(source), Path(tempfile.mkdtemp(prefix="taskyard-"))))
+    return 0 if notebooks.execute_notebook(source, parameters, execution_timeout=timeout) else 1  # None: no limit
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ any failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from taskyard.errors import TaskError
 from taskyard.notebook_task import SUFFIX
 
 DEFAULT_KERNEL = "python3"
+# No IPython history database: a notebook run has no use for it, and a task's fresh home would pay
+# for making one (about a second) at every run.
+KERNEL_OPTIONS = ("--HistoryManager.enabled=False",)
 OUTPUT_SUFFIX = "_output"
 
 successful_notebooks: list[str] = []  # paths of the notebooks that ran to the end, in order
@@ -119,6 +124,19 @@ def validate_history() -> None:
         raise NotebookFailed(f"{len(failed_notebooks)} notebook(s) failed: {names}")
 
 
+def notebook_of_script(script: Path, folder: Path) -> Path:
+    """The notebook of a ``.py`` script in jupytext's percent format (a cell from each ``# %%`` line; a
+    ``# %% tags=["parameters"]`` cell takes the parameters), written as ``<name>.ipynb`` in ``folder``."""
+    try:
+        with quick_jsonschema():
+            import jupytext
+    except ImportError:
+        raise TaskError("running a .py as a notebook needs jupytext: pip install 'taskyard[notebooks]'") from None
+    target = folder / f"{script.stem}{SUFFIX}"
+    jupytext.write(jupytext.read(script, fmt="py:percent"), target, fmt="ipynb")
+    return target
+
+
 def _notebook_path(input_path: str) -> Path:
     """``input_path``, or with ``.ipynb`` added when it has no suffix and only that form exists."""
     path = Path(input_path)
@@ -148,7 +166,8 @@ def _move(output: Path, target: Path) -> None:
 def _papermill(source: Path, output: Path, parameters: dict | None, cwd: str | None, kernel_name: str | None,
                kwargs: dict) -> None:
     """Run papermill with the task's defaults: named kernel, no progress bar, cell output to our streams."""
-    import papermill
+    with quick_jsonschema():
+        import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     kernel = kernel_name or DEFAULT_KERNEL
@@ -160,13 +179,31 @@ def _papermill(source: Path, output: Path, parameters: dict | None, cwd: str | N
                                **options)
 
 
+@contextlib.contextmanager
+def quick_jsonschema() -> Iterator[None]:
+    """Import what imports nbformat (papermill, jupytext) without jsonschema's IRI format checker.
+
+    jsonschema loads ``rfc3987_syntax`` when it is installed (jupyter-server brings it), and that
+    builds a grammar at import: seconds on every notebook run, for a check no notebook schema
+    makes. It is held back only while jsonschema is first imported; a later import of it works."""
+    hold = "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules
+    if hold:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # "not installed", for this import
+    try:
+        yield
+    finally:
+        if hold and sys.modules.get("rfc3987_syntax", 0) is None:
+            del sys.modules["rfc3987_syntax"]
+
+
 def _kernel_manager_class() -> type:
     """A kernel manager that starts the ``python3`` kernel with this interpreter, whatever kernelspecs exist."""
     from jupyter_client.manager import AsyncKernelManager
 
     class TaskKernelManager(AsyncKernelManager):
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file, *(extra_arguments or [])]
+            return [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file, *KERNEL_OPTIONS,
+                    *(extra_arguments or [])]
 
     return TaskKernelManager
 

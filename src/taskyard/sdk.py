@@ -18,6 +18,8 @@ from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
 from taskyard.errors import InvalidInput, NotFound, Unsupported
 from taskyard.models import (
+    ExecRequest,
+    ExecResult,
     OutputFiles,
     PoolInfo,
     PoolSpec,
@@ -49,6 +51,7 @@ def submit(
     execution_timeout: str | float | None = None,
     callback_url: str | None = None,
     callback_url_token: str | None = None,
+    as_notebook: bool = False,
 ) -> Task:
     """Start a task and return at once. ``files_path`` (default: the current folder) is uploaded.
 
@@ -64,10 +67,14 @@ def submit(
     ``capture_task_output=False`` keeps the task's output out of its captured log (nothing is
     streamed, ``Task.logs()`` shows none of it) but not lost: it goes, secrets masked, to the
     worker's own log, which ``Worker.get_logs()`` and ``taskyard workers logs NAME`` show while the
-    worker lives (keep it with ``terminate_on_completion=False`` to read it afterwards).
+    worker lives (keep it with ``terminate_on_completion=False`` to read it afterwards). With
+    ``as_notebook``, a ``.py`` in jupytext's percent format (``# %%`` cells) runs as a notebook, with
+    the same options and outputs (the worker's Python needs ``taskyard[notebooks]``, which brings jupytext).
     """
     folder = Path(files_path) if files_path is not None else Path.cwd()
     _check_task_file(folder, file_name)
+    if as_notebook and not file_name.endswith(notebook_task.SCRIPT_SUFFIX):
+        raise InvalidInput(f"as_notebook runs a .py script as a notebook; {file_name!r} is not one", field="file_name")
     _check_parameters(parameters)
     _check_callback(callback_url, callback_url_token)
     if worker_config is None and worker is None:
@@ -91,6 +98,7 @@ def submit(
             execution_timeout=cast("float | None", execution_timeout),
             callback_url=callback_url,
             callback_url_token=callback_url_token,
+            as_notebook=as_notebook,
             bundle_sha256=packed.sha256,
             bundle_size=packed.size,
         )
@@ -464,29 +472,48 @@ class Worker:
     def terminate(self) -> None:
         self._info = self.client.terminate_worker(self.name)
 
-    def open_notebook(self) -> None:
-        """Practicus opens Jupyter on the worker; taskyard workers run no Jupyter: raises Unsupported,
-        saying how to look into the worker instead."""
-        raise Unsupported(f"taskyard workers run no Jupyter server to open. {self._inspect_hint()}")
-
     def open_vscode(self) -> None:
         """Practicus opens VS Code on the worker; taskyard workers run none: raises Unsupported,
         saying how to look into the worker instead."""
-        raise Unsupported(f"taskyard workers run no VS Code server to open. {self._inspect_hint()}")
-
-    def _inspect_hint(self) -> str:
-        return (
-            f"To look into worker {self.name}: worker.get_logs() (or `taskyard workers logs {self.name}`) for what "
-            "its tasks printed, task.download_outputs() for the files they wrote under $TASKYARD_OUTPUT_DIR; "
-            f"a worker of the local backend keeps its task's files in workers/{self.name}/task under the "
-            "server's home (~/.taskyard for the embedded server) until its next task or its end"
+        raise Unsupported(
+            f"taskyard workers run no VS Code server to open. To look into worker {self.name}: "
+            f"worker.open_notebook() (Jupyter), `taskyard workers shell {self.name}` or "
+            f"`taskyard workers exec {self.name} -- CMD`, and worker.get_logs() for what its tasks printed"
         )
+
+    def open_notebook(self, *, open_browser: bool = True) -> str:
+        """Start a Jupyter server inside this kept worker, where its task ran (its folder, environment and
+        sandbox), and return its URL, which carries its token. It is printed, and opened in a browser
+        where there is one; the server stops when the worker is terminated. The task's Python needs
+        ``taskyard[notebooks]``."""
+        url = self.client.open_notebook(self.name).url
+        print(f"Jupyter server in worker {self.name}: {url}")
+        if open_browser:
+            _open_browser(url)
+        return url
+
+    def exec(self, *command: str, stdin: str | None = None, timeout: float = 60) -> ExecResult:
+        """Run one command in this kept worker, where its task ran; its exit code and output."""
+        return self.client.exec_in_worker(self.name, ExecRequest(argv=list(command), stdin=stdin, timeout=timeout))
 
     def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
         """Run another task on this (kept) worker."""
         task = submit(file_name, files_path, worker=self, terminate_on_completion=False, client=self.client, **kwargs)
         status = task.wait(print_logs=kwargs.get("capture_task_output", True))
         return self, status is TaskStatus.SUCCESS
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in a graphical browser, if this machine has one to show; never fails for want of one.
+
+    Without a display, nothing is opened: a text browser would take over the terminal."""
+    import contextlib
+    import webbrowser
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return
+    with contextlib.suppress(Exception):
+        webbrowser.open(url)
 
 
 class Pool:

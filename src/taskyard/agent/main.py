@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from . import envs, tree
+from .commands import WorkerCommands
 from .isolation import Isolation
 from .protocol import Client, Refused, Unreachable
 from .runner import TaskRun, folders
@@ -31,6 +32,7 @@ class Agent:
         self.python = python or envs.Settings()
         self.standby: Standby | None = None
         self.current: TaskRun | None = None
+        self.commands = WorkerCommands(client, worker_dir)  # its owner's orders, once a task has run
         self.stopping = threading.Event()
 
     def loop(self) -> None:
@@ -39,6 +41,7 @@ class Agent:
         try:
             self._serve()
         finally:
+            self.commands.close()
             if self.standby is not None:
                 self.standby.discard()
 
@@ -50,7 +53,7 @@ class Agent:
                 return
             if answer.get("task"):
                 standby, self.standby = self.standby, None
-                run = self.current = TaskRun(
+                run = self.current = self.commands.last_run = TaskRun(
                     self.client, self.worker_dir, answer["task"], self.isolation, standby, self.python
                 )
                 run.run()
@@ -77,6 +80,8 @@ class Agent:
             run = self.current
             if run is not None and run.task_id in orders.get("kill", ()):
                 run.kill()
+            for order in orders.get("commands", ()):
+                self.commands.start(order)
             if orders.get("terminate"):
                 self.stop()
 

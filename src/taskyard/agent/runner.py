@@ -216,7 +216,8 @@ class TaskRun:
 
     def _popen(self, command: list[str], stdout, stderr, *, network: bool = True, cwd: Path | None = None,
                writable: list[Path] | None = None, read_only: list[str] | None = None,
-               env: dict[str, str] | None = None, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+               env: dict[str, str] | None = None, extra_env: dict[str, str] | None = None,
+               stdin=subprocess.DEVNULL, note: bool = True) -> subprocess.Popen:
         """Start a process group of its own (in the sandbox), and note it where the backend finds it if we die.
 
         By default it runs in the task's folder, may write the task's folders and has the task's environment
@@ -229,14 +230,28 @@ class TaskRun:
             argv,
             cwd=cwd,
             env={**(self._env() if env is None else env), **(extra_env or {})},
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
             **extra,
         )
-        (self.worker_dir / PGID_FILE).write_text(str(process.pid))
+        if note:
+            (self.worker_dir / PGID_FILE).write_text(str(process.pid))
         return process
+
+    def start_inside(self, command: list[str], *, stdin, stdout, stderr,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``command`` as the task ran: in its sandbox and folder, with its environment and Python
+        (a command sent to the kept worker after the task). It is a process group of its own."""
+        if self.python is not None:
+            command = self.python.command(command)
+        network = self.a.get("network", True)
+        return self._popen(command, stdout, stderr, stdin=stdin, network=network, extra_env=extra_env, note=False)
+
+    def masked_text(self, data: bytes) -> str:
+        """``data`` as text, with the task's secret values masked."""
+        return self._masked(data.decode("utf-8", "replace")) or ""
 
     def _writable(self) -> list[Path]:
         return [self.task_dir, self.output_dir, self.home_dir]

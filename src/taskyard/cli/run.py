@@ -119,6 +119,10 @@ def callback_token(variable: str | None) -> str | None:
         raise typer.BadParameter(f"environment variable {variable} is not set", param_hint="--callback-token-env")
     return value
 
+AsNotebookOpt = Annotated[
+    bool, typer.Option("--as-notebook", help="Run a .py in jupytext's percent format (# %% cells) as a notebook.")
+]
+
 
 def run(
     file: FileArg,
@@ -140,6 +144,7 @@ def run(
     cell_timeout: CellTimeoutOpt = None,
     callback: CallbackOpt = None,
     callback_token_env: CallbackTokenOpt = None,
+    as_notebook: AsNotebookOpt = False,
 ) -> None:
     """Run a script task on a fresh worker and stream its output.
 
@@ -170,6 +175,7 @@ def run(
         execution_timeout=cell_timeout,
         callback_url=callback,
         callback_url_token=callback_token(callback_token_env),
+        as_notebook=as_notebook,
     )
     note_embedded_start()
     if detach:

@@ -12,7 +12,7 @@ from taskyard.cli.output import local_time, print_json, print_table
 if TYPE_CHECKING:
     from taskyard.models import WorkerInfo
 
-app = typer.Typer(help="List workers, terminate them, read their logs.", no_args_is_help=True)
+app = typer.Typer(help="List workers, terminate them, read their logs, get into kept ones.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="The worker name (as `workers list` shows it).")]
 WORKER_COLUMNS = ("NAME", "STATUS", "SIZE", "IMAGE", "SANDBOXED", "TASK", "USER", "CREATED")
@@ -60,3 +60,45 @@ def logs(
 
     sys.stdout.write(Worker(name).get_logs(log_size_mb=max_mb))
     sys.stdout.flush()
+
+
+@app.command("exec")
+def exec_command(
+    name: NameArg,
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Stop the command after this many seconds.")] = 60,
+    pass_stdin: Annotated[bool, typer.Option("--stdin", "-i", help="Pass standard input to the command.")] = False,
+) -> None:
+    """Run one command in a kept worker, where its task ran (folder, environment, sandbox); exit with its code."""
+    from taskyard.sdk import Worker
+
+    stdin = sys.stdin.read() if pass_stdin else None
+    result = Worker(name).exec(*command, stdin=stdin, timeout=timeout)
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.write(result.stderr)
+    if result.timed_out:
+        typer.echo(f"taskyard: the command ran longer than {timeout:g} s and was stopped", err=True)
+    raise typer.Exit(_exit_status(result.exit_code))
+
+
+def _exit_status(code: int | None) -> int:
+    """A shell's exit status for a process's exit code (killed by signal N: 128 + N)."""
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
+
+
+@app.command()
+def shell(name: NameArg) -> None:
+    """Open an interactive shell in a kept worker, where its task ran (folder, environment, sandbox).
+
+    The shell is reached on the worker's host: run this where the worker runs (the local backend)."""
+    from taskyard.cli import shell as remote
+    from taskyard.client import default_client
+
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    door = default_client().open_shell(name, tty=tty)
+    with remote.connect(door.address, door.key) as conn:
+        code = remote.relay(conn, tty)
+    raise typer.Exit(code)

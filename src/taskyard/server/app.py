@@ -27,6 +27,7 @@ from taskyard.server.routers import (
     task_runner,
     tasks,
     users,
+    worker_commands,
     workers,
 )
 from taskyard.server.services import users as user_service
@@ -54,7 +55,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane
     add_docs(app)
-    for module in (meta, tasks, workers, pools, sizes, users, secrets, agent, callbacks, task_runner, folders):
+    for module in (meta, tasks, workers, worker_commands, pools, sizes, users, secrets, agent, callbacks, task_runner,
+                   folders):
         app.include_router(module.router, prefix=API)
     app.include_router(flow_router.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)

@@ -22,6 +22,7 @@ from taskyard.server.services import pools, worker_output
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
 from taskyard.server.vault import Vault
+from taskyard.server.worker_commands import CommandBroker
 
 T = TypeVar("T")
 
@@ -38,6 +39,10 @@ class Plane:
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
     users_by_token: dict[str, object] = field(default_factory=dict)
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
+    commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
+
+    def __post_init__(self) -> None:
+        self.commands = CommandBroker(self.notifier)
 
     def transaction(self):
         return transaction(self.sessions)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from taskyard import settings
-from taskyard.models import AgentAck, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
+from taskyard.errors import NotFound
+from taskyard.models import AgentAck, AgentCommandAnswer, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
 from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.services import agent as agent_service
@@ -44,7 +45,8 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Agen
 
     async def check() -> tuple[bool, AgentCommands]:
         orders = await plane.run(lambda s: agent_service.commands(s, _worker(s, worker)))
-        return bool(orders.kill) or orders.terminate, orders
+        orders.commands = plane.commands.pending(worker)
+        return bool(orders.kill) or orders.terminate or bool(orders.commands), orders
 
     # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
     longest = settings.heartbeat_timeout() / 3
@@ -96,3 +98,11 @@ def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) 
         row = _worker(session, worker)
         task = agent_service.finish(session, row, task_id, body)
         return AgentAck(acked=task.log_seq, terminate=row.status != WorkerStatus.RUNNING.value)
+
+
+@router.post("/commands/{command_id}")
+async def command_answer(command_id: str, body: AgentCommandAnswer, plane: PlaneDep, worker: WorkerDep) -> dict:
+    """The agent's answer to a command sent to its worker (see taskyard.server.worker_commands)."""
+    if not plane.commands.answer(worker, command_id, body.model_dump()):
+        raise NotFound(f"worker {worker} has no command {command_id!r} waiting")
+    return {}

@@ -76,7 +76,7 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
     return Assignment(
         task_id=task.id,
         file_name=task.file_name,
-        kind=PurePosixPath(task.file_name).suffix.lstrip("."),
+        kind="ipynb" if spec.is_notebook() else PurePosixPath(task.file_name).suffix.lstrip("."),
         env={**config.task_env(), **notebook_task.task_env(spec.parameters, spec.execution_timeout)},
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
