@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -19,7 +20,7 @@ _VENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def check_id(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -40,21 +41,31 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-def parse_duration(value: str | float | int | None) -> float | None:
-    """Seconds from ``90``, ``"90"``, ``"1h30m"``, ``"2d"``, ``"45s"``; None stays None."""
-    if value is None or isinstance(value, (int, float)):
-        seconds = value
-    else:
-        text = value.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif text and _DURATION.sub("", text) == "":
-            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-        else:
-            raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
-    if seconds is not None and seconds <= 0:
-        raise ValueError("a duration must be more than 0 seconds")
-    return None if seconds is None else float(seconds)
+MAX_DURATION = 10 * 365 * 86400.0  # ten years: the longest duration any field takes
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``90``, ``"90"``, ``"1h30m"``, ``"2d"``, ``"45s"``; None stays None.
+
+    A duration is finite, more than 0 and at most :data:`MAX_DURATION`; anything else is a ValueError.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
+    seconds = float(value) if not isinstance(value, str) else _seconds_of(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_DURATION:
+        raise ValueError(f"a duration must be more than 0 seconds and at most {MAX_DURATION:.0f} (ten years)")
+    return seconds
+
+
+def _seconds_of(value: str) -> float:
+    text = value.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if text and _DURATION.sub("", text) == "":
+        return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+    raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
 
 
 class TaskSpec(BaseModel):
@@ -260,15 +271,32 @@ class LogPage(BaseModel):
 class UserCreate(BaseModel):
     name: str
     is_admin: bool = False
+    expires_in: float | None = Field(default=None, le=100 * 365 * 86400)  # seconds its token works (None: always)
 
     _name = field_validator("name")(lambda v: check_id(v, "user name"))
+    _expires = field_validator("expires_in", mode="before")(parse_duration)
+
+
+class TokenRotation(BaseModel):
+    """A new token for a user: the old one stops working at once."""
+
+    expires_in: float | None = Field(default=None, le=100 * 365 * 86400)  # seconds it works (None: always)
+
+    _expires = field_validator("expires_in", mode="before")(parse_duration)
 
 
 class UserInfo(BaseModel):
     name: str
     is_admin: bool
     created_at: datetime
-    token: str | None = None  # only when the user is created
+    token_expires_at: datetime | None = None
+    token: str | None = None  # only when the user is created or its token rotated
+
+
+class HealthInfo(BaseModel):
+    status: str
+    version: str
+    pid: int | None = None  # the server's process id: only for a caller with a valid token
 
 
 class SecretInfo(BaseModel):

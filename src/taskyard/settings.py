@@ -17,6 +17,9 @@
 ``TASKYARD_PROVISION_TIMEOUT`` seconds a new worker may take to call in before it is replaced (60)
 ``TASKYARD_LOG_CAP_MB``        the most log a task keeps; the rest is cut with a marker (100)
 ``TASKYARD_VENVS_DIR``         the named Python virtual environments of local workers (default ``~/.venv``)
+``TASKYARD_TOKEN_CACHE_SECONDS`` how long a server trusts a token it has checked before asking the
+                               database again (1); changes made through the same server apply at once
+``TASKYARD_ADMIN_TOKEN``       the admin's token, for a server that should not make one (``taskyard server``)
 ``TASKYARD_ENV_CACHE_MB``      the most the cached Python environments built from requirements
                                take (5000); the least recently used are removed past it
 =============================  ==============================================================
@@ -84,3 +87,11 @@ def venvs_dir() -> Path:
 
 def env_cache_mb() -> float:
     return float(_get("ENV_CACHE_MB", "5000"))
+
+
+def token_cache_seconds() -> float:
+    return float(_get("TOKEN_CACHE_SECONDS", "1"))
+
+
+def admin_token() -> str | None:
+    return os.environ.get("TASKYARD_ADMIN_TOKEN") or None

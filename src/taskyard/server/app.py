@@ -22,9 +22,12 @@ log = logging.getLogger("taskyard.server")
 
 def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     plane = plane or build_plane(config)
-    if config.admin_token:
-        with plane.transaction() as session:
-            user_service.ensure_admin(session, "admin", config.admin_token)
+    first_token = None
+    with plane.transaction() as session:
+        if config.admin_token:
+            user_service.ensure_admin(session, user_service.ADMIN, config.admin_token)
+        else:
+            first_token = user_service.first_admin(session)  # on an empty database only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -33,6 +36,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
     app.state.plane = plane
+    app.state.first_admin_token = first_token  # shown once by whoever serves the app
     for module in (meta, tasks, workers, pools, sizes, users, secrets, agent):
         app.include_router(module.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)

@@ -20,6 +20,7 @@ from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
+from taskyard.server.token_cache import TokenCache
 from taskyard.server.vault import Vault
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ class Plane:
     backend: Backend
     scheduler: Scheduler
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
-    users_by_token: dict[str, object] = field(default_factory=dict)
+    tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
 
     def transaction(self):
