@@ -7,8 +7,10 @@ import time
 import httpx
 import pytest
 
-from foreground import Foreground
 from taskyard.errors import Conflict, Forbidden, NotFound, Unauthorized
+from taskyard.models import PoolSpec
+
+from foreground import Foreground
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +132,21 @@ def test_an_expiry_out_of_range_is_a_422_naming_the_field(team, value):
         headers={"Authorization": f"Bearer {team.token}"},
     )
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "expires_in"
+
+
+def test_a_server_refuses_more_warm_workers_than_its_limit(tmp_path):
+    server = Foreground(tmp_path / "home", "--max-workers", "2", env={"TASKYARD_WARM_WORKERS": "3"})
+    with pytest.raises(RuntimeError, match=r"warm_workers: 3 warm workers are more than max_workers \(2\)"):
+        server.start()
+
+
+def test_a_server_refuses_a_stored_pool_with_more_warm_workers_than_it_may_run(tmp_path):
+    home = tmp_path / "home"
+    first = Foreground(home, "--max-workers", "2", env={"TASKYARD_WARM_WORKERS": "0"}).start()
+    try:
+        first.client().create_pool(PoolSpec(name="warm", max_workers=2, warm_workers=2))
+    finally:
+        first.stop()
+    again = Foreground(home, "--max-workers", "1", env={"TASKYARD_WARM_WORKERS": "0"})
+    with pytest.raises(RuntimeError, match=r"pool 'warm' keeps 2 warm workers, more than its limit \(1\)"):
+        again.start()

@@ -27,6 +27,9 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+EVERYONE = "*"  # in a pool's shared_with: every user
+
+
 def check_file_name(value: str) -> str:
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts:
@@ -213,9 +216,12 @@ class PoolSpec(BaseModel):
     max_workers: int = Field(default=1, ge=0, le=10_000)
     warm_workers: int = Field(default=0, ge=0, le=100)
     time_to_live: float | None = None  # a worker older than this is stopped (Machine Time Limit Reached)
+    # who may send tasks to it and see it: user names, or "*" for every user (admins always may)
+    shared_with: list[str] = Field(default_factory=list, max_length=1000)
 
     _name = field_validator("name")(lambda v: check_id(v, "pool name"))
     _ttl = field_validator("time_to_live", mode="before")(parse_duration)
+    _shared = field_validator("shared_with")(lambda v: [n if n == EVERYONE else check_id(n, "user name") for n in v])
 
 
 class PoolInfo(PoolSpec):

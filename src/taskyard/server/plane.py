@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
 from taskyard.backends import Backend, make_backend
+from taskyard.errors import ConfigError
 from taskyard.models import PoolSpec
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
@@ -61,6 +62,9 @@ def build_plane(config: ServerConfig) -> Plane:
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    max_workers, warm_workers = pool_limits(config)
+    with transaction(sessions) as session:
+        pools.refuse_over_limits(session, max_workers)
     vault = Vault.load(config.data_dir, config.vault_key)
     secret_service.settle_keys(sessions, vault)
     notifier = Notifier()
@@ -70,11 +74,24 @@ def build_plane(config: ServerConfig) -> Plane:
         sessions,
         notifier,
         backend,
-        max_workers=config.max_workers or settings.max_workers(),
+        max_workers=max_workers,
         sizes=config,
-        warm_workers=config.warm_workers,
+        warm_workers=warm_workers,
     )
     return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler, vault)
+
+
+def pool_limits(config: ServerConfig) -> tuple[int, int]:
+    """The default pool's ``(max_workers, warm_workers)``; a ConfigError when more warm workers are asked for."""
+    max_workers = config.max_workers or settings.max_workers()
+    if config.warm_workers is None:
+        return max_workers, min(settings.warm_workers(), max_workers)
+    if config.warm_workers > max_workers:
+        raise ConfigError(
+            f"warm_workers: {config.warm_workers} warm workers are more than max_workers ({max_workers}) allows;"
+            " lower warm_workers or raise max_workers"
+        )
+    return max_workers, config.warm_workers
 
 
 def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:

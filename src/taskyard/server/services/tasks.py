@@ -62,7 +62,7 @@ def create_task(
         if existing is not None:
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images, sizes, capacity)
-    pool = pools.get_spec(session, spec.pool)  # the pool must exist
+    pool = pools.usable_spec(session, user, spec.pool)  # the pool must exist and be shared with the user
     effective = pools.effective_config(pool, spec.worker_config)
     secret_service.check_task_config(session, user, effective)
     environments.check(spec, effective, venvs)
