@@ -31,6 +31,8 @@ EVERYONE = "*"  # in a pool's shared_with: every user
 
 
 def check_file_name(value: str) -> str:
+    if len(value) > 255 or any(ord(char) < 32 or char == "\x7f" for char in value):
+        raise ValueError("file_name must be at most 255 characters, with no control characters (NUL, newline...)")
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts:
         raise ValueError(f"file_name {value!r} must be a path relative to files_path, without '..'")
@@ -260,9 +262,9 @@ class SizeCatalog(BaseModel):
 
 
 class LogChunk(BaseModel):
-    seq: int
+    seq: int = Field(ge=1, le=2**62)
     stream: str = Field(pattern=r"^(stdout|stderr|system)$")
-    ts: float
+    ts: float = Field(ge=0, le=1e11)  # seconds since the epoch, as time.time() gives them
     text: str
 
 

@@ -11,6 +11,7 @@ from taskyard import settings
 from taskyard.models import AgentAck, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
 from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
+from taskyard.server.routers.params import Seconds
 from taskyard.server.services import agent as agent_service
 from taskyard.server.storage import bundle_key, outputs_key
 from taskyard.status import WorkerStatus
@@ -23,7 +24,7 @@ _worker = agent_service.live_worker
 
 
 @router.get("/next", response_model=NextTask)
-async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> NextTask:
+async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> NextTask:
     """The next task for this worker, held up to ``wait`` seconds until there is one."""
 
     async def check() -> tuple[bool, NextTask]:
@@ -38,7 +39,7 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Next
 
 
 @router.post("/heartbeat", response_model=AgentCommands)
-async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> AgentCommands:
+async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> AgentCommands:
     """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
 
     async def check() -> tuple[bool, AgentCommands]:

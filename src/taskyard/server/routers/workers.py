@@ -7,6 +7,7 @@ from sqlalchemy import select
 from taskyard.models import WorkerInfo
 from taskyard.server.db.models import TaskRow
 from taskyard.server.routers.deps import PlaneDep, UserDep
+from taskyard.server.routers.params import MaxBytes
 from taskyard.server.services import logs as log_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
@@ -42,7 +43,7 @@ def terminate(name: str, plane: PlaneDep, user: UserDep) -> WorkerInfo:
 
 
 @router.get("/{name}/logs", response_class=PlainTextResponse)
-def logs(name: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20) -> str:
+def logs(name: str, plane: PlaneDep, user: UserDep, max_bytes: MaxBytes = 1 << 20) -> str:
     """The output of the tasks this worker ran, oldest first, cut to the last ``max_bytes``."""
     with plane.transaction() as session:
         worker_service.get_worker(session, user, name)
