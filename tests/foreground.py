@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from taskyard.client import Client
 
-from support import _kill_processes_under
+from support import _kill_processes_under, wait_for
 
 
 class Foreground:
@@ -45,8 +47,15 @@ class Foreground:
                 self.token = found.group(1)
             if found := re.search(r"listening on (http://\S+)", line):
                 self.url = found.group(1)
+                wait_for(self._answers, timeout=deadline - time.monotonic())
                 return self
         raise RuntimeError("the server did not start: " + "".join(self.lines))
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def exit_status(self, timeout: float = 30) -> tuple[int, str]:
         """For a server expected to refuse to start: its exit code and what it printed."""

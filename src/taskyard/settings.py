@@ -19,6 +19,7 @@
 ``TASKYARD_VENVS_DIR``         the named Python virtual environments of local workers (default ``~/.venv``)
 ``TASKYARD_TOKEN_CACHE_SECONDS`` how long a server trusts a token it has checked before asking the
                                database again (1); changes made through the same server apply at once
+``TASKYARD_SERVER_LEASE_SECONDS`` how long a server's hold on its database outlives it, should it die (15)
 ``TASKYARD_ADMIN_TOKEN``       the admin's token, for a server that should not make one (``taskyard server``)
 ``TASKYARD_ENV_CACHE_MB``      the most the cached Python environments built from requirements
                                take (5000); the least recently used are removed past it
@@ -95,3 +96,7 @@ def token_cache_seconds() -> float:
 
 def admin_token() -> str | None:
     return os.environ.get("TASKYARD_ADMIN_TOKEN") or None
+
+
+def server_lease_seconds() -> float:
+    return float(_get("SERVER_LEASE_SECONDS", "15"))

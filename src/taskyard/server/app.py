@@ -33,6 +33,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         yield
         plane.scheduler.stop()
+        if plane.lease is not None:
+            plane.lease.release()
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan)
     app.state.plane = plane

@@ -16,6 +16,7 @@ from taskyard.errors import ConfigError
 from taskyard.models import PoolSpec
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.lease import ServerLease
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools
@@ -36,6 +37,7 @@ class Plane:
     backend: Backend
     scheduler: Scheduler
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
+    lease: ServerLease | None = None  # held while this server runs: no second server on the database
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
 
@@ -62,6 +64,8 @@ def build_plane(config: ServerConfig) -> Plane:
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    lease = ServerLease(sessions, settings.server_lease_seconds())
+    lease.acquire()
     max_workers, warm_workers = pool_limits(config)
     with transaction(sessions) as session:
         pools.refuse_over_limits(session, max_workers)
@@ -78,7 +82,9 @@ def build_plane(config: ServerConfig) -> Plane:
         sizes=config,
         warm_workers=warm_workers,
     )
-    return Plane(config, sessions, notifier, Storage(config.data_dir / "blobs"), backend, scheduler, vault)
+    lease.start()
+    storage = Storage(config.data_dir / "blobs")
+    return Plane(config, sessions, notifier, storage, backend, scheduler, vault, lease=lease)
 
 
 def pool_limits(config: ServerConfig) -> tuple[int, int]:
