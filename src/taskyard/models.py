@@ -349,6 +349,8 @@ class Assignment(BaseModel):
     network: bool = True  # False: the task runs with an empty network namespace (sandboxed workers)
     python_venv_name: str | None = None  # a virtual environment of the worker's (see taskyard.agent.envs)
     python_requirements: list[str] | str | None = None  # or one built from these lines, or this file's
+    max_unpack_bytes: int | None = None  # the most its files may unpack to (TASKYARD_MAX_UNPACK_MB)
+    max_outputs_bytes: int | None = None  # the most its outputs may pack to (TASKYARD_MAX_OUTPUTS_MB)
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
 
@@ -384,3 +386,21 @@ class AgentFinish(BaseModel):
 class AgentCommands(BaseModel):
     kill: list[str] = []
     terminate: bool = False
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str  # stable: invalid_input, unauthorized, forbidden, not_found, conflict, too_large, internal...
+    message: str
+    field: str | None = None  # the request field it is about, dotted (e.g. worker_config.env_variables)
+    details: list[ErrorDetail] | None = None  # every field a 422 found wrong
+
+
+class ErrorBody(BaseModel):
+    """What every error answer holds."""
+
+    error: ErrorInfo

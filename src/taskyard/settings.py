@@ -12,6 +12,9 @@
 ``TASKYARD_GPUS``              GPU ids workers may be given, e.g. ``0,1`` (server config; default: nvidia-smi -L)
 ``TASKYARD_VAULT_KEY``         the vault's Fernet key(s), first one encrypting (server config; default: vault.key)
 ``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
+``TASKYARD_MAX_UNPACK_MB``     the most a task folder may unpack to on its worker (default 10 x the upload limit)
+``TASKYARD_MAX_OUTPUTS_MB``    the most a task's outputs may pack to (default 10 x the upload limit); past it,
+                               files are left out and the task's status message names those kept
 ``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)
 ``TASKYARD_PROVISION_TIMEOUT`` seconds a new worker may take to call in before it is replaced (60)
@@ -63,6 +66,19 @@ def warm_workers() -> int:
 
 def max_upload_bytes() -> int:
     return int(float(_get("MAX_UPLOAD_MB", "100")) * 1024 * 1024)
+
+
+def max_unpack_bytes() -> int:
+    return _megabytes("MAX_UNPACK_MB", 10 * max_upload_bytes())
+
+
+def max_outputs_bytes() -> int:
+    return _megabytes("MAX_OUTPUTS_MB", 10 * max_upload_bytes())
+
+
+def _megabytes(name: str, default: int) -> int:
+    given = os.environ.get(f"TASKYARD_{name}")
+    return default if not given else int(float(given) * 1024 * 1024)
 
 
 def kill_grace() -> float:

@@ -11,12 +11,25 @@ from fastapi.responses import JSONResponse
 
 from taskyard import __version__
 from taskyard.errors import TaskyardError
+from taskyard.models import ErrorBody
 from taskyard.server.config import ServerConfig
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import agent, meta, pools, secrets, sizes, tasks, users, workers
 from taskyard.server.services import users as user_service
 
 API = "/api/v1"
+_ERRORS = {
+    401: "no valid token",
+    403: "the token's user may not do this",
+    404: "no such thing (or not this user's)",
+    409: "in conflict with what is there",
+    413: "over a size limit",
+    422: "a field out of its range or form; the field is named",
+    500: "an unexpected error (see the server log)",
+}
+ERROR_RESPONSES: dict[int | str, dict] = {
+    code: {"model": ErrorBody, "description": text} for code, text in _ERRORS.items()
+}
 log = logging.getLogger("taskyard.server")
 
 
@@ -40,7 +53,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.state.plane = plane
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     for module in (meta, tasks, workers, pools, sizes, users, secrets, agent):
-        app.include_router(module.router, prefix=API)
+        app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -33,8 +33,9 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ne
 
     answer = await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
     if answer.task is not None and answer.task.bundle_key is not None:
-        data = plane.storage.path(answer.task.bundle_key).read_bytes()
-        answer.task.bundle = base64.b64encode(data).decode()
+        path = plane.storage.path(answer.task.bundle_key)
+        if path.stat().st_size <= agent_service.INLINE_BUNDLE:  # its measured size: the declared one may lie
+            answer.task.bundle = base64.b64encode(path.read_bytes()).decode()
     return answer
 
 
@@ -77,7 +78,7 @@ def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> A
 async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker: WorkerDep, partial: bool = False):
     task = await plane.run(lambda s: agent_service.own_task(s, _worker(s, worker), task_id))
     key = outputs_key(task_id, task.attempt, partial)
-    size = await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_upload_bytes() * 10)
+    size = await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_outputs_bytes())
     await plane.run(lambda s: agent_service.outputs_stored(s, _worker(s, worker), task_id, key, size, partial))
     return {"size": size, "partial": partial}
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy.orm import Session
@@ -15,6 +17,7 @@ from taskyard.server.services import metadata as metadata_service
 from taskyard.server.services import outputs as output_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.storage import bundle_key
+from taskyard.server.uploads import check_bundle
 from taskyard.status import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -53,8 +56,9 @@ async def upload_bundle(task_id: str, request: Request, plane: PlaneDep, user: U
     task = await plane.run(lambda s: task_service.get_task(s, user, task_id))
     key = bundle_key(user.id, task.bundle_sha256)
     if not plane.storage.exists(key):
+        check = partial(check_bundle, declared=task.bundle_size, max_unpack=settings.max_unpack_bytes())
         await plane.storage.put_stream(
-            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=task.bundle_sha256
+            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=task.bundle_sha256, check=check
         )
 
     def mark(session: Session) -> TaskInfo:
