@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskyard import __version__
 from taskyard.errors import TaskyardError
@@ -19,6 +20,7 @@ from taskyard.server.services import users as user_service
 
 API = "/api/v1"
 _ERRORS = {
+    400: "a body that cannot be read (not JSON, not UTF-8)",
     401: "no valid token",
     403: "the token's user may not do this",
     404: "no such thing (or not this user's)",
@@ -54,15 +56,42 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     for module in (meta, tasks, workers, pools, sizes, users, secrets, agent):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
+    _document_errors_as_json(app)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
+
+
+def _document_errors_as_json(app: FastAPI) -> None:
+    """Error answers are JSON on every route, those answering text too: say so in the OpenAPI."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for operation in (op for path in schema["paths"].values() for op in path.values()):
+                for code, answer in operation.get("responses", {}).items():
+                    content = answer.get("content", {})
+                    if code != "200" and "text/plain" in content and int(code) in _ERRORS:
+                        content["application/json"] = content.pop("text/plain")
+        return app.openapi_schema or schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _taskyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskyardError)  # the class it is registered for
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own answers (an unreadable body, an unknown path or method) in the error model."""
+    assert isinstance(exc, StarletteHTTPException)  # the class it is registered for
+    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+    body = {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}
+    return JSONResponse({"error": body}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -24,7 +24,7 @@ def rotate_key(plane: PlaneDep, admin: AdminDep) -> KeyRotation:
     return secret_service.rotate_key(plane.sessions, plane.vault)
 
 
-@router.put("/{name}", response_model=SecretInfo)
+@router.put("/{name}", response_model=SecretInfo, responses={201: {"model": SecretInfo, "description": "made anew"}})
 def put_secret(
     name: str, body: SecretPut, plane: PlaneDep, user: UserDep, response: Response, shared: bool = False
 ) -> SecretInfo:
