@@ -10,7 +10,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import e2e, envs, footprint, kill, logs, notebooks, ray_side, report, sandbox, scale, throughput, vault
+from . import e2e, envs, footprint, kill, logs, notebooks, ray_side, report, sandbox, scale, throughput, uploads, vault
 from .figures import BenchError, Figure
 from .harness import progress
 from .plan import FULL, SMOKE, Plan
@@ -26,6 +26,7 @@ MEASUREMENTS = {
     "vault": vault.run,
     "envs": envs.run,
     "notebooks": notebooks.run,
+    "uploads": uploads.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 
