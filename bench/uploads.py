@@ -14,8 +14,9 @@ import threading
 from pathlib import Path
 
 import taskyard
+from taskyard.status import TaskStatus
 
-from .figures import Figure, Target, single
+from .figures import BenchError, Figure, Target, single
 from .harness import progress, rss_mb, running
 from .plan import Plan
 
@@ -35,7 +36,8 @@ def run(plan: Plan) -> list[Figure]:
 
 def _run(server, folder: str) -> None:
     task = taskyard.submit("task.py", files_path=folder, client=server.client())
-    task.wait(timeout=600)
+    if task.wait(timeout=600) is not TaskStatus.SUCCESS:
+        raise BenchError(f"the upload task ended {task.status.alias}: {task.logs()[-500:]}")
 
 
 def _peak_while(pid: int, work) -> tuple[float, float]:
