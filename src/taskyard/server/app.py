@@ -14,6 +14,7 @@ from taskyard import __version__
 from taskyard.errors import TaskyardError
 from taskyard.models import ErrorBody
 from taskyard.server.config import ServerConfig
+from taskyard.server.failsafe import Failsafe, internal_error
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import agent, meta, pools, secrets, sizes, tasks, users, workers
 from taskyard.server.services import users as user_service
@@ -61,6 +62,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(Failsafe)
     return app
 
 
@@ -96,8 +98,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    body = {"code": "internal", "message": f"internal error ({type(exc).__name__}); see the server log"}
-    return JSONResponse({"error": body}, status_code=500)
+    return internal_error(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
