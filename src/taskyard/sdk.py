@@ -533,11 +533,14 @@ class Pool:
         time_to_live: str | float | None = None,
         warm_workers: int = 0,
         backend: str = "local",
+        shared_with: list[str] | None = None,
         client: Client | None = None,
     ) -> Pool:
+        """Make a pool (admins only), usable by the users in ``shared_with`` (``["*"]``: every user)."""
         pool = cls(name, client=client)
         spec = PoolSpec(
             name=name,
+            shared_with=shared_with or [],
             backend=backend,
             worker_config=worker_config or WorkerConfig(),
             max_workers=max_workers,
