@@ -105,7 +105,7 @@ def test_another_users_task_id_tells_nothing_of_their_task(alice, bob, tmp_path)
 
 def test_health_gives_no_pid_to_strangers(team):
     answer = httpx.get(team.url + "/api/v1/health")
-    assert answer.status_code == 200 and set(answer.json()) == {"status", "version"}
+    assert answer.status_code == 200 and set(answer.json()) == {"status", "version", "max_upload_bytes"}
 
 
 def test_a_user_cannot_add_remove_or_list_users(bob):
