@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from support import Server, default_client_of
 
@@ -94,3 +95,10 @@ def readable_dir() -> Iterator[Path]:
     folder.chmod(0o755)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def cli(server, monkeypatch) -> Iterator[CliRunner]:
+    """A runner whose commands talk to ``server`` as its admin, through TASKYARD_URL / TASKYARD_TOKEN."""
+    with default_client_of(server, monkeypatch):
+        yield CliRunner()

@@ -186,3 +186,10 @@ def default_client_of(server: Server, monkeypatch):
         yield server
     finally:
         reset_default_client()
+
+
+def invoke(cli, *args: object):
+    """Run ``taskyard ARGS...`` with ``cli`` (a CliRunner); its Result."""
+    from taskyard.cli import app
+
+    return cli.invoke(app, [str(arg) for arg in args])

@@ -9,29 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from taskyard.cli import app
 from taskyard.client import reset_default_client
 from taskyard.status import TaskStatus, WorkerStatus
 
-from support import EXAMPLES, default_client_of, wait_for, write
+from support import EXAMPLES, invoke, wait_for, write
 
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
-
-
-@pytest.fixture
-def cli(server, monkeypatch) -> Iterator[CliRunner]:
-    """A runner whose commands talk to ``server`` as its admin, through TASKYARD_URL / TASKYARD_TOKEN."""
-    with default_client_of(server, monkeypatch):
-        yield CliRunner()
-
-
-def invoke(cli: CliRunner, *args: object) -> Result:
-    return cli.invoke(app, [str(arg) for arg in args])
 
 
 def unique(name: str) -> str:

@@ -8,26 +8,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import pytest
 from rich.console import Console
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from taskyard import upload_progress
 from taskyard.cli import app
 
-from support import EXAMPLES, Server, default_client_of, write
-
-
-@pytest.fixture
-def cli(server, monkeypatch) -> Iterator[CliRunner]:
-    with default_client_of(server, monkeypatch):
-        yield CliRunner()
-
-
-def invoke(cli: CliRunner, *args: object) -> Result:
-    return cli.invoke(app, [str(arg) for arg in args])
+from support import EXAMPLES, Server, default_client_of, invoke, write
 
 
 def test_the_upload_limit_is_the_servers_and_the_message_says_how_to_raise_it(tmp_path, monkeypatch):

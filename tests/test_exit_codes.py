@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
-import pytest
-from typer.testing import CliRunner, Result
-
-from taskyard.cli import app
 from taskyard.cli.exit_codes import ExitCode, for_error, for_status
 from taskyard.client import reset_default_client
 from taskyard.errors import Conflict, Forbidden, NotFound, TaskyardError, TooLarge
 from taskyard.status import TaskStatus
 
-from support import EXAMPLES, Server, default_client_of, wait_for, write
-
-
-@pytest.fixture
-def cli(server, monkeypatch) -> Iterator[CliRunner]:
-    with default_client_of(server, monkeypatch):
-        yield CliRunner()
-
-
-def invoke(cli: CliRunner, *args: object) -> Result:
-    return cli.invoke(app, [str(arg) for arg in args])
+from support import EXAMPLES, Server, default_client_of, invoke, wait_for, write
 
 
 def test_the_table_is_in_the_root_help(cli):

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 
 import pytest
-from typer.testing import CliRunner, Result
 
 import taskyard
 from taskyard import TaskStatus
-from taskyard.cli import app
 from taskyard.errors import NotFound
 
-from support import default_client_of, wait_for, write
+from support import invoke, wait_for, write
 
 MAKER = (
     "import os, pathlib, sys\nout = pathlib.Path(os.environ['TASKYARD_OUTPUT_DIR'])\n"
@@ -24,16 +21,6 @@ MAKER = (
     "print('oops', file=sys.stderr)\n"
 )
 TICKER = "import time\nfor i in range(8):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
-
-
-@pytest.fixture
-def cli(server, monkeypatch) -> Iterator[CliRunner]:
-    with default_client_of(server, monkeypatch):
-        yield CliRunner()
-
-
-def invoke(cli: CliRunner, *args: object) -> Result:
-    return cli.invoke(app, [str(arg) for arg in args])
 
 
 def submit(server, tmp_path, name: str, code: str) -> taskyard.Task:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from typer.testing import CliRunner
-
 from taskyard import workflows
 from taskyard.cli import app
 from taskyard.workflows import FlowRun
 
-from support import EXAMPLES, default_client_of, write
+from support import EXAMPLES, write
 
 FAN_IN = "[process_table_1, process_table_2] >> process_final_table"
 FINAL = "id,city,sales\r\n1,ISTANBUL,1200\r\n2,ANKARA,800\r\n3,IZMIR,450\r\n"
-
-
-@pytest.fixture
-def cli(server, monkeypatch) -> Iterator[CliRunner]:
-    with default_client_of(server, monkeypatch):
-        yield CliRunner()
 
 
 def test_flow_run_of_the_example_and_its_show_list_logs(cli, tmp_path):
