@@ -15,6 +15,7 @@ from taskyard.server.config import ServerConfig
 from taskyard.server.docs import add_docs
 from taskyard.server.flows import router as flow_router
 from taskyard.server.flows.driver import make_driver
+from taskyard.server.metrics import router as metrics_router
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import (
     agent,
@@ -59,6 +60,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
                    folders):
         app.include_router(module.router, prefix=API)
     app.include_router(flow_router.router, prefix=API)
+    app.state.metrics_registry = metrics_router.make_registry(plane)
+    app.include_router(metrics_router.router)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
