@@ -32,6 +32,7 @@ from taskyard.server.routers import (
     workers,
 )
 from taskyard.server.services import users as user_service
+from taskyard.server.webui.site import add_dashboard
 
 API = "/api/v1"
 log = logging.getLogger("taskyard.server")
@@ -62,6 +63,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.include_router(flow_router.router, prefix=API)
     app.state.metrics_registry = metrics_router.make_registry(plane)
     app.include_router(metrics_router.router)
+    add_dashboard(app)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
