@@ -70,8 +70,13 @@ def test_callback_deliveries_are_counted_by_outcome(server, tmp_path):
     with Receiver() as receiver:
         task = run(server, tmp_path / "cb", "print(1)\n", callback_url=receiver.url)
         assert task.wait(timeout=60) is TaskStatus.SUCCESS
-        wait_for(lambda: value(scrape(server), "taskyard_callback_deliveries", state="delivered")
-                 > value(before, "taskyard_callback_deliveries", state="delivered"), timeout=30)
+        wait_for(
+            lambda: (
+                value(scrape(server), "taskyard_callback_deliveries", state="delivered")
+                > value(before, "taskyard_callback_deliveries", state="delivered")
+            ),
+            timeout=30,
+        )
     after = scrape(server)
     grown = value(after, "taskyard_callback_attempts_total", outcome="delivered")
     assert grown == value(before, "taskyard_callback_attempts_total", outcome="delivered") + 1

@@ -51,7 +51,9 @@ def bearer(server: Server, token: str) -> httpx.Client:
 def insert_tasks(server: Server, user_name: str, count: int, *, pool: str = "default") -> None:
     """``count`` tasks of ``user_name`` made straight in the store through the task service (waiting for input:
     they are never started), so that large tables take seconds to make."""
-    sessions = make_sessionmaker(make_engine(server.env.get("TASKYARD_DB_URL") or f"sqlite:///{server.home}/taskyard.db"))
+    sessions = make_sessionmaker(
+        make_engine(server.env.get("TASKYARD_DB_URL") or f"sqlite:///{server.home}/taskyard.db")
+    )
     spec = TaskSpec(file_name="bulk.py", bundle_sha256="0" * 64, bundle_size=1, pool=pool)
     with transaction(sessions) as session:
         user = session.scalar(select(UserRow).where(UserRow.name == user_name))

@@ -29,13 +29,21 @@ async def login(request: Request) -> Response:
     fields = await form(request)
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(fields.get("csrf", ""), expected):
-        return render.page(request, "login.html", None, 403, error="The form expired: try again.",
-                           login_csrf=expected, next="/")
+        return render.page(
+            request, "login.html", None, 403, error="The form expired: try again.", login_csrf=expected, next="/"
+        )
     token = fields.get("token", "").strip()
     user = await find_user(request.app.state.plane, token) if token else None
     if user is None:
-        return render.page(request, "login.html", None, 401, error="That token is not valid.",
-                           login_csrf=expected, next=_local(fields.get("next", "/")))
+        return render.page(
+            request,
+            "login.html",
+            None,
+            401,
+            error="That token is not valid.",
+            login_csrf=expected,
+            next=_local(fields.get("next", "/")),
+        )
     answer = RedirectResponse(_local(fields.get("next", "/")), status_code=303)
     _set_cookie(request, answer, COOKIE, token, max_age=30 * 86400)
     answer.delete_cookie(LOGIN_COOKIE)

@@ -31,7 +31,12 @@ MAX_WAIT = 25.0
 
 @router.get("/tasks")
 def task_list(
-    request: Request, user: PageUser, status: str = "", owner: str = "", pool: str = "", q: str = "",
+    request: Request,
+    user: PageUser,
+    status: str = "",
+    owner: str = "",
+    pool: str = "",
+    q: str = "",
     cursor: str | None = None,
 ) -> Response:
     wanted = views.TaskFilter(status=status, user=owner, pool=pool, search=q)
@@ -93,8 +98,9 @@ def outputs(task_id: str, request: Request, user: PageUser) -> FileResponse:
     if task.outputs_key is None:
         raise NotFound(f"task {task_id!r} has no outputs")
     kind = "partial" if task.outputs_partial else "result"
-    return FileResponse(plane.storage.path(task.outputs_key), media_type="application/gzip",
-                        filename=f"{task_id}-{kind}.tar.gz")
+    return FileResponse(
+        plane.storage.path(task.outputs_key), media_type="application/gzip", filename=f"{task_id}-{kind}.tar.gz"
+    )
 
 
 @router.post("/tasks/{task_id}/kill")

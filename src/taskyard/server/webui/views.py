@@ -34,8 +34,11 @@ class TaskFilter:
     search: str = ""  # a task id, or its beginning
 
     def query_args(self) -> dict[str, str]:
-        return {k: v for k, v in (("status", self.status), ("owner", self.user), ("pool", self.pool),
-                                  ("q", self.search)) if v}
+        return {
+            k: v
+            for k, v in (("status", self.status), ("owner", self.user), ("pool", self.pool), ("q", self.search))
+            if v
+        }
 
 
 @dataclass
