@@ -15,7 +15,7 @@ from taskyard.client import Client
 from support import Server, wait_for, write
 from webui_support import bearer, browser_like, close_clients, csrf_of, insert_tasks, logged_in
 
-PAGES = ["/", "/tasks", "/workers", "/pools"]
+PAGES = ["/", "/tasks", "/workers", "/pools", "/flows"]
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +226,25 @@ def test_ten_thousand_tasks_page_by_page(tmp_path):
         assert len(re.findall(r"<tr data-task=", filtered)) == 50 and 'class="next"' in filtered
     finally:
         server.stop()
+
+
+FLOW_TASK = "import time\ntime.sleep(0.3)\nprint('{name}')\n"
+
+
+def test_flow_pages_draw_the_graph_and_the_gantt_chart(web, tmp_path):
+    from taskyard.workflows import run
+    from taskyard.workflows.models import FlowStatus
+
+    for name in ("extract", "clean", "report"):
+        write(tmp_path / "flow", f"{name}.py", FLOW_TASK.format(name=name))
+    flow = run(tmp_path / "flow", "extract >> clean >> report", client=sdk_client(web, web.alice))
+    assert flow.wait(timeout=120) is FlowStatus.SUCCESS
+    alice = logged_in(web, web.alice)
+    assert flow.id in alice.get("/flows").text
+    page = alice.get(f"/flows/{flow.id}").text
+    assert page.count('<g class="node"') == 3 and page.count('data-state="Success"') == 3
+    assert page.count('<path class="edge"') == 2  # extract → clean → report
+    assert page.count('<div class="bar good"') == 3
+    assert bearer(web, web.bob).get(f"/flows/{flow.id}").status_code == 404
+    assert flow.id not in bearer(web, web.bob).get("/flows").text
+    assert flow.id in bearer(web, web.token).get("/flows").text

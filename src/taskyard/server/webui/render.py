@@ -35,6 +35,20 @@ def tone(status: TaskStatus | str) -> str:
     return TONES.get(status, "bad" if status.is_failed() else "waiting")
 
 
+def flow_tone(alias: str) -> str:
+    """A flow run's colour, from its status alias."""
+    lowered = alias.lower()
+    if lowered == "success":
+        return "good"
+    if lowered in ("failed", "killed"):
+        return "bad"
+    return "busy" if lowered in ("running", "killing") else "waiting"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def seconds_text(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -60,7 +74,7 @@ def bytes_text(count: int | None) -> str:
 
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.filters.update(tone=tone, seconds=seconds_text, when=when, bytes=bytes_text)
+    env.filters.update(tone=tone, flowtone=flow_tone, seconds=seconds_text, when=when, bytes=bytes_text)
     env.globals.update(version=__version__, statuses=list(TaskStatus))
     return env
 
@@ -71,7 +85,7 @@ ENV = _environment()
 def page(request: Request, template: str, user: UserRow | None, status_code: int = 200, **context: Any) -> HTMLResponse:
     """``template`` rendered for ``user``; ``partial=1`` in the query renders only its ``live`` block."""
     csrf = csrf_value(request.cookies[COOKIE]) if user is not None and COOKIE in request.cookies else ""
-    values = {"request": request, "user": user, "csrf": csrf, "now": datetime.now(timezone.utc), **context}
+    values = {"request": request, "user": user, "csrf": csrf, "now": utcnow(), **context}
     chosen = ENV.get_template(template)
     if request.query_params.get("partial") == "1" and "live" in chosen.blocks:
         text = "".join(chosen.blocks["live"](chosen.new_context(values)))

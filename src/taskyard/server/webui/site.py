@@ -6,13 +6,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from taskyard.server.webui import fleet, pages, tasks
+from taskyard.server.webui import fleet, flows, pages, tasks
 from taskyard.server.webui.auth import LoginRequired
 from taskyard.server.webui.render import STATIC
 
 
 def add_dashboard(app: FastAPI) -> None:
-    for module in (pages, tasks, fleet):
+    for module in (pages, tasks, fleet, flows):
         app.include_router(module.router, include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, _to_login)
