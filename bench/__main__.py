@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import (
     callbacks,
+    dashboard,
     e2e,
     envs,
     footprint,
@@ -45,6 +46,7 @@ MEASUREMENTS = {
     "callbacks": callbacks.run,
     "workflow": workflow.run,
     "outage": outage.run,
+    "dashboard": dashboard.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

@@ -11,6 +11,7 @@ import pytest
 import taskyard
 from taskyard import TaskStatus, WorkerConfig
 from taskyard.client import Client
+from taskyard.models import PoolSpec
 
 from support import Server, wait_for, write
 from webui_support import bearer, browser_like, close_clients, csrf_of, insert_tasks, logged_in
@@ -248,3 +249,21 @@ def test_flow_pages_draw_the_graph_and_the_gantt_chart(web, tmp_path):
     assert bearer(web, web.bob).get(f"/flows/{flow.id}").status_code == 404
     assert flow.id not in bearer(web, web.bob).get("/flows").text
     assert flow.id in bearer(web, web.token).get("/flows").text
+
+
+def test_the_table_shows_the_same_queue_positions_as_the_api(tmp_path):
+    server = Server(tmp_path / "home").start()
+    try:
+        server.client.create_pool(PoolSpec(name="parked", max_workers=0))
+        tasks = [submit_to(server, tmp_path / f"q{i}", pool="parked") for i in range(7)]
+        page = bearer(server, server.token).get("/tasks", params={"status": "in_queue"}).text
+        shown = dict(re.findall(r'<tr data-task="([^"]+)".*?<td class="position">(\d+)</td>', page, re.S))
+        assert shown == {task.id: str(server.client.task(task.id).position_in_queue) for task in tasks}
+        assert sorted(shown.values()) == [str(n) for n in range(1, 8)]
+    finally:
+        server.stop()
+
+
+def submit_to(server: Server, folder, **options) -> taskyard.Task:
+    write(folder, "job.py", "print(1)\n")
+    return taskyard.submit("job.py", files_path=folder, client=server.client, **options)
