@@ -205,7 +205,9 @@ def test_workers_and_pools_pages_and_terminate(web, tmp_path):
 
 def test_logout_forgets_the_session(web):
     alice = logged_in(web, web.alice)
-    assert alice.post("/logout").status_code == 303
+    assert alice.post("/logout").status_code == 403  # a page elsewhere cannot log you out either
+    answer = alice.post("/logout", data={"csrf": csrf_of(alice.get("/").text)})
+    assert answer.status_code == 303 and answer.headers["location"] == "/login"
     assert alice.get("/").status_code == 303
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from taskyard.server.db.models import UserRow
 from taskyard.server.webui import render, views
-from taskyard.server.webui.auth import COOKIE, LOGIN_COOKIE, find_user, form, new_login_value, page_user
+from taskyard.server.webui.auth import COOKIE, LOGIN_COOKIE, action_user, find_user, form, new_login_value, page_user
 
 router = APIRouter()
 PageUser = Annotated[UserRow, Depends(page_user)]
@@ -51,7 +51,7 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request, user: Annotated[UserRow, Depends(action_user)]) -> Response:
     answer = RedirectResponse("/login", status_code=303)
     answer.delete_cookie(COOKIE)
     return answer
