@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 
 import httpx
@@ -253,17 +254,19 @@ def test_flow_pages_draw_the_graph_and_the_gantt_chart(web, tmp_path):
     assert flow.id in bearer(web, web.token).get("/flows").text
 
 
-def test_the_table_shows_the_same_queue_positions_as_the_api(tmp_path):
-    server = Server(tmp_path / "home").start()
-    try:
-        server.client.create_pool(PoolSpec(name="parked", max_workers=0))
-        tasks = [submit_to(server, tmp_path / f"q{i}", pool="parked") for i in range(7)]
-        page = bearer(server, server.token).get("/tasks", params={"status": "in_queue"}).text
-        shown = dict(re.findall(r'<tr data-task="([^"]+)".*?<td class="position">(\d+)</td>', page, re.S))
-        assert shown == {task.id: str(server.client.task(task.id).position_in_queue) for task in tasks}
-        assert sorted(shown.values()) == [str(n) for n in range(1, 8)]
-    finally:
-        server.stop()
+def test_the_table_shows_the_same_queue_positions_as_the_api(any_server, tmp_path):
+    server = any_server
+    pool = f"parked-{secrets.token_hex(3)}"
+    server.client.create_pool(PoolSpec(name=pool, max_workers=0))
+    tasks = [submit_to(server, tmp_path / f"q{i}", pool=pool) for i in range(7)]
+    page = bearer(server, server.token).get("/tasks", params={"status": "in_queue", "pool": pool}).text
+    shown = dict(re.findall(r'<tr data-task="([^"]+)".*?<td class="position">(\d+)</td>', page, re.S))
+    assert shown == {task.id: str(server.client.task(task.id).position_in_queue) for task in tasks}
+    assert sorted(shown.values()) == [str(n) for n in range(1, 8)]
+    found = bearer(server, server.token).get("/tasks", params={"q": tasks[3].id}).text
+    assert re.findall(r'<tr data-task="([^"]+)"', found) == [tasks[3].id]
+    for task in tasks:
+        task.kill()
 
 
 def submit_to(server: Server, folder, **options) -> taskyard.Task:
