@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import (
     callbacks,
+    dashboard,
     e2e,
     envs,
     footprint,
@@ -47,6 +48,7 @@ MEASUREMENTS = {
     "workflow": workflow.run,
     "outage": outage.run,
     "uploads": uploads.run,
+    "dashboard": dashboard.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

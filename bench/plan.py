@@ -28,6 +28,8 @@ class Plan:
     outage_task_seconds: float = 10.0
     outage_seconds: float = 12.0  # longer than the task: it ends while the control plane is down
     submit_threads: int = 4
+    dashboard_tasks: int = 10_000  # dashboard: tasks in the store while its pages are timed
+    dashboard_runs: int = 20
 
 
 FULL = Plan()
@@ -53,4 +55,6 @@ SMOKE = Plan(
     outage_runs=1,
     outage_task_seconds=1.0,
     outage_seconds=2.0,
+    dashboard_tasks=500,
+    dashboard_runs=3,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MEASUREMENTS = {
     "e2e", "sandbox", "throughput", "log latency", "log throughput", "kill", "scale", "footprint", "vault", "envs",
-    "notebooks", "callbacks", "workflow", "outage",
+    "notebooks", "callbacks", "workflow", "outage", "dashboard",
 }
 
 

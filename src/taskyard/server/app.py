@@ -18,6 +18,7 @@ from taskyard.server.docs import add_docs
 from taskyard.server.failsafe import Failsafe, internal_error
 from taskyard.server.flows import router as flow_router
 from taskyard.server.flows.driver import make_driver
+from taskyard.server.metrics import router as metrics_router
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import (
     agent,
@@ -34,6 +35,7 @@ from taskyard.server.routers import (
     workers,
 )
 from taskyard.server.services import users as user_service
+from taskyard.server.webui.site import add_dashboard
 
 API = "/api/v1"
 _ERRORS = {
@@ -81,6 +83,9 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
                    folders, flow_router):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     _document_errors_as_json(app)
+    app.state.metrics_registry = metrics_router.make_registry(plane)
+    app.include_router(metrics_router.router)
+    add_dashboard(app)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

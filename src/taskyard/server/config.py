@@ -12,6 +12,7 @@ A file looks like this (every key is optional)::
     max_workers = 8           # workers running tasks at once in the default pool
     warm_workers = 2          # workers started ahead of need
     sandbox = "auto"          # auto | required | off
+    metrics = "auto"          # /metrics: auto (open on loopback, else an admin's token) | token | open
     gpus = ["0", "1"]         # GPU ids workers may be given (or "0,1"); left out: found with nvidia-smi -L
 
     [sizes.Small]             # given sizes replace the built-in ones
@@ -53,7 +54,7 @@ _GPU_ID = re.compile(r"[A-Za-z0-9:._-]+")
 
 #: top-level keys a file may hold. ``[backends.NAME]`` and ``[pools.NAME]`` tables go here too,
 #: each as a field of ServerConfig holding a dict of its own extra="forbid" model, as ``sizes`` does.
-FILE_KEYS = ("db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes", "callbacks")
+FILE_KEYS = ("db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes", "callbacks", "metrics")
 #: the variables that override a file's keys (and are overridden by explicit arguments)
 ENV_OVERRIDES = {
     "db_url": "TASKYARD_DB_URL",
@@ -61,6 +62,7 @@ ENV_OVERRIDES = {
     "warm_workers": "TASKYARD_WARM_WORKERS",
     "sandbox": "TASKYARD_SANDBOX",
     "gpus": "TASKYARD_GPUS",
+    "metrics": "TASKYARD_METRICS",
     "vault_key": "TASKYARD_VAULT_KEY",  # not a file key: a key does not belong in a file that gets copied around
 }
 
@@ -170,6 +172,8 @@ class ServerConfig(BaseModel):
     # The vault's Fernet key(s), comma-separated, the first encrypting; None: the key file in data_dir.
     vault_key: str | None = Field(default=None, repr=False)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    # Who may read /metrics: "auto" (loopback clients freely, others with an admin's token), "token", "open".
+    metrics: Literal["auto", "token", "open"] = "auto"
     # backends: dict[str, BackendConfig] and pools: dict[str, PoolConfig] are to come, as sizes is.
 
     @field_validator("gpus", mode="before")

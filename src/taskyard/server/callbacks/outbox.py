@@ -15,6 +15,7 @@ from taskyard.errors import Conflict, InvalidInput
 from taskyard.models import TaskSpec
 from taskyard.server.config import CallbackSettings
 from taskyard.server.db.models import CallbackAttemptRow, CallbackDeliveryRow, CallbackTargetRow, TaskRow, utcnow
+from taskyard.server.metrics import events as metric_events
 from taskyard.server.vault import Vault
 from taskyard.status import TaskStatus
 
@@ -175,7 +176,9 @@ def record(session: Session, settings: CallbackSettings, delivery_id: str, answe
     if answer.delivered or not answer.retryable or delivery.attempts >= settings.attempts:
         delivery.state = DELIVERED if answer.delivered else FAILED
         delivery.finished_at = now
+        metric_events.callback_attempt(session, delivery.state)
         return
+    metric_events.callback_attempt(session, "retry")
     delivery.next_at = now + timedelta(seconds=backoff(settings, delivery.attempts, answer.retry_after))
 
 

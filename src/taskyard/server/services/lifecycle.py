@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import StatusChangeRow, TaskRow, utcnow
+from taskyard.server.metrics import events as metric_events
 from taskyard.server.notifier import FLOWS, SCHEDULER, task_key, worker_key
 from taskyard.status import TaskStatus, check_transition
 
@@ -32,6 +33,7 @@ def set_status(
     task.status, task.status_at = new.value, now
     if reason is not None:
         task.reason = reason
+    metric_events.task_status(session, task.pool, new, (task.created_at, task.started_at, now))
     _stamp_times(task, new, now)
     session.add(StatusChangeRow(task_id=task.id, status=new.value, at=now, reason=reason))
     # The agent is not woken: what it must act on (a task given, a stop, a terminate) wakes it itself.

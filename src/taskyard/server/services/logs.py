@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from taskyard import settings
 from taskyard.models import LogChunk
 from taskyard.server.db.models import LogChunkRow, TaskRow
+from taskyard.server.metrics import events as metric_events
 from taskyard.server.notifier import task_key
 from taskyard.server.services.lifecycle import notify_on_commit
 
@@ -44,6 +45,7 @@ def _store(session: Session, task: TaskRow, chunk: LogChunk, cap: int) -> None:
     else:
         task.log_bytes += len(data)
     session.add(LogChunkRow(task_id=task.id, seq=chunk.seq, stream=chunk.stream, ts=chunk.ts, data=data))
+    metric_events.log_bytes(session, len(data))
 
 
 def system_line(session: Session, task: TaskRow, text: str) -> None:
