@@ -21,13 +21,16 @@ def create(
     size: Annotated[str | None, typer.Option(help="Default worker size for its tasks.")] = None,
     image: Annotated[str | None, typer.Option(help="Default worker image for its tasks.")] = None,
     warm: Annotated[int, typer.Option(min=0, help="Workers to keep started ahead of need.")] = 0,
+    backend: Annotated[str, typer.Option(help="The backend its workers start on (one the server names).")] = "local",
 ) -> None:
     """Create a pool; send tasks to it with `taskyard run --pool NAME`."""
     from taskyard.cli.run import worker_config
     from taskyard.sdk import Pool
 
     config = worker_config(size, image, {})
-    Pool.create(name, max_workers=max_workers, time_to_live=ttl, worker_config=config, warm_workers=warm)
+    Pool.create(
+        name, max_workers=max_workers, time_to_live=ttl, worker_config=config, warm_workers=warm, backend=backend
+    )
     typer.echo(f"pool {name} created")
 
 
@@ -40,16 +43,18 @@ def list_pools(as_json: Annotated[bool, typer.Option("--json", help="Print the A
     if as_json:
         print_json([pool.model_dump(mode="json") for pool in pools])
         return
-    columns = ("NAME", "MAX WORKERS", "BUSY", "QUEUED", "TTL", "SIZE", "OWNER")
+    columns = ("NAME", "BACKEND", "MAX WORKERS", "BUSY", "QUEUED", "TTL", "SIZE", "OWNER", "BACKEND STATUS")
     rows = [
         (
             p.name,
+            p.backend,
             p.max_workers,
             p.busy_workers,
             p.queued_tasks,
             _ttl(p.time_to_live),
             p.worker_config.worker_size,
             p.user,
+            p.backend_fault or "ok",
         )
         for p in pools
     ]

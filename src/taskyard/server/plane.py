@@ -11,11 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
-from taskyard.backends import Backend, make_backend
+from taskyard.backends import Backend
+from taskyard.backends.registry import BackendContext, make_backend
 from taskyard.models import PoolSpec
 from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.lanes import Lane
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools, worker_output
@@ -33,8 +35,7 @@ class Plane:
     sessions: sessionmaker[Session]
     notifier: Notifier
     storage: Storage
-    backend: Backend
-    scheduler: Scheduler
+    scheduler: Scheduler  # holds every configured backend, by name, each on its own lane
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
     users_by_token: dict[str, object] = field(default_factory=dict)
@@ -56,9 +57,24 @@ class Plane:
 
         return await run_in_threadpool(unit)
 
+    @property
+    def backend(self) -> Backend:
+        """The default pool's backend."""
+        return self.scheduler.backend
+
+    def backends(self) -> dict[str, Backend]:
+        """Every configured backend, by name."""
+        return {name: lane.backend for name, lane in self.scheduler.lanes.items()}
+
+    def backend_of(self, pool: PoolSpec) -> Backend:
+        """The backend the pool's workers start on (the default one when its backend is not configured)."""
+        lane = self.scheduler.lane(pool)
+        return lane.backend if lane is not None else self.backend
+
     def default_pool(self) -> PoolSpec:
         """The default pool as the scheduler runs it: its limits come from the server config."""
-        return pools.default_spec(max_workers=self.scheduler.max_workers, warm_workers=self.scheduler.warm_workers)
+        spec = pools.default_spec(max_workers=self.scheduler.max_workers, warm_workers=self.scheduler.warm_workers)
+        return spec.model_copy(update={"backend": self.scheduler.default_backend})
 
 
 def build_plane(config: ServerConfig) -> Plane:
@@ -71,19 +87,31 @@ def build_plane(config: ServerConfig) -> Plane:
     secret_service.settle_keys(sessions, vault)
     notifier = Notifier()
     _notify_after_commit(sessions, notifier)
-    backend = make_backend(config.backend, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
+    with transaction(sessions) as session:
+        pools.declare(session, {name: pool.spec(name) for name, pool in config.pools.items()}, sizes=config.sizes)
     storage = Storage(config.data_dir / "blobs")
     scheduler = Scheduler(
         sessions,
         notifier,
-        backend,
+        make_lanes(config),
+        default_backend=config.backend,
         max_workers=config.max_workers or settings.max_workers(),
         sizes=config,
         warm_workers=config.warm_workers,
         on_worker_ended=lambda name: worker_output.drop(storage, name),  # a worker's own log lives as long as it
     )
     callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
-    return Plane(config, sessions, notifier, storage, backend, scheduler, vault, callbacks)
+    return Plane(config, sessions, notifier, storage, scheduler, vault, callbacks)
+
+
+def make_lanes(config: ServerConfig) -> dict[str, Lane]:
+    """Every backend of the configuration, each on a lane of its own; MissingExtra names what to install."""
+    lanes = {}
+    for name, backend_settings in config.backends.items():
+        context = BackendContext(name, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
+        backend = make_backend(config.backend_type(name), backend_settings, context)
+        lanes[name] = Lane(name, backend, timeout=backend_settings.timeout, threads=backend_settings.threads)
+    return lanes
 
 
 def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:
