@@ -221,3 +221,23 @@ def test_pools_list_shows_each_pools_backend_and_what_is_wrong_with_it(served, m
     assert "stuck" in rows["stuck"] and "not answering" in rows["stuck"]
     assert " ok" in rows["default"]
     server.client.kill(stuck.id)
+
+
+# -- the contract suite -------------------------------------------------------------------------------------
+
+#: the module that runs the contract suite (contract.BackendContract) against each built-in backend type
+CONTRACT_SUITES = {"local": "test_local", "ray": "test_ray", "kubernetes": "test_kubernetes"}
+
+
+@pytest.mark.parametrize("type_name", list(registry.BUILTIN))
+def test_the_contract_suite_runs_against_every_backend_type_that_can_run_here(type_name):
+    from contract import BackendContract
+
+    try:
+        registry.check_installed(registry.BUILTIN[type_name])
+    except registry.MissingExtra as exc:
+        pytest.skip(str(exc))
+    module = importlib.import_module(CONTRACT_SUITES[type_name])
+    classes = [value for value in vars(module).values() if isinstance(value, type)]
+    suites = [suite for suite in classes if issubclass(suite, BackendContract) and suite is not BackendContract]
+    assert suites, f"no contract suite for type {type_name!r}"
