@@ -213,6 +213,9 @@ def test_pools_list_shows_each_pools_backend_and_what_is_wrong_with_it(served, m
     server = served(HUNG)
     stuck = hello(server.client, "stuck")
     wait_for(lambda: server.client.pool("stuck").backend_fault)
+    config = taskyard.WorkerConfig(worker_image="practicus")  # an image of the local backend, not of this one
+    with pytest.raises(taskyard.errors.InvalidInput, match="practicus"):
+        taskyard.submit("task_1.py", EXAMPLES, pool="stuck", worker_config=config, client=server.client)
     with default_client_of(server, monkeypatch):
         listed = CliRunner().invoke(app, ["pools", "list"], terminal_width=300)
     assert listed.exit_code == 0, listed.output

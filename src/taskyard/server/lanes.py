@@ -8,17 +8,18 @@ scheduler shows it on the backend's pools and in the status messages of their ta
 
 Python cannot cancel a thread: a call past its timeout is given up (its ``on_timeout`` runs once,
 on the scheduler's thread) but goes on in the background, and whatever it returns later is
-applied by its own code, which must check that what it started is still wanted.
+applied by its own code, which must check that what it started is still wanted. The lane's
+threads are daemons, so a call that never returns does not keep the server from exiting.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from taskyard.backends.base import Backend
@@ -43,25 +44,27 @@ class Lane:
     timeout: float = 30.0  # seconds a call may run before it is given up
     threads: int = 4
     warm_after: float = 0.0  # monotonic time before which no warm worker is started on it
-    _calls: dict[int, Call] = field(default_factory=dict)
-    _futures: set[Future] = field(default_factory=set)
+    _calls: dict[int, Call] = field(default_factory=dict)  # waiting or running
     _failure: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
     _ids: itertools.count = field(default_factory=itertools.count)
-    _executor: ThreadPoolExecutor = field(init=False)
+    _queue: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
 
     def __post_init__(self) -> None:
-        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix=f"taskyard-backend-{self.name}")
+        for number in range(self.threads):
+            name = f"taskyard-backend-{self.name}-{number}"
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
 
     def submit(self, what: str, work: Callable[[], None], *, on_timeout: Callable[[], None] | None = None) -> None:
         """Run ``work`` on the lane's threads; ``on_timeout`` runs (from :meth:`check`) if it takes too long."""
         call_id = next(self._ids)
         with self._lock:
             self._calls[call_id] = Call(what, on_timeout)
-        future = self._executor.submit(self._run, call_id, work)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
+        self._queue.put((call_id, work))
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._run(*item)
 
     def _run(self, call_id: int, work: Callable[[], None]) -> None:
         with self._lock:
@@ -73,10 +76,7 @@ class Lane:
         finally:
             with self._lock:
                 self._calls.pop(call_id, None)
-
-    def _forget(self, future: Future) -> None:
-        with self._lock:
-            self._futures.discard(future)
+                self._lock.notify_all()
 
     def pending(self, what: str) -> bool:
         """Is a call described as ``what`` waiting or running?"""
@@ -119,7 +119,7 @@ class Lane:
     def close(self) -> None:
         """Wait up to the timeout for the calls under way, then let the backend go (calls still running are left)."""
         with self._lock:
-            futures = set(self._futures)
-        wait(futures, timeout=self.timeout)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            self._lock.wait_for(lambda: not self._calls, timeout=self.timeout)
+        for _ in range(self.threads):
+            self._queue.put(None)
         self.backend.close()

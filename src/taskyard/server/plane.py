@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from taskyard import settings
 from taskyard.backends import Backend
 from taskyard.backends.registry import BackendContext, make_backend
+from taskyard.errors import InvalidInput
 from taskyard.models import PoolSpec
 from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
@@ -70,6 +71,15 @@ class Plane:
         """The backend the pool's workers start on (the default one when its backend is not configured)."""
         lane = self.scheduler.lane(pool)
         return lane.backend if lane is not None else self.backend
+
+    def backend_of_pool(self, session: Session, name: str) -> Backend:
+        """The backend of the pool called ``name``; the default one when there is no such pool (refused later)."""
+        if name == pools.DEFAULT:
+            return self.backend
+        try:
+            return self.backend_of(pools.get_spec(session, name))
+        except InvalidInput:
+            return self.backend
 
     def default_pool(self) -> PoolSpec:
         """The default pool as the scheduler runs it: its limits come from the server config."""
