@@ -56,3 +56,20 @@ def test_close_waits_for_the_calls_under_way_then_closes_the_backend():
     lane.submit("stop of worker w-1", lambda: (threading.Event().wait(0.3), finished.append(1)))
     lane.close()
     assert finished == [1] and backend.closed
+
+
+def test_a_start_goes_ahead_of_the_calls_waiting_before_it():
+    lane = Lane("busy", Idle(), timeout=5, threads=1)  # type: ignore[arg-type]
+    release, order = threading.Event(), []
+    lane.submit("stop of worker w-1", lambda: release.wait(5))  # holds the only thread
+    wait_for(lambda: _running(lane))
+    lane.submit("stop of worker w-2", lambda: order.append("stop"))
+    lane.submit("start of worker w-3", lambda: order.append("start"), first=True)
+    release.set()
+    wait_for(lambda: len(order) == 2)
+    assert order == ["start", "stop"]
+    lane.close()
+
+
+def _running(lane: Lane) -> bool:
+    return any(call.started for call in lane._calls.values())

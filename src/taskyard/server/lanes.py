@@ -48,23 +48,28 @@ class Lane:
     _failure: str | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _ids: itertools.count = field(default_factory=itertools.count)
-    _queue: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    _queue: queue.PriorityQueue = field(default_factory=queue.PriorityQueue)  # (rank, id, work): starts first
 
     def __post_init__(self) -> None:
         for number in range(self.threads):
             name = f"taskyard-backend-{self.name}-{number}"
             threading.Thread(target=self._serve, name=name, daemon=True).start()
 
-    def submit(self, what: str, work: Callable[[], None], *, on_timeout: Callable[[], None] | None = None) -> None:
-        """Run ``work`` on the lane's threads; ``on_timeout`` runs (from :meth:`check`) if it takes too long."""
+    def submit(
+        self, what: str, work: Callable[[], None], *, on_timeout: Callable[[], None] | None = None, first: bool = False
+    ) -> None:
+        """Run ``work`` on the lane's threads; ``on_timeout`` runs (from :meth:`check`) if it takes too long.
+
+        A ``first`` call (a worker's start, which a task may be waiting for) goes ahead of the others waiting.
+        """
         call_id = next(self._ids)
         with self._lock:
             self._calls[call_id] = Call(what, on_timeout)
-        self._queue.put((call_id, work))
+        self._queue.put((0 if first else 1, call_id, work))
 
     def _serve(self) -> None:
-        while (item := self._queue.get()) is not None:
-            self._run(*item)
+        while (item := self._queue.get())[2] is not None:
+            self._run(item[1], item[2])
 
     def _run(self, call_id: int, work: Callable[[], None]) -> None:
         with self._lock:
@@ -121,5 +126,5 @@ class Lane:
         with self._lock:
             self._lock.wait_for(lambda: not self._calls, timeout=self.timeout)
         for _ in range(self.threads):
-            self._queue.put(None)
+            self._queue.put((2, next(self._ids), None))
         self.backend.close()

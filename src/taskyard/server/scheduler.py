@@ -286,6 +286,7 @@ class Scheduler:
             f"start of worker {request.worker_name}",
             lambda: self._launch(task_id, lease, request, lane),
             on_timeout=lambda: self._launch_timed_out(lane, task_id, lease, request.worker_name),
+            first=True,
         )
 
     def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest, lane: Lane | None = None) -> None:
