@@ -149,7 +149,9 @@ class Scheduler:
                 lane = self.lane(pool)
                 if lane is None or lane.stalled():  # its tasks wait; the reason is on their pool
                     continue
-                ledger = ledgers.get(lane.name) or ledgers.setdefault(lane.name, self.ledger(live, lane))
+                if lane.name not in ledgers:
+                    ledgers[lane.name] = self.ledger(live, lane)
+                ledger = ledgers[lane.name]
                 pool_claims, pool_warm = self._fill(session, pool, live, ledger)
                 starts += [(lane, task_id, lease, request) for task_id, lease, request in pool_claims]
                 starts += [(lane, None, None, request) for request in pool_warm]
