@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from taskyard import callbacks, notebook_task
+from taskyard.agent import kinds
 from taskyard.config import WorkerConfig
 from taskyard.status import TaskStatus, WorkerStatus
 
-TASK_KINDS = {".py": "python", ".sh": "shell", ".ipynb": "notebook"}
+TASK_KINDS = {suffix: kind.title for suffix, kind in kinds.KINDS.items()}  # suffix -> kind, for people
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
@@ -36,8 +37,8 @@ def check_file_name(value: str) -> str:
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts:
         raise ValueError(f"file_name {value!r} must be a path relative to files_path, without '..'")
-    if path.suffix not in TASK_KINDS:
-        supported = ", ".join(TASK_KINDS)
+    if kinds.kind_of(value) is None:
+        supported = ", ".join(kinds.SUFFIXES)
         raise ValueError(f"file_name {value!r} has an unsupported extension; supported: {supported}")
     return value
 
@@ -238,10 +239,11 @@ class PoolSpec(BaseModel):
 
 
 class PoolInfo(PoolSpec):
-    user: str
+    user: str  # its owner; "config" for a pool the server's configuration file declares
     busy_workers: int = 0
     queued_tasks: int = 0
     created_at: datetime
+    backend_fault: str | None = None  # what is wrong with its backend now (not answering, failing); None: fine
 
 
 class SizeInfo(BaseModel):

@@ -179,7 +179,19 @@ def test_taskyard_config_names_the_file_and_a_given_path_wins(tmp_path, monkeypa
             "taskyard.toml: sizes: more than one size is marked default (sizes.A.default, sizes.B.default)",
         ),
         ("max_worker = 3\n", "taskyard.toml: max_worker: unknown key; the keys are: db_url, max_workers,"),
-        ("[backends.ray]\naddress = 'x'\n", "taskyard.toml: backends: unknown key"),
+        ("[backends.ray]\naddress = 'x'\n", "taskyard.toml: backends.ray.type: give one of: local, ray, kubernetes"),
+        ("[backends.a]\ntype = 'local'\nsandbox = 'maybe'\n", "taskyard.toml: backends.a.sandbox: Input should be"),
+        ("[backends.a]\ntype = 'local'\nzones = 2\n", "taskyard.toml: backends.a.zones: unknown key; the keys"),
+        ("[backends.a]\ntype = 'local'\ntimeout = 0\n", "taskyard.toml: backends.a.timeout: Input should be greater"),
+        ("[backends.local]\ntype = 'kubernetes'\n", "taskyard.toml: backends.local.type: type \"kubernetes\" needs"),
+        ("[backends.r]\ntype = 'ray'\naddress = 'ray://head:10001'\n",
+         "taskyard.toml: backends.r.type: type \"ray\" needs the ray package, which is not installed: "
+         "pip install 'taskyard[ray]'"),
+        ("[pools.big]\nbackend = 'nowhere'\n", "taskyard.toml: pools.big.backend: no backend 'nowhere'"),
+        ("[pools.big]\nmax_workers = -1\n", "taskyard.toml: pools.big.max_workers: Input should be greater"),
+        ("[pools.big]\ncolour = 'red'\n", "taskyard.toml: pools.big.colour: unknown key; the keys are: backend"),
+        ("[pools.default]\nmax_workers = 2\n", "taskyard.toml: pools.default: the default pool is set by"),
+        ("advertise_url = 'ftp://x'\n", "taskyard.toml: advertise_url: 'ftp://x' is not an http(s) URL"),
         ("max_workers = 0\n", "taskyard.toml: max_workers: Input should be greater than or equal to 1 (got 0)"),
         ('warm_workers = "two"\n', "taskyard.toml: warm_workers: Input should be a valid integer"),
         ('sandbox = "on"\n', "taskyard.toml: sandbox: Input should be 'auto', 'required' or 'off' (got 'on')"),
@@ -252,3 +264,12 @@ def test_the_readme_example_is_a_valid_config(tmp_path):
     config = load_config(write(tmp_path, "taskyard.toml", example), data_dir=tmp_path)
     assert list(config.sizes) == ["Small", "GPU-Large"] and config.default_size() == "Small"
     assert config.sizes["GPU-Large"] == Size(cpu=8, memory=32 * GiB, gpu=1)
+
+
+def test_the_readme_backends_example_is_a_valid_config(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [example] = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:] if "[backends." in block]
+    config = load_config(write(tmp_path, "taskyard.toml", example), data_dir=tmp_path)
+    assert list(config.backends) == ["local", "unsandboxed"] and config.backends["unsandboxed"].timeout == 30
+    assert config.pools["trusted"].spec("trusted").backend == "unsandboxed"
+    assert config.pools["trusted"].time_to_live == 8 * 3600

@@ -648,7 +648,8 @@ def make_scheduler(db):
 
     yield make
     for scheduler in made:
-        scheduler._terminator.shutdown(wait=True)
+        for lane in scheduler.lanes.values():
+            lane.close()
 
 
 def fill(scheduler: Scheduler) -> tuple[list[tuple[str, str, LaunchRequest]], list[LaunchRequest]]:

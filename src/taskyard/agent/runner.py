@@ -8,23 +8,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from . import envs, git, tree
+from . import envs, git, kinds, tree
 from .isolation import Isolation
 from .logpump import LogPump
 from .masking import Masker
 from .standby import Standby
 
-COMMANDS = {
-    "py": lambda f: [sys.executable, "-u", f],
-    "sh": lambda f: ["bash", f],
-    "ipynb": lambda f: [sys.executable, "-u", "-m", "taskyard.notebook_task", f],  # papermill, in the task's Python
-}
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
 WORKER_LOG_FILE = "task_output.log"  # in the worker's folder: the output of tasks that are not captured
 
@@ -188,7 +182,7 @@ class TaskRun:
         return code
 
     def _start(self) -> subprocess.Popen:
-        command = COMMANDS[self.a["kind"]](self.a["file_name"])
+        command = kinds.command(self.a["kind"], self.a["file_name"])
         if self.python is not None:
             command = self.python.command(command)
         network = self.a.get("network", True)

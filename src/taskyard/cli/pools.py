@@ -24,6 +24,7 @@ def create(
     share: Annotated[
         list[str] | None, typer.Option(help="A user who may use it (repeat it); '*' for every user.")
     ] = None,
+    backend: Annotated[str, typer.Option(help="The backend its workers start on (one the server names).")] = "local",
 ) -> None:
     """Create a pool (admins only); its users send tasks to it with `taskyard run --pool NAME`."""
     from taskyard.cli.run import worker_config
@@ -31,7 +32,8 @@ def create(
 
     config = worker_config(size, image, {})
     Pool.create(
-        name, max_workers=max_workers, time_to_live=ttl, worker_config=config, warm_workers=warm, shared_with=share
+        name, max_workers=max_workers, time_to_live=ttl, worker_config=config, warm_workers=warm, shared_with=share,
+        backend=backend,
     )
     typer.echo(f"pool {name} created")
 
@@ -45,16 +47,18 @@ def list_pools(as_json: Annotated[bool, typer.Option("--json", help="Print the A
     if as_json:
         print_json([pool.model_dump(mode="json") for pool in pools])
         return
-    columns = ("NAME", "MAX WORKERS", "BUSY", "QUEUED", "TTL", "SIZE", "SHARED WITH")
+    columns = ("NAME", "BACKEND", "MAX WORKERS", "BUSY", "QUEUED", "TTL", "SIZE", "SHARED WITH", "BACKEND STATUS")
     rows = [
         (
             p.name,
+            p.backend,
             p.max_workers,
             p.busy_workers,
             p.queued_tasks,
             _ttl(p.time_to_live),
             p.worker_config.worker_size,
             ", ".join(p.shared_with) or ("everyone" if p.name == "default" else "admins"),
+            p.backend_fault or "ok",
         )
         for p in pools
     ]

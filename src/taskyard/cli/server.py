@@ -31,6 +31,11 @@ def serve(
         Path | None,
         typer.Option(help="A file holding the admin token (or TASKYARD_ADMIN_TOKEN); default: made, shown once."),
     ] = None,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(help="The URL workers reach this server at (or TASKYARD_ADVERTISE_URL); needed on 0.0.0.0 "
+                     "with a remote backend. Default: from --host."),
+    ] = None,
     embedded_mode: Annotated[bool, typer.Option("--embedded", hidden=True)] = False,
 ) -> None:
     """Run the control plane in the foreground (Ctrl+C stops it).
@@ -46,7 +51,10 @@ def serve(
 
     data_dir = home or settings.home()
     token = embedded.read_token(data_dir) if embedded_mode else given_admin_token(admin_token_file)
-    config = load_config(config_file, data_dir=data_dir, db_url=db_url, max_workers=max_workers, admin_token=token)
+    config = load_config(
+        config_file, data_dir=data_dir, db_url=db_url, max_workers=max_workers, admin_token=token,
+        advertise_url=advertise_url,
+    )
     state_file = None
     if embedded_mode:
         state_file, port = embedded.state_path(data_dir), embedded.saved_port(data_dir)

@@ -23,6 +23,14 @@ A file looks like this (every key is optional)::
     [callbacks]               # task callbacks (see CallbackSettings for every key)
     attempts = 10
     allowed_hosts = ["ci.example.com"]
+
+    [backends.cluster]        # more backends beside "local" (see taskyard.backends.settings)
+    type = "ray"
+    address = "ray://head:10001"
+
+    [pools.big]               # pools the file declares (see PoolSettings); the API cannot delete them
+    backend = "cluster"
+    max_workers = 20
 """
 
 from __future__ import annotations
@@ -34,12 +42,16 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskyard import settings
-from taskyard.config import SIZE_NAME, SIZE_NAME_RULE
+from taskyard.backends.registry import BackendType, MissingExtra, backend_types, check_installed
+from taskyard.backends.settings import BackendSettings, LocalSettings
+from taskyard.config import SIZE_NAME, SIZE_NAME_RULE, WorkerConfig
 from taskyard.errors import ConfigError, InvalidInput
+from taskyard.models import PoolSpec, check_id, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,9 +64,11 @@ UNITS |= {"t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 <<
 _MEMORY = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
 _GPU_ID = re.compile(r"[A-Za-z0-9:._-]+")
 
-#: top-level keys a file may hold. ``[backends.NAME]`` and ``[pools.NAME]`` tables go here too,
-#: each as a field of ServerConfig holding a dict of its own extra="forbid" model, as ``sizes`` does.
-FILE_KEYS = ("db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes", "callbacks", "metrics")
+#: top-level keys a file may hold
+FILE_KEYS = (
+    "db_url", "max_workers", "warm_workers", "sandbox", "gpus", "sizes", "callbacks", "metrics", "backend", "backends",
+    "pools", "advertise_url",
+)
 #: the variables that override a file's keys (and are overridden by explicit arguments)
 ENV_OVERRIDES = {
     "db_url": "TASKYARD_DB_URL",
@@ -63,6 +77,7 @@ ENV_OVERRIDES = {
     "sandbox": "TASKYARD_SANDBOX",
     "gpus": "TASKYARD_GPUS",
     "metrics": "TASKYARD_METRICS",
+    "advertise_url": "TASKYARD_ADVERTISE_URL",
     "vault_key": "TASKYARD_VAULT_KEY",  # not a file key: a key does not belong in a file that gets copied around
 }
 
@@ -127,6 +142,35 @@ class CallbackSettings(BaseModel):
     allowed_hosts: tuple[str, ...] = ()  # empty: any host; else callback URLs must name one of these
 
 
+class PoolSettings(BaseModel):
+    """``[pools.NAME]``: a pool the file declares. It replaces a pool of that name made over the API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str = "local"  # the name of one of the configured backends
+    max_workers: int = Field(default=1, ge=0, le=10_000)  # workers running tasks at once
+    warm_workers: int = Field(default=0, ge=0, le=100)  # workers started ahead of need
+    time_to_live: float | None = None  # seconds, or e.g. "8h": a worker older than this is stopped
+    worker_config: WorkerConfig = Field(default_factory=WorkerConfig)  # defaults for its tasks
+    shared_with: list[str] = Field(default_factory=list)  # the users who may use it ("*": everyone); admins always
+
+    _ttl = field_validator("time_to_live", mode="before")(parse_duration)
+
+    def spec(self, name: str) -> PoolSpec:
+        return PoolSpec(name=name, **self.model_dump(exclude={"worker_config"}), worker_config=self.worker_config)
+
+
+def _pool_name(name: str) -> str:
+    check_id(name, "pool name")
+    if name == "default":
+        raise ValueError("the default pool is set by the top-level max_workers and warm_workers")
+    return name
+
+
+PoolName = Annotated[str, AfterValidator(_pool_name)]
+BackendName = Annotated[str, AfterValidator(lambda name: check_id(name, "backend name"))]
+
+
 def builtin_sizes() -> dict[str, Size]:
     """The sizes a server offers when its file names none; X-Small is the default."""
     shapes = {"X-Small": (1, 1), "Small": (1, 2), "Medium": (2, 4), "Large": (4, 8), "X-Large": (8, 16)}
@@ -162,7 +206,7 @@ class ServerConfig(BaseModel):
 
     data_dir: Path
     db_url: str | None = None  # None: SQLite under data_dir
-    backend: str = "local"
+    backend: str = "local"  # the default pool's backend: one of ``backends``
     max_workers: int | None = Field(default=None, ge=1)  # None: one per core
     warm_workers: int | None = Field(default=None, ge=0, le=100)  # None: TASKYARD_WARM_WORKERS or 2
     admin_token: str | None = Field(default=None, repr=False)  # make sure an admin with it exists (embedded)
@@ -174,7 +218,42 @@ class ServerConfig(BaseModel):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     # Who may read /metrics: "auto" (loopback clients freely, others with an admin's token), "token", "open".
     metrics: Literal["auto", "token", "open"] = "auto"
-    # backends: dict[str, BackendConfig] and pools: dict[str, PoolConfig] are to come, as sizes is.
+    # Each backend's settings by name, of its type's model (taskyard.backends.settings); "local" is always there.
+    backends: dict[BackendName, BackendSettings] = Field(default_factory=lambda: {"local": _local()})
+    pools: dict[PoolName, PoolSettings] = Field(default_factory=dict)
+    advertise_url: str | None = None  # the URL workers reach the control plane at; None: from the bind address
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _typed_backends(cls, value: Any) -> Any:
+        """Raw tables (a file's) become their type's settings; see :func:`backend_settings` for messages."""
+        if not isinstance(value, Mapping):
+            return value
+        typed: dict[str, Any] = {"local": LocalSettings()}
+        problems: list[tuple[str, str]] = []
+        for name, table in value.items():
+            try:
+                typed[name] = backend_settings(name, table)
+            except BackendTableError as exc:
+                problems += exc.problems
+        if problems:
+            raise BackendTableError(problems)
+        return typed
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _check_advertise_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> ServerConfig:
+        if not isinstance(self.backends.get("local"), LocalSettings):
+            raise ValueError('backends.local: the backend called "local" is of type "local"')
+        named = [("backend", self.backend), *((f"pools.{name}.backend", p.backend) for name, p in self.pools.items())]
+        for where, backend in named:
+            if backend not in self.backends:
+                raise ValueError(f"{where}: no backend {backend!r}; backends: {', '.join(self.backends)}")
+        return self
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -215,6 +294,57 @@ class ServerConfig(BaseModel):
         """The name of the size a task gets when neither it nor its pool names one."""
         return default_size_name(self.sizes)
 
+    def backend_type(self, name: str) -> BackendType:
+        """The type of the backend called ``name``."""
+        return backend_types()[self.backends[name].type]
+
+    def remote_backends(self) -> list[str]:
+        """The backends whose workers run on other machines, and so need :attr:`advertise_url`."""
+        return [name for name in self.backends if self.backend_type(name).remote]
+
+
+def _local() -> BackendSettings:
+    return LocalSettings()
+
+
+class BackendTableError(ValueError):
+    """A ``[backends.NAME]`` table that is not valid; ``problems`` are (dotted key, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {message}" for key, message in problems))
+
+
+def backend_settings(name: str, table: Any) -> BackendSettings:
+    """The settings of ``[backends.NAME]``, of the model its ``type`` names; BackendTableError naming each key."""
+    if isinstance(table, BackendSettings):
+        return table
+    where = f"backends.{name}"
+    types = backend_types()
+    kind = types.get(str(table.get("type"))) if isinstance(table, Mapping) else None
+    if kind is None:
+        given = f" (got {table.get('type')!r})" if isinstance(table, Mapping) and "type" in table else ""
+        raise BackendTableError([(f"{where}.type", f"give one of: {', '.join(types)}{given}")])
+    try:
+        check_installed(kind)
+        return kind.settings.model_validate(table)
+    except MissingExtra as exc:
+        raise BackendTableError([(f"{where}.type", str(exc))]) from None
+    except ValidationError as exc:
+        problems = [(f"{where}.{_dotted(error)}", _message(error, [], kind.settings)) for error in exc.errors()]
+        raise BackendTableError(problems) from None
+
+
+def _dotted(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "type"
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not an http(s) URL of the control plane, e.g. http://taskyard.example.com:8642")
+    return value.rstrip("/")
+
 
 def _gpu_id(item: Any) -> str:
     text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
@@ -251,7 +381,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
     origins: dict[str, str] = {}
     if path is not None:
         values = _read_file(path)
-        origins = dict.fromkeys(values, str(path))
+        origins = dict.fromkeys([*values, ""], str(path))
     for key, variable in ENV_OVERRIDES.items():
         given = os.environ.get(variable)
         if given is not None and (given != "" or key == "gpus"):
@@ -287,17 +417,22 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _describe(error: Any, origins: Mapping[str, str]) -> str:
     """One pydantic error as ``where: dotted.key: what is wrong`` (a variable stands for its key)."""
     loc = [str(part) for part in error["loc"] if part != "[key]"]
-    origin = origins.get(loc[0], "") if loc else ""
+    origin = origins.get(loc[0] if loc else "", "")
+    prefix = f"{origin}: " if origin else ""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, BackendTableError):
+        return "; ".join(f"{prefix}{key}: {message}" for key, message in cause.problems)
+    if not loc:  # a check across keys: its message starts with the key
+        return prefix + _message(error, loc)
     if origin.startswith("TASKYARD_") and len(loc) == 1:
         return f"{origin}: {_message(error, loc)}"
-    prefix = f"{origin}: " if origin else ""
-    return f"{prefix}{'.'.join(loc) or 'configuration'}: {_message(error, loc)}"
+    return f"{prefix}{'.'.join(loc)}: {_message(error, loc)}"
 
 
-def _message(error: Any, loc: list[str]) -> str:
+def _message(error: Any, loc: list[str], model: type[BaseModel] | None = None) -> str:
     if error["type"] == "extra_forbidden":
-        tables: dict[str, type[BaseModel]] = {"sizes": Size, "callbacks": CallbackSettings}
-        known = tables.get(loc[0], ServerConfig).model_fields
+        tables: dict[str, type[BaseModel]] = {"sizes": Size, "callbacks": CallbackSettings, "pools": PoolSettings}
+        known = (model or tables.get(loc[0] if loc else "", ServerConfig)).model_fields
         return f"unknown key; the keys are: {', '.join(known)}"
     message = str(error["msg"]).removeprefix("Value error, ")
     given = error.get("input")

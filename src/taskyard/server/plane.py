@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
-from taskyard.backends import Backend, make_backend
-from taskyard.errors import ConfigError
+from taskyard.backends import Backend
+from taskyard.backends.registry import BackendContext, make_backend
+from taskyard.errors import ConfigError, InvalidInput
 from taskyard.models import PoolSpec
 from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.lanes import Lane
 from taskyard.server.lease import ServerLease
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
@@ -36,8 +38,7 @@ class Plane:
     sessions: sessionmaker[Session]
     notifier: Notifier
     storage: Storage
-    backend: Backend
-    scheduler: Scheduler
+    scheduler: Scheduler  # holds every configured backend, by name, each on its own lane
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
     lease: ServerLease | None = None  # held while this server runs: no second server on the database
@@ -60,9 +61,33 @@ class Plane:
 
         return await run_in_threadpool(unit)
 
+    @property
+    def backend(self) -> Backend:
+        """The default pool's backend."""
+        return self.scheduler.backend
+
+    def backends(self) -> dict[str, Backend]:
+        """Every configured backend, by name."""
+        return {name: lane.backend for name, lane in self.scheduler.lanes.items()}
+
+    def backend_of(self, pool: PoolSpec) -> Backend:
+        """The backend the pool's workers start on (the default one when its backend is not configured)."""
+        lane = self.scheduler.lane(pool)
+        return lane.backend if lane is not None else self.backend
+
+    def backend_of_pool(self, session: Session, name: str) -> Backend:
+        """The backend of the pool called ``name``; the default one when there is no such pool (refused later)."""
+        if name == pools.DEFAULT:
+            return self.backend
+        try:
+            return self.backend_of(pools.get_spec(session, name))
+        except InvalidInput:
+            return self.backend
+
     def default_pool(self) -> PoolSpec:
         """The default pool as the scheduler runs it: its limits come from the server config."""
-        return pools.default_spec(max_workers=self.scheduler.max_workers, warm_workers=self.scheduler.warm_workers)
+        spec = pools.default_spec(max_workers=self.scheduler.max_workers, warm_workers=self.scheduler.warm_workers)
+        return spec.model_copy(update={"backend": self.scheduler.default_backend})
 
 
 def build_plane(config: ServerConfig) -> Plane:
@@ -74,18 +99,19 @@ def build_plane(config: ServerConfig) -> Plane:
     lease = ServerLease(sessions, settings.server_lease_seconds())
     lease.acquire()
     max_workers, warm_workers = pool_limits(config)
-    with transaction(sessions) as session:
-        pools.refuse_over_limits(session, max_workers)
     vault = Vault.load(config.data_dir, config.vault_key)
     secret_service.settle_keys(sessions, vault)
     notifier = Notifier()
     _notify_after_commit(sessions, notifier)
-    backend = make_backend(config.backend, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
+    with transaction(sessions) as session:  # the file's pools, then no pool over the server's limits
+        pools.declare(session, {name: pool.spec(name) for name, pool in config.pools.items()}, sizes=config.sizes)
+        pools.refuse_over_limits(session, max_workers)
     storage = Storage(config.data_dir / "blobs")
     scheduler = Scheduler(
         sessions,
         notifier,
-        backend,
+        make_lanes(config),
+        default_backend=config.backend,
         max_workers=max_workers,
         sizes=config,
         warm_workers=warm_workers,
@@ -93,7 +119,7 @@ def build_plane(config: ServerConfig) -> Plane:
     )
     callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
     lease.start()
-    return Plane(config, sessions, notifier, storage, backend, scheduler, vault, callbacks, lease=lease)
+    return Plane(config, sessions, notifier, storage, scheduler, vault, callbacks, lease=lease)
 
 
 def pool_limits(config: ServerConfig) -> tuple[int, int]:
@@ -107,6 +133,16 @@ def pool_limits(config: ServerConfig) -> tuple[int, int]:
             " lower warm_workers or raise max_workers"
         )
     return max_workers, config.warm_workers
+
+
+def make_lanes(config: ServerConfig) -> dict[str, Lane]:
+    """Every backend of the configuration, each on a lane of its own; MissingExtra names what to install."""
+    lanes = {}
+    for name, backend_settings in config.backends.items():
+        context = BackendContext(name, config.data_dir, sandbox=config.sandbox, gpus=config.gpus)
+        backend = make_backend(config.backend_type(name), backend_settings, context)
+        lanes[name] = Lane(name, backend, timeout=backend_settings.timeout, threads=backend_settings.threads)
+    return lanes
 
 
 def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import uvicorn
 
+from taskyard.errors import ConfigError
+from taskyard.server.advertise import WILDCARDS, agent_url
 from taskyard.server.app import create_app
 from taskyard.server.config import ServerConfig
 
@@ -32,15 +34,19 @@ def serve(
             raise
         sock = _bind(host, 0)
     bound = sock.getsockname()[1]
-    agent_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    url = f"http://{agent_host}:{bound}"
+    try:
+        agents_at = agent_url(config, host, bound)
+    except ConfigError:
+        sock.close()
+        raise
+    url = f"http://{'127.0.0.1' if host in WILDCARDS else host}:{bound}"  # for clients on this machine
     app = create_app(config)
     plane = app.state.plane
     inner = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(a):
-        plane.scheduler.start(url)
+        plane.scheduler.start(agents_at)
         plane.callbacks.start()
         if state_file is not None:
             _write_state(state_file, url)
@@ -54,7 +60,8 @@ def serve(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, timeout_graceful_shutdown=1)
     )
     _show_first_admin(app.state.first_admin_token)
-    print(f"taskyard server listening on {url}", flush=True)
+    told = f"; workers call {agents_at}" if agents_at != url else ""
+    print(f"taskyard server listening on {url}{told}", flush=True)
     server.run(sockets=[sock])
 
 

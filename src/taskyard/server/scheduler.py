@@ -3,17 +3,21 @@
 A claim writes a lease (token + expiry) on the task. Slow work (starting or stopping a worker)
 happens with no transaction open, and its result is applied only where the lease still holds;
 otherwise what was started is stopped again.
+
+Each pool names its backend, and every call to a backend runs on that backend's own
+:class:`~taskyard.server.lanes.Lane`, never on the scheduler's thread: a slow or hung backend
+holds up only its own pools, whose tasks say why they wait.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -28,6 +32,7 @@ from taskyard.models import PoolSpec, TaskSpec
 from taskyard.server.admission import Ledger, Need
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
+from taskyard.server.lanes import Lane
 from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
 from taskyard.server.services import pools
 from taskyard.server.services import tasks as task_service
@@ -58,17 +63,23 @@ class Scheduler:
         self,
         sessions: sessionmaker[Session],
         notifier: Notifier,
-        backend: Backend,
+        backends: Backend | Mapping[str, Lane],
         *,
         max_workers: int,
         sizes: Sizes,
         warm_workers: int | None = None,
         on_worker_ended: Callable[[str], None] | None = None,
+        default_backend: str | None = None,
     ) -> None:
+        """``backends``: each backend's lane by name (one Backend: its own lane, under its name).
+
+        ``default_backend`` is the default pool's (None: the only one, or ``local``).
+        """
         self.sessions = sessions
         self.on_worker_ended = on_worker_ended or (lambda name: None)  # told each worker it has terminated
         self.notifier = notifier
-        self.backend = backend
+        self.lanes = {backends.name: Lane(backends.name, backends)} if isinstance(backends, Backend) else dict(backends)
+        self.default_backend = default_backend or (next(iter(self.lanes)) if len(self.lanes) == 1 else "local")
         self.sizes = sizes
         self.max_workers = max_workers
         self.warm_workers = settings.warm_workers() if warm_workers is None else warm_workers
@@ -77,9 +88,7 @@ class Scheduler:
         self.control_plane_url = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._terminator = ThreadPoolExecutor(max_workers=4, thread_name_prefix="taskyard-terminate")
         self._terminating: set[str] = set()
-        self._warm_after = 0.0  # monotonic time before which no warm worker is started
         self._lock = threading.Lock()
 
     def start(self, control_plane_url: str) -> None:
@@ -99,8 +108,22 @@ class Scheduler:
                 if worker.user_id is None and worker.status in worker_service.RUNNABLE:  # idle warm
                     worker_service.mark_terminating(session, worker, reason="the control plane stopped")
         self._reap(_doomed(live))
-        self._terminator.shutdown(wait=True)
-        self.backend.close()
+        for lane in self.lanes.values():
+            lane.close()
+
+    @property
+    def backend(self) -> Backend:
+        """The default pool's backend."""
+        return self.lanes[self.default_backend].backend
+
+    def lane(self, pool: PoolSpec) -> Lane | None:
+        """The lane of the pool's backend; None when the configuration no longer has that backend."""
+        return self.lanes.get(self.default_backend if pool.name == pools.DEFAULT else pool.backend)
+
+    def fault(self, backend: str) -> str | None:
+        """What is wrong with the backend called ``backend`` now, for people; None when it answers."""
+        lane = self.lanes.get(backend)
+        return "not configured on this server" if lane is None else lane.fault()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -120,18 +143,22 @@ class Scheduler:
         with transaction(self.sessions) as session:
             specs = pools.all_specs(session)
             live = worker_service.live_workers(session)
-            ledger = self.ledger(live)
-            claims, warm = [], []
+            ledgers: dict[str, Ledger] = {}
+            starts: list[tuple[Lane, str | None, str | None, LaunchRequest]] = []
             for pool in specs:
+                lane = self.lane(pool)
+                if lane is None or lane.stalled():  # its tasks wait; the reason is on their pool
+                    continue
+                if lane.name not in ledgers:
+                    ledgers[lane.name] = self.ledger(live, lane)
+                ledger = ledgers[lane.name]
                 pool_claims, pool_warm = self._fill(session, pool, live, ledger)
-                claims += pool_claims
-                warm += pool_warm
+                starts += [(lane, task_id, lease, request) for task_id, lease, request in pool_claims]
+                starts += [(lane, None, None, request) for request in pool_warm]
             self._assign_to_kept_workers(session)
         doomed = _doomed(live)
-        for task_id, lease, request in claims:
-            self._launch(task_id, lease, request)
-        for request in warm:
-            self._launch(None, None, request)
+        for lane, task_id, lease, request in starts:
+            self._start(lane, task_id, lease, request)
         now = utcnow()
         if (now - self._reconciled_at).total_seconds() >= RECONCILE_EVERY:
             self._reconciled_at = now
@@ -168,9 +195,10 @@ class Scheduler:
                 claims.append(outcome)
         return placed, claims
 
-    def ledger(self, live: list[WorkerRow]) -> Ledger:
-        """What the backend has left, as ``live`` workers hold it, for one pass to place workers against."""
-        return Ledger(self.backend.capacity(), live, self._need)
+    def ledger(self, live: list[WorkerRow], lane: Lane | None = None) -> Ledger:
+        """What a backend (the default one) has left, as its ``live`` workers hold it, for one pass."""
+        lane = lane or self.lanes[self.default_backend]
+        return Ledger(lane.backend.capacity(), [w for w in live if w.backend == lane.name], self._need)
 
     def _max_workers(self, pool: PoolSpec) -> int:
         return self.max_workers if pool.name == pools.DEFAULT else pool.max_workers
@@ -181,7 +209,8 @@ class Scheduler:
     def _shape(self, pool: PoolSpec, config: WorkerConfig) -> tuple[str, str]:
         config = pools.effective_config(pool, config)
         size, _ = self.sizes.size(config.worker_size or self.sizes.default_size())
-        return size, config.worker_image or self.backend.default_image
+        lane = self.lane(pool)
+        return size, config.worker_image or (lane or self.lanes[self.default_backend]).backend.default_image
 
     def _need(self, size_name: str) -> Need:
         try:
@@ -217,7 +246,7 @@ class Scheduler:
             session,
             user_id=task.user_id,
             pool=pool.name,
-            backend=self.backend.name,
+            backend=self._backend_name(pool),
             size=size,
             image=image,
             gpus=gpus,
@@ -235,54 +264,90 @@ class Scheduler:
         """Keep the pool's warm workers started and waiting, so a task need not wait for one to boot."""
         size, image = self._shape(pool, WorkerConfig())
         requests: list[LaunchRequest] = []
-        if time.monotonic() < self._warm_after:
+        lane = self.lane(pool)
+        if lane is None or time.monotonic() < lane.warm_after:
             return requests
         for _ in range(min(self._warm_target(pool) - idle, room)):
             gpus = ledger.reserve(self._need(size), compute=False)
             if gpus is None:
                 break
             worker, token = worker_service.create_worker(
-                session,
-                user_id=None,
-                pool=pool.name,
-                backend=self.backend.name,
-                size=size,
-                image=image,
-                gpus=gpus,
-                keep=False,
+                session, user_id=None, pool=pool.name, backend=lane.name, size=size, image=image,
+                gpus=gpus, keep=False,
             )
             resources = self._resources(size, gpus)
             requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image, resources))
         return requests
 
-    def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest) -> None:
+    def _backend_name(self, pool: PoolSpec) -> str:
+        return self.default_backend if pool.name == pools.DEFAULT else pool.backend
+
+    def _start(self, lane: Lane, task_id: str | None, lease: str | None, request: LaunchRequest) -> None:
+        """Launch on the backend's lane; a launch past its timeout gives the task back to the queue."""
+        lane.submit(
+            f"start of worker {request.worker_name}",
+            lambda: self._launch(task_id, lease, request, lane),
+            on_timeout=lambda: self._launch_timed_out(lane, task_id, lease, request.worker_name),
+            first=True,
+        )
+
+    def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest, lane: Lane | None = None) -> None:
+        """Start the worker (blocking, on the backend's lane) and record its handle where it is still wanted."""
+        lane = lane or self.lanes[self.default_backend]
         try:
-            handle = self.backend.launch(request)
+            handle = lane.backend.launch(request)
         except Exception as exc:
             log.exception("could not start worker %s", request.worker_name)
-            self._launch_failed(task_id, lease, request.worker_name, exc)
+            lane.failed(f"start of worker {request.worker_name}", exc)
+            self._launch_failed(lane, task_id, lease, request.worker_name, exc)
             return
+        lane.answered()
+        if not self._launched(task_id, lease, request.worker_name, handle):
+            lane.backend.terminate(handle)  # given up while it started: nothing waits for it
+
+    def _launched(self, task_id: str | None, lease: str | None, worker_name: str, handle: dict) -> bool:
+        """Store the handle; False when the worker was given up meanwhile (its launch timed out)."""
         with transaction(self.sessions) as session:
-            worker = _worker(session, request.worker_name)
+            worker = _worker(session, worker_name)
+            if worker.status not in worker_service.LIVE:
+                return False
             worker.handle = json.dumps(handle)
             worker.sandboxed, worker.limits = handle.get("sandboxed"), handle.get("limits")
             if task_id is None:
-                return
+                return True
             task = session.get(TaskRow, task_id)
             if task is None or task.lease_token != lease:
                 worker_service.mark_terminating(session, worker, reason="its task ended before it started")
             else:
                 task.lease_token = task.lease_expires_at = None
+            return True
 
-    def _launch_failed(self, task_id: str | None, lease: str | None, worker_name: str, exc: Exception) -> None:
+    def _launch_failed(
+        self, lane: Lane, task_id: str | None, lease: str | None, worker_name: str, exc: Exception
+    ) -> None:
         if task_id is None:  # a warm worker: no more of them for a while, lest a lasting fault spin
-            self._warm_after = time.monotonic() + WARM_BACKOFF
+            lane.warm_after = time.monotonic() + WARM_BACKOFF
         with transaction(self.sessions) as session:
             worker = _worker(session, worker_name)
             worker_service.mark_ended(session, worker, WorkerStatus.FAILED, reason=f"could not start: {exc}")
             task = session.get(TaskRow, task_id) if task_id else None
             if task is not None and task.lease_token == lease:
-                set_status(session, task, TaskStatus.RUNTIME_ERROR, reason=f"could not start a worker: {exc}")
+                reason = f"could not start a worker on backend {lane.name}: {exc}"
+                set_status(session, task, TaskStatus.RUNTIME_ERROR, reason=reason)
+
+    def _launch_timed_out(self, lane: Lane, task_id: str | None, lease: str | None, worker_name: str) -> None:
+        """The backend did not start the worker in time: it is given up, and its task waits for another."""
+        why = f"backend {lane.name} did not start worker {worker_name} within {lane.timeout:g} s"
+        lane.warm_after = time.monotonic() + WARM_BACKOFF
+        with transaction(self.sessions) as session:
+            worker = _worker(session, worker_name, for_update=True)
+            if worker.status in worker_service.LIVE and worker.handle is None:
+                worker_service.mark_ended(session, worker, WorkerStatus.FAILED, reason=f"could not start: {why}")
+            task = session.get(TaskRow, task_id) if task_id else None
+            if task is not None and task.lease_token == lease and task.status == TaskStatus.IN_QUEUE.value:
+                task.worker_name = task.lease_token = task.lease_expires_at = None
+                task.reason = f"{why}; waiting In Queue until it answers"
+                notify_on_commit(session, SCHEDULER)
 
     # -- kept workers ---------------------------------------------------------------------------
 
@@ -360,16 +425,30 @@ class Scheduler:
             worker_service.mark_terminating(session, worker, reason="reached the pool's time limit")
 
     def _poll_backend(self, now) -> None:
-        """Ask the backend about live workers now and then: a worker gone or reclaimed is lost at once."""
+        """Ask each backend about its live workers now and then: a worker gone or reclaimed is lost at once."""
+        for lane in self.lanes.values():
+            lane.check()
         if (now - self._polled_at).total_seconds() < POLL_EVERY:
             return
         self._polled_at = now
         with transaction(self.sessions) as session:
-            query = select(WorkerRow.name, WorkerRow.handle).where(
+            query = select(WorkerRow.name, WorkerRow.handle, WorkerRow.backend).where(
                 WorkerRow.status == WorkerStatus.RUNNING.value, WorkerRow.handle.is_not(None)
             )
             live = session.execute(query).all()
-        states = {name: self.backend.poll(json.loads(handle)) for name, handle in live if handle is not None}
+        for name, lane in self.lanes.items():
+            handles = {worker: json.loads(handle) for worker, handle, backend in live if backend == name and handle}
+            if handles and not lane.pending("poll"):
+                lane.submit("poll", functools.partial(self._poll, lane, handles))
+
+    def _poll(self, lane: Lane, handles: dict[str, dict]) -> None:
+        """Poll the workers of one backend (on its lane) and lose those it no longer runs."""
+        try:
+            states = {name: lane.backend.poll(handle) for name, handle in handles.items()}
+        except Exception as exc:
+            lane.failed("poll", exc)
+            raise
+        lane.answered()
         with transaction(self.sessions) as session:
             for name, state in states.items():
                 worker = _worker(session, name, for_update=True)
@@ -397,19 +476,24 @@ class Scheduler:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def _reap(self, doomed: list[tuple[str, str | None]]) -> None:
-        """Stop the given workers (name, handle) on the terminator threads, each once at a time."""
-        for name, handle in doomed:
+    def _reap(self, doomed: list[tuple[str, str | None, str]]) -> None:
+        """Stop the given workers (name, handle, backend) on their backends' lanes, each once at a time."""
+        for name, handle, backend in doomed:
+            lane = self.lanes.get(backend)
             with self._lock:
                 if name in self._terminating:
                     continue
                 self._terminating.add(name)
-            self._terminator.submit(self._terminate, name, handle)
+            if lane is None:  # its backend left the configuration: nothing here can stop it
+                log.warning("worker %s is on backend %s, which is not configured; marked ended", name, backend)
+                self._terminate(None, name, None)
+            else:
+                lane.submit(f"stop of worker {name}", functools.partial(self._terminate, lane, name, handle))
 
-    def _terminate(self, name: str, handle: str | None) -> None:
+    def _terminate(self, lane: Lane | None, name: str, handle: str | None) -> None:
         try:
-            if handle is not None:
-                self.backend.terminate(json.loads(handle))
+            if handle is not None and lane is not None:
+                self._stop_worker(lane, name, json.loads(handle))
             with transaction(self.sessions) as session:
                 worker = _worker(session, name)
                 worker_service.mark_ended(session, worker, WorkerStatus.TERMINATED)
@@ -419,6 +503,14 @@ class Scheduler:
         finally:
             with self._lock:
                 self._terminating.discard(name)
+
+    def _stop_worker(self, lane: Lane, name: str, handle: dict) -> None:
+        try:
+            lane.backend.terminate(handle)
+        except Exception as exc:
+            lane.failed(f"stop of worker {name}", exc)
+            raise
+        lane.answered()
 
 
 def _worker(session: Session, name: str, *, for_update: bool = False) -> WorkerRow:
@@ -451,9 +543,10 @@ def _past_deadline(now):
     return select(TaskRow).where(late).with_for_update(skip_locked=True)
 
 
-def _doomed(live: list[WorkerRow]) -> list[tuple[str, str | None]]:
-    """The workers being torn down, as (name, handle)."""
-    return [(worker.name, worker.handle) for worker in live if worker.status == WorkerStatus.TERMINATING.value]
+def _doomed(live: list[WorkerRow]) -> list[tuple[str, str | None, str]]:
+    """The workers being torn down, as (name, handle, backend)."""
+    terminating = WorkerStatus.TERMINATING.value
+    return [(worker.name, worker.handle, worker.backend) for worker in live if worker.status == terminating]
 
 
 _QUEUED = (

@@ -13,9 +13,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from taskyard.agent import kinds
 from taskyard.errors import InvalidInput
 
-TASK_SUFFIXES = (".py", ".sh", ".ipynb")  # the kinds of task file a flow's names may stand for
+TASK_SUFFIXES = kinds.SUFFIXES  # the kinds of task file a flow's names may stand for
 _TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)|(?P<op>>>|<<|\[|\]|,)|(?P<bad>\S))")
 
 

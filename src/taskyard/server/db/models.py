@@ -124,7 +124,7 @@ class PoolRow(Base):
     __tablename__ = "pools"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # None: declared by the configuration file
     spec: Mapped[str] = mapped_column(Text)  # PoolSpec as JSON
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -45,9 +45,10 @@ def make_driver(plane: Plane) -> FlowDriver:
     """The plane's flow driver: its tasks are created with the same checks as submitted ones."""
 
     def create_task(session: Session, user: UserRow, spec: TaskSpec) -> TaskRow:
+        backend = plane.backend_of_pool(session, spec.pool)
         task, _ = task_service.create_task(
-            session, user, spec, bundle_present=True, images=plane.backend.images, sizes=plane.config.sizes,
-            capacity=plane.backend.capacity(),
+            session, user, spec, bundle_present=True, images=backend.images, sizes=plane.config.sizes,
+            capacity=backend.capacity(),
         )
         return task
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from taskyard.models import PoolInfo, PoolSpec
+from taskyard.server.plane import Plane
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.services import pools as pool_service
 
@@ -11,14 +12,15 @@ router = APIRouter(prefix="/pools", tags=["pools"])
 
 @router.post("", status_code=201, response_model=PoolInfo)
 def create(spec: PoolSpec, plane: PlaneDep, user: UserDep) -> PoolInfo:
+    backends = plane.backends()
     with plane.transaction() as session:
         return pool_service.create_pool(
             session,
             user,
             spec,
-            backends=[plane.backend.name],
+            backends=list(backends),
             sizes=plane.config.sizes,
-            capacity=plane.backend.capacity(),
+            capacity=backends[spec.backend].capacity() if spec.backend in backends else None,
             server_max=plane.scheduler.max_workers,
         )
 
@@ -26,13 +28,19 @@ def create(spec: PoolSpec, plane: PlaneDep, user: UserDep) -> PoolInfo:
 @router.get("", response_model=list[PoolInfo])
 def list_pools(plane: PlaneDep, user: UserDep) -> list[PoolInfo]:
     with plane.transaction() as session:
-        return pool_service.list_pools(session, user, default=plane.default_pool())
+        pools = pool_service.list_pools(session, user, default=plane.default_pool())
+    return [_with_health(plane, pool) for pool in pools]
 
 
 @router.get("/{name}", response_model=PoolInfo)
 def show(name: str, plane: PlaneDep, user: UserDep) -> PoolInfo:
     with plane.transaction() as session:
-        return pool_service.pool_info(session, user, name, default=plane.default_pool())
+        pool = pool_service.pool_info(session, user, name, default=plane.default_pool())
+    return _with_health(plane, pool)
+
+
+def _with_health(plane: Plane, pool: PoolInfo) -> PoolInfo:
+    return pool.model_copy(update={"backend_fault": plane.scheduler.fault(pool.backend)})
 
 
 @router.delete("/{name}", status_code=204)

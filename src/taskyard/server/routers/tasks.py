@@ -49,15 +49,16 @@ def submit_spec(plane: Plane, user: UserRow, spec: TaskSpec) -> tuple[TaskInfo, 
     present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
     spec, token = outbox.split_token(spec)
     with plane.transaction() as session:
+        backend = plane.backend_of_pool(session, spec.pool)
         task, created = task_service.create_task(
             session,
             user,
             spec,
             bundle_present=present,
-            images=plane.backend.images,
+            images=backend.images,
             sizes=plane.config.sizes,
-            capacity=plane.backend.capacity(),
-            venvs=plane.backend.python_venvs() if spec.python_venv_name else None,
+            capacity=backend.capacity(),
+            venvs=backend.python_venvs() if spec.python_venv_name else None,
         )
         if created:
             outbox.register(session, plane.vault, plane.config.callbacks, task, spec, token)

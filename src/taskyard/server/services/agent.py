@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taskyard import notebook_task, settings
+from taskyard.agent import kinds
 from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
@@ -76,7 +75,7 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
     return Assignment(
         task_id=task.id,
         file_name=task.file_name,
-        kind="ipynb" if spec.is_notebook() else PurePosixPath(task.file_name).suffix.lstrip("."),
+        kind=_kind(spec).name,
         env={**config.task_env(), **notebook_task.task_env(spec.parameters, spec.execution_timeout)},
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
@@ -91,6 +90,13 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
         python_venv_name=spec.python_venv_name,
         python_requirements=config.python_requirements,
     )
+
+
+def _kind(spec: TaskSpec) -> kinds.TaskKind:
+    kind = kinds.kind_of(spec.file_name, as_notebook=spec.is_notebook())
+    if kind is None:  # TaskSpec refuses such a file name
+        raise LookupError(f"{spec.file_name!r} is of no task kind")
+    return kind
 
 
 def _git(repo: GitConfig, token: str | None) -> dict:

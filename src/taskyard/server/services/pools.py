@@ -1,9 +1,11 @@
 """Pools: named groups of workers with a backend, a default worker config, a size limit and a TTL.
 
 The ``default`` pool always exists and every user may use it; its limits come from the server's
-configuration. Other pools are made by an admin, within the server's limit of workers, and are
-shared with the users named in their ``shared_with`` (``"*"``: every user). A user sees, and may
-send tasks to, only the pools shared with them; to anyone else such a pool does not exist.
+configuration. Other pools are made by an admin, within the server's limit of workers, or declared
+by the configuration file (``[pools.NAME]``: such a row has no owner, is rewritten from the file at
+each start, and cannot be deleted over the API). Pools are shared with the users named in their
+``shared_with`` (``"*"``: every user). A user sees, and may send tasks to, only the pools shared with
+them; to anyone else such a pool does not exist.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from taskyard.backends.base import Resources
 from taskyard.config import WorkerConfig
 from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
 from taskyard.models import EVERYONE, PoolInfo, PoolSpec
-from taskyard.server.config import Size
+from taskyard.server.config import Size, find_size
 from taskyard.server.db.models import PoolRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
@@ -27,6 +29,7 @@ from taskyard.server.services.lifecycle import set_status
 from taskyard.status import TaskStatus
 
 DEFAULT = "default"
+DECLARED_OWNER = "config"  # the owner shown for a pool the configuration file declares
 
 
 def default_spec(*, max_workers: int | None = None, warm_workers: int | None = None) -> PoolSpec:
@@ -132,6 +135,22 @@ def refuse_over_limits(session: Session, server_max: int) -> None:
     ]
     if over:
         raise ConfigError("; ".join(over) + "; lower its warm_workers, or delete and make it again")
+def declare(session: Session, declared: Mapping[str, PoolSpec], *, sizes: Mapping[str, Size]) -> None:
+    """Make the pools the configuration file declares what it says, and drop those it no longer declares.
+
+    A pool of the same name made over the API is taken over by the file.
+    """
+    for name, spec in declared.items():
+        if spec.worker_config.worker_size is not None:
+            size, _ = find_size(sizes, spec.worker_config.worker_size)
+            config = spec.worker_config.model_copy(update={"worker_size": size})
+            spec = spec.model_copy(update={"worker_config": config})
+        row = session.get(PoolRow, name) or PoolRow(name=name, created_at=utcnow())
+        row.user_id, row.spec = None, spec.model_dump_json()
+        session.add(row)
+    for row in session.scalars(select(PoolRow).where(PoolRow.user_id.is_(None))):
+        if row.name not in declared:
+            _remove(session, row)
 
 
 def delete_pool(session: Session, user: UserRow, name: str) -> None:
@@ -139,10 +158,17 @@ def delete_pool(session: Session, user: UserRow, name: str) -> None:
     row = session.get(PoolRow, name)
     if row is None:
         raise NotFound(f"no pool {name!r}" + (" (the default pool cannot be deleted)" if name == DEFAULT else ""))
+    if row.user_id is None:
+        raise Forbidden(f"pool {name!r} is declared in the server's configuration file; remove it there")
     if not user.is_admin:
         if may_use(user, PoolSpec.model_validate_json(row.spec)):
             raise Forbidden("only an admin can delete pools")
         raise NotFound(f"no pool {name!r}")
+    _remove(session, row)
+
+
+def _remove(session: Session, row: PoolRow) -> None:
+    name = row.name
     for task in session.scalars(_queued(name)):
         set_status(session, task, TaskStatus.MACHINE_TERMINATED_IN_QUEUE, reason=f"pool {name} was deleted")
     for worker in session.scalars(select(WorkerRow).where(WorkerRow.pool == name)):
@@ -173,8 +199,8 @@ def list_pools(session: Session, user: UserRow, *, default: PoolSpec) -> list[Po
 
 
 def to_info(session: Session, spec: PoolSpec, row: PoolRow | None) -> PoolInfo:
-    owner_row = session.get(UserRow, row.user_id) if row else None
-    owner = owner_row.name if owner_row else "admin"
+    owner_row = session.get(UserRow, row.user_id) if row and row.user_id is not None else None
+    owner = owner_row.name if owner_row else DECLARED_OWNER if row else "admin"
     queued = session.scalar(select(func.count()).select_from(_queued(spec.name).subquery())) or 0
     return PoolInfo(
         **spec.model_dump(),
