@@ -32,7 +32,7 @@ class Agent:
         self.python = python or envs.Settings()
         self.standby: Standby | None = None
         self.current: TaskRun | None = None
-        self.commands = WorkerCommands(client, worker_dir)  # its owner's orders, once a task has run
+        self.commands = WorkerCommands(client, worker_dir, _owner(self.isolation))  # its owner's orders
         self.stopping = threading.Event()
 
     def loop(self) -> None:
@@ -109,6 +109,12 @@ def main() -> None:
         print(f"taskyard agent: {exc}; stopping", file=sys.stderr)
     finally:
         agent.stop()
+
+
+def _owner(isolation: Isolation) -> int | None:
+    """The user files given to the task must belong to, when it is not the agent's own."""
+    uid = isolation.task_uid
+    return None if uid == os.getuid() else uid
 
 
 def _take_token(worker_dir: Path) -> str:

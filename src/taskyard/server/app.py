@@ -20,6 +20,7 @@ from taskyard.server.routers import (
     agent,
     callbacks,
     folders,
+    images,
     meta,
     pools,
     secrets,
@@ -28,6 +29,7 @@ from taskyard.server.routers import (
     tasks,
     users,
     worker_commands,
+    worker_files,
     workers,
 )
 from taskyard.server.services import users as user_service
@@ -57,6 +59,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     add_docs(app)
     for module in (meta, tasks, workers, worker_commands, pools, sizes, users, secrets, agent, callbacks, task_runner,
                    folders):
+        app.include_router(module.router, prefix=API)
+    for module in (worker_files, images):
         app.include_router(module.router, prefix=API)
     app.include_router(flow_router.router, prefix=API)
     app.add_exception_handler(TaskyardError, _taskyard_error)

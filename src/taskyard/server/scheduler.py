@@ -29,10 +29,11 @@ from taskyard.server.admission import Ledger, Need
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
-from taskyard.server.services import pools
+from taskyard.server.services import pools, worker_requests
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
+from taskyard.server.services.users import hash_token, new_token
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
@@ -123,6 +124,7 @@ class Scheduler:
             ledger = self.ledger(live)
             claims, warm = [], []
             for pool in specs:
+                warm += self._start_requested(session, pool, live, ledger)
                 pool_claims, pool_warm = self._fill(session, pool, live, ledger)
                 claims += pool_claims
                 warm += pool_warm
@@ -278,6 +280,42 @@ class Scheduler:
             if task is not None and task.lease_token == lease:
                 set_status(session, task, TaskStatus.RUNTIME_ERROR, reason=f"could not start a worker: {exc}")
 
+    # -- workers made on request ----------------------------------------------------------------
+
+    def _start_requested(
+        self, session: Session, pool: PoolSpec, live: list[WorkerRow], ledger: Ledger
+    ) -> list[LaunchRequest]:
+        """Start the workers users asked for with no task (oldest first), within the pool's limit and
+        what the backend has left; the others wait, Provisioning and holding nothing."""
+        busy = sum(1 for worker in live if worker.pool == pool.name and worker_service.is_busy(worker))
+        requests: list[LaunchRequest] = []
+        for worker in worker_requests.waiting(session, pool.name):
+            if busy >= self._max_workers(pool):
+                break
+            gpus = ledger.reserve(self._need(worker.size))
+            if gpus is None:
+                break
+            requests.append(self._start_one(worker, gpus))
+            busy += 1
+        return requests
+
+    def _start_one(self, worker: WorkerRow, gpus: tuple[str, ...]) -> LaunchRequest:
+        """The launch of a requested worker; it now counts as busy, and has its agent token (stored hashed)."""
+        token = new_token()
+        worker.token_hash, worker.requested, worker.backend = hash_token(token), False, self.backend.name
+        worker.gpus, worker.created_at = ",".join(gpus) or None, utcnow()  # its start: the provisioning clock
+        resources = self._resources(worker.size, gpus)
+        return LaunchRequest(worker.name, token, self.control_plane_url, worker.size, worker.image, resources)
+
+    def _expire_requested(self, session: Session) -> None:
+        """Stop the requested workers whose time to live has passed; a task running there ends with them."""
+        for worker in worker_requests.expired(session):
+            task = task_service.task_of_worker(session, worker)
+            if task is not None and task.status != TaskStatus.IN_QUEUE.value:
+                reason = f"its worker {worker.name} reached its time to live"
+                set_status(session, task, TaskStatus.MACHINE_TIME_LIMIT_REACHED, reason=reason)
+            worker_service.mark_terminating(session, worker, reason="reached its time to live")
+
     # -- kept workers ---------------------------------------------------------------------------
 
     def _assign_to_kept_workers(self, session: Session) -> None:
@@ -310,6 +348,7 @@ class Scheduler:
             provision_deadline = now - timedelta(seconds=settings.provision_timeout())
             for worker in session.scalars(_stale_workers(provision_deadline, silent_since)):
                 self._lost(session, worker)
+            self._expire_requested(session)
             for pool in specs:
                 if pool.time_to_live is not None:
                     self._expire(session, pool, now - timedelta(seconds=pool.time_to_live))
@@ -410,6 +449,7 @@ def _stale_workers(provision_deadline, silent_since):
     never_up = (
         (WorkerRow.status == WorkerStatus.PROVISIONING.value)
         & WorkerRow.last_seen_at.is_(None)
+        & WorkerRow.requested.is_(False)  # one waiting for room is not started yet: it cannot be late
         & (WorkerRow.created_at < provision_deadline)
     )
     silent = (WorkerRow.status == WorkerStatus.RUNNING.value) & (WorkerRow.last_seen_at < silent_since)
