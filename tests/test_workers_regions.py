@@ -3,8 +3,13 @@ real workers in their sandboxes: for their owner only, counted by admission, end
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +34,7 @@ def pool_name() -> str:
 
 
 @pytest.fixture
-def made(server):
+def made():
     """Workers made in a test, terminated after it."""
     workers: list[taskyard.Worker] = []
     yield workers
@@ -44,7 +49,9 @@ def create(server: Server, made: list, config: WorkerConfig | None = None, **opt
     return worker
 
 
-def test_a_created_worker_takes_files_runs_tasks_that_see_them_and_gives_files_back(server, made, tmp_path, capsys):
+def test_a_created_worker_takes_files_runs_tasks_that_see_them_and_gives_files_back(any_server, made, tmp_path,
+                                                                                    capsys):
+    server = any_server
     worker = create(server, made, WorkerConfig(env_variables={"GREETING": "hi"}))
     info = worker.refresh()
     assert info.keep and info.task_id is None and info.user == "admin"
@@ -103,8 +110,14 @@ def test_files_cannot_lead_out_of_the_task_folder(server, made, tmp_path):
     assert (tmp_path / "back" / "x.txt").read_text() == "x"
 
 
-def test_files_over_the_upload_limit_are_refused_before_sending(server, made, tmp_path):
+def test_megabytes_go_both_ways_and_over_the_upload_limit_are_refused_before_sending(server, made, tmp_path):
     worker = create(server, made)
+    worker.wait_until_ready(timeout=60)
+    blob = secrets.token_bytes(3 * 1024 * 1024)
+    write(tmp_path / "mb", "blob.bin", "").write_bytes(blob)
+    worker.upload_files(tmp_path / "mb" / "blob.bin", destination="in")
+    worker.download_files("in", tmp_path / "back")
+    assert (tmp_path / "back" / "blob.bin").read_bytes() == blob
     big = write(tmp_path / "big", "noise.bin", "")
     big.write_bytes(secrets.token_bytes(200_000))
     server.client._upload_limit = 100_000  # the limit as the server would state it: a smaller server's
@@ -136,7 +149,8 @@ def test_another_user_can_neither_see_nor_use_it(server, made, tmp_path):
     assert worker.name in [w.name for w in get_region(server.client).worker_list]  # an admin sees everyone's
 
 
-def test_a_created_worker_counts_against_its_pool_and_the_next_one_waits_for_room(server, made, tmp_path):
+def test_a_created_worker_counts_against_its_pool_and_the_next_one_waits_for_room(any_server, made, tmp_path):
+    server = any_server
     pool = Pool.create(pool_name(), max_workers=1, client=server.client)
     first = create(server, made, pool=pool.name)
     first.wait_until_ready(timeout=60)
@@ -244,3 +258,19 @@ def test_uploading_a_path_that_does_not_exist_is_refused(server, made, tmp_path)
     worker = create(server, made)
     with pytest.raises(InvalidInput, match="does not exist"):
         worker.upload_files(tmp_path / "missing")
+
+
+def test_the_readme_example_runs(server, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("### Workers of your own, and the region", 1)[1]
+    code = "import taskyard\n" + section.split("```python\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(root / "examples", tmp_path / "examples")
+    env = {**os.environ, "TASKYARD_URL": server.url, "TASKYARD_TOKEN": server.token}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "Hello from simple task 1" in done.stdout
+    assert (tmp_path / "copies" / "task.py").read_text() == (root / "examples" / "tasks" / "task.py").read_text()
+    made = [w for w in server.client.workers() if w.keep and w.size == "X-Small" and w.task_id is None]
+    for worker in made:  # the one get_or_create_worker made, as the example leaves it
+        server.client.terminate_worker(worker.name)

@@ -532,7 +532,8 @@ class Worker:
         return self.client.exec_in_worker(self.name, ExecRequest(argv=list(command), stdin=stdin, timeout=timeout))
 
     def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
-        """Run another task on this (kept) worker."""
+        """Run another task on this kept worker; on one made by ``create_worker`` it gets the worker's config
+        under its own, and finds in its folder what uploads and earlier tasks left there."""
         task = submit(file_name, files_path, worker=self, terminate_on_completion=False, client=self.client, **kwargs)
         status = task.wait(print_logs=kwargs.get("capture_task_output", True))
         return self, status is TaskStatus.SUCCESS
