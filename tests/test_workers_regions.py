@@ -274,3 +274,12 @@ def test_the_readme_example_runs(server, tmp_path):
     made = [w for w in server.client.workers() if w.keep and w.size == "X-Small" and w.task_id is None]
     for worker in made:  # the one get_or_create_worker made, as the example leaves it
         server.client.terminate_worker(worker.name)
+
+
+def test_practicus_worker_names_that_do_not_fit_say_what_to_use(server, made):
+    worker = create(server, made)
+    with pytest.raises(Unsupported, match="upload_files.*run_task"):
+        worker.load({"connection": "s3"})
+    worker.wait_until_ready(timeout=60)
+    with pytest.raises(Conflict, match="run one first"):  # a command needs a task's environment; files do not
+        worker.exec("true")

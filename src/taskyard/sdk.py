@@ -516,6 +516,13 @@ class Worker:
             f"`taskyard workers exec {self.name} -- CMD`, and worker.get_logs() for what its tasks printed"
         )
 
+    def load(self, *args: object, **kwargs: object) -> None:
+        """Practicus loads data into a process on the worker; taskyard workers hold none: raises Unsupported."""
+        raise Unsupported(
+            f"taskyard workers hold no data processes to load into. To work on data in worker {self.name}: "
+            "worker.upload_files(...) then worker.run_task(...) with the code that reads it"
+        )
+
     def open_notebook(self, *, open_browser: bool = True) -> str:
         """Start a Jupyter server inside this kept worker, where its task ran (its folder, environment and
         sandbox), and return its URL, which carries its token. It is printed, and opened in a browser

@@ -69,7 +69,9 @@ class WorkerCommands:
             return self._files(order), None  # no task need have run: the task folder is the worker's
         run = self.last_run
         if run is None:
-            raise CommandFailed("no task has run on this worker yet: there is no task folder to work in")
+            raise CommandFailed("no task has run on this worker yet, so there is no task environment to run "
+                                "commands in: run one first (worker.run_task); files go in and out without one "
+                                "(worker.upload_files, worker.download_files)")
         kind = order.get("kind")
         if kind == "exec":
             return execute(run, order["argv"], order.get("stdin"), float(order.get("timeout") or EXEC_TIMEOUT)), None
