@@ -283,3 +283,23 @@ def test_practicus_worker_names_that_do_not_fit_say_what_to_use(server, made):
     worker.wait_until_ready(timeout=60)
     with pytest.raises(Conflict, match="run one first"):  # a command needs a task's environment; files do not
         worker.exec("true")
+
+
+def test_files_wait_for_no_task_while_one_runs(server, made, tmp_path):
+    worker = create(server, made)
+    worker.wait_until_ready(timeout=60)
+    write(tmp_path / "tasks", "slow.sh", "echo up; sleep 30\n")
+    task = taskyard.submit("slow.sh", files_path=tmp_path / "tasks", worker=worker, client=server.client)
+    assert task.wait_for_status("In Progress", timeout=60)
+    with pytest.raises(Conflict, match="a task is running on this worker"):
+        worker.upload_files(tmp_path / "tasks" / "slow.sh")
+    task.kill()
+
+    def uploaded() -> bool:  # the agent lets go of the task a moment after reporting its end
+        try:
+            return bool(worker.upload_files(tmp_path / "tasks" / "slow.sh", destination="again"))
+        except Conflict:
+            return False
+
+    wait_for(uploaded, timeout=10)
+    assert worker.download_files("again", tmp_path / "back") == ["slow.sh"]

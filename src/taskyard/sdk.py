@@ -487,7 +487,8 @@ class Worker:
     def upload_files(self, source: str | os.PathLike[str], destination: str | None = None) -> list[str]:
         """Copy a local file, or what a local folder holds, into this worker's task folder (or its
         ``destination`` folder, relative to it; Practicus's ``~/practicus/task/...`` is taken too), where
-        its tasks and ``exec`` see them. Through the control plane, at most its upload limit. The names written."""
+        its tasks and ``exec`` see them. Through the control plane, at most its upload limit, and only
+        while no task runs there (Conflict otherwise). The names written."""
         from taskyard import worker_files
 
         with worker_files.packed(Path(source), self.client.upload_limit()) as archive:

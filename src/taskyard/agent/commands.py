@@ -36,6 +36,8 @@ class WorkerCommands:
         self.client = client
         self.worker_dir = worker_dir
         self.task_uid = task_uid  # who the task's files belong to (None: the agent's own user)
+        # Held while a task runs: no task process can then swap a path for a link while the agent moves files.
+        self.between_tasks = threading.Lock()
         self.last_run: TaskRun | None = None  # the TaskRun of the worker's last task: where commands run
         self.notebook: NotebookServer | None = None
         self._doors: list[ShellDoor] = []
@@ -83,6 +85,14 @@ class WorkerCommands:
         raise CommandFailed(f"unknown command {kind!r}")
 
     def _files(self, order: dict) -> dict:
+        if not self.between_tasks.acquire(blocking=False):
+            raise CommandFailed("a task is running on this worker: files go in and out between its tasks")
+        try:
+            return self._move_files(order)
+        finally:
+            self.between_tasks.release()
+
+    def _move_files(self, order: dict) -> dict:
         task_dir = folders(self.worker_dir)[0]
         try:
             if order["kind"] == "upload":

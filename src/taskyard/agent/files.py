@@ -4,6 +4,8 @@ The agent does the writing and reading, outside the sandbox, so nothing may lead
 folder: every path is resolved (with the symlinks a task may have left there) and must stay inside
 it, archives are unpacked by :func:`archive.safe_extract`, files are given to the task's user
 without following links, and a download stores symlinks as symlinks, never what they point to.
+Files move only between tasks (see ``WorkerCommands.between_tasks``): no task process is there to
+swap a path for a link while they do.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ class Agent:
                 run = self.current = self.commands.last_run = TaskRun(
                     self.client, self.worker_dir, answer["task"], self.isolation, standby, self.python
                 )
-                run.run()
+                with self.commands.between_tasks:  # files go in and out only while no task process runs
+                    run.run()
                 self.current = None
                 if run.worker_done:
                     return
