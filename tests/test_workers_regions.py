@@ -303,3 +303,14 @@ def test_files_wait_for_no_task_while_one_runs(server, made, tmp_path):
 
     wait_for(uploaded, timeout=10)
     assert worker.download_files("again", tmp_path / "back") == ["slow.sh"]
+
+
+def test_its_startup_script_runs_before_each_of_its_tasks_and_a_task_config_goes_on_top(server, made, tmp_path):
+    config = WorkerConfig(startup_script="echo ran >> setup_runs.txt", env_variables={"A": "worker", "B": "worker"})
+    worker = create(server, made, config)
+    write(tmp_path, "count.sh", 'echo "runs=$(wc -l < setup_runs.txt) A=$A B=$B"\n')
+    assert worker.run_task("count.sh", files_path=tmp_path)[1]
+    task = taskyard.submit("count.sh", files_path=tmp_path, worker=worker, client=server.client,
+                           worker_config=WorkerConfig(env_variables={"B": "task"}))
+    assert task.wait(timeout=60) is TaskStatus.SUCCESS, task.logs()
+    assert task.logs().strip() == "runs=2 A=worker B=task"

@@ -94,9 +94,10 @@ class Region:
     ) -> Worker:
         """A new worker of your own with no task yet, of the config's size and image; tasks sent to it
         (``worker.run_task(...)``) get its config (env variables, secrets, startup script...) under
-        their own and keep the files of its task folder. It counts against its pool's limit, waits
-        Provisioning while the pool is full, and stays until ``worker.terminate()`` or its
-        ``time_to_live`` ("1h30m" or seconds). Returns at once: see ``worker.wait_until_ready()``."""
+        their own, its startup script run before each, and find the files of its task folder. It
+        counts against its pool's limit, waits Provisioning while the pool is full, and stays until
+        ``worker.terminate()`` or its ``time_to_live`` ("1h30m" or seconds). Returns at once: see
+        ``worker.wait_until_ready()``."""
         return self._request(worker_config, pool, time_to_live, reuse=False)
 
     def get_or_create_worker(
