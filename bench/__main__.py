@@ -24,6 +24,7 @@ from . import (
     sandbox,
     scale,
     throughput,
+    uploads,
     vault,
     workflow,
 )
@@ -45,6 +46,7 @@ MEASUREMENTS = {
     "callbacks": callbacks.run,
     "workflow": workflow.run,
     "outage": outage.run,
+    "uploads": uploads.run,
 }
 NAMES = [*MEASUREMENTS, "ray"]
 

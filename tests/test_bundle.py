@@ -181,3 +181,23 @@ def test_missing_folder_or_a_file(tmp_path: Path) -> None:
     write(tmp_path, "file.py")
     with pytest.raises(InvalidInput, match="is not a directory"):
         bundle.pack(tmp_path / "file.py")
+
+
+def test_a_control_planes_home_inside_the_folder_is_never_packed(tmp_path: Path, monkeypatch) -> None:
+    root = hello(tmp_path)
+    monkeypatch.setenv("TASKYARD_HOME", str(root / "state"))
+    write(root, "state/blobs/old.tar.gz", b"an earlier bundle")  # TASKYARD_HOME itself, whatever it holds
+    write(root, "other-server/taskyard.db", b"a database")
+    write(root, "other-server/notes.txt", "next to it")
+    write(root, "embedded/token", "ty_" + "a" * 43)
+    write(root, "keys/vault.key", b"a key")
+    write(root, "data/token", "not a taskyard token")
+    with bundle.pack(root) as packed:
+        assert names(packed) == ["data/token", "main.py", "requirements.txt"]
+
+
+def test_a_folder_that_is_a_control_planes_home_is_refused(tmp_path: Path) -> None:
+    root = hello(tmp_path)
+    write(root, "taskyard.db", b"a database")
+    with pytest.raises(InvalidInput, match="holds a taskyard server's database or token"):
+        bundle.pack(root)

@@ -316,6 +316,26 @@ def test_users_add_prints_a_token_that_works(cli, monkeypatch):
     assert "only an admin" in refused.stderr
 
 
+def test_users_rotate_token_and_remove(cli, server, monkeypatch):
+    name = unique("user")
+    old = invoke(cli, "users", "add", name).stdout.strip()
+    monkeypatch.setenv("TASKYARD_TOKEN", old)
+    reset_default_client()
+    rotated = invoke(cli, "users", "rotate-token", "--expires", "30d")  # one's own
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.stdout.strip()
+    assert new.startswith("ty_") and new != old and "old one no longer works" in rotated.stderr
+    assert_clean_error(invoke(cli, "users", "whoami"), 1)
+    monkeypatch.setenv("TASKYARD_TOKEN", new)
+    reset_default_client()
+    assert invoke(cli, "users", "whoami").stdout.startswith(name)
+    monkeypatch.setenv("TASKYARD_TOKEN", server.token)
+    reset_default_client()
+    removed = invoke(cli, "users", "remove", name)
+    assert removed.exit_code == 0, removed.output
+    assert name not in invoke(cli, "users", "list").stdout
+
+
 def test_a_wrong_token_is_a_clean_error_with_a_hint(cli, monkeypatch):
     monkeypatch.setenv("TASKYARD_TOKEN", "ty_wrong")
     reset_default_client()
@@ -336,7 +356,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
             "sizes    List the worker sizes the server offers, and which fit on its host.",
             "tasks    List, inspect, follow, kill and download tasks.",
             "workers  List workers, terminate them, read their logs, get into kept ones.",
-            "users    Add and list users, and see who you are.",
+            "users    Add, list and remove users, change tokens, and see who you are.",
             "server   Run the control plane, or manage the embedded one.",
         ):
             assert line in result.output
@@ -350,7 +370,7 @@ def test_root_help_lists_every_command_with_a_line(cli):
         ("folders", ["push", "list"]),
         ("workers", ["list", "terminate", "logs", "exec", "shell"]),
         ("pools", ["create", "list", "delete"]),
-        ("users", ["add", "list", "whoami"]),
+        ("users", ["add", "list", "whoami", "remove", "rotate-token"]),
         ("server", ["status", "stop"]),
     ],
 )

@@ -241,9 +241,19 @@ def test_same_task_id_returns_the_same_task_and_a_different_spec_conflicts(serve
     again = taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, client=server.client)
     assert first.id == again.id == task_id
     write(tmp_path, "a.py", "print('changed')\n")
-    with pytest.raises(Conflict, match="already used"):
+    with pytest.raises(Conflict, match="your task .* with other settings or files"):
         taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, client=server.client)
     assert first.wait(timeout=30) is TaskStatus.SUCCESS
+
+
+def test_another_users_task_id_is_a_conflict_that_tells_nothing_of_their_task(server, tmp_path):
+    write(tmp_path, "a.py", "print('a')\n")
+    task_id = "shared-name-" + str(time.monotonic_ns())
+    taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, client=server.client)
+    other = server.user_client("other-" + str(time.monotonic_ns()))
+    with pytest.raises(Conflict) as refused:
+        taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, client=other)
+    assert str(refused.value) == f"task id {task_id!r} is taken; choose another task_id"
 
 
 def test_users_see_and_kill_only_their_own(server, tmp_path):

@@ -218,7 +218,7 @@ def test_another_users_secret_cannot_be_listed_read_or_given_to_a_task(vs, tmp_p
         with pytest.raises(InvalidInput, match=secret):
             run(bob, tmp_path, "print(1)\n", config)
     with pytest.raises(InvalidInput, match=secret):
-        taskyard.Pool.create(name("p").replace("_", "-"), worker_config=configs[0], client=alice)
+        taskyard.Pool.create(name("p").replace("_", "-"), worker_config=configs[0], client=vs.client)  # an admin
     assert bob.list_tasks().tasks == []  # nothing was started
 
 

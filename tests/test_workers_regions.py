@@ -168,7 +168,7 @@ def test_a_created_worker_counts_against_its_pool_and_the_next_one_waits_for_roo
 
 
 def test_get_or_create_gives_back_a_live_worker_made_alike(server, made):
-    pool = Pool.create(pool_name(), max_workers=3, client=server.client)
+    pool = Pool.create(pool_name(), max_workers=2, client=server.client)
     first = taskyard.get_or_create_worker(WorkerConfig(worker_size="X-Small"), pool=pool.name, client=server.client)
     made.append(first)
     again = taskyard.get_or_create_worker(WorkerConfig(worker_size="x-small"), pool=pool.name, client=server.client)

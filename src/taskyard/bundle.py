@@ -80,7 +80,7 @@ def pack(files_path: str | Path, *, max_bytes: int | None = None, extra_excludes
     root = _check_folder(files_path)
     limit = settings.max_upload_bytes() if max_bytes is None else max_bytes
     patterns = (*DEFAULT_EXCLUDES, *read_ignore_file(root), *extra_excludes)
-    files = archive.iter_files(root, exclude=make_matcher(patterns))
+    files = archive.iter_files(root, exclude=_without_control_planes(root, make_matcher(patterns)))
     sizes = {rel: _size(root / rel) for rel in files}
     total = _human(sum(sizes.values()))
     if sum(sizes.values()) > EARLY_REFUSAL_FACTOR * limit:
@@ -99,7 +99,38 @@ def _check_folder(files_path: str | Path) -> Path:
         raise InvalidInput(f"files_path {str(root)!r} does not exist", field="files_path")
     if not root.is_dir():
         raise InvalidInput(f"files_path {str(root)!r} is not a directory", field="files_path")
+    if is_control_plane_home(root):
+        raise InvalidInput(
+            f"files_path {str(root)!r} holds a taskyard server's database or token; it is never packed",
+            field="files_path",
+        )
     return root
+
+
+#: files that mark a folder as a control plane's home: its database, its vault key, its token
+CONTROL_PLANE_MARKS = ("taskyard.db", "vault.key", "server.json")
+
+
+def is_control_plane_home(folder: Path) -> bool:
+    """Whether ``folder`` is ``TASKYARD_HOME`` or holds a taskyard database, vault key or admin token."""
+    try:
+        if folder.resolve() == settings.home().resolve():
+            return True
+        if any((folder / mark).is_file() for mark in CONTROL_PLANE_MARKS):
+            return True
+        token = folder / "token"
+        return token.is_file() and token.stat().st_size < 256 and token.read_bytes().startswith(b"ty_")
+    except OSError:
+        return False
+
+
+def _without_control_planes(root: Path, excluded: Callable[[str], bool]) -> Callable[[str], bool]:
+    """``excluded``, and every folder that is a control plane's home (never packed, whatever the patterns)."""
+
+    def check(rel: str) -> bool:
+        return excluded(rel) or (rel.endswith("/") and is_control_plane_home(root / rel.rstrip("/")))
+
+    return check
 
 
 def read_ignore_file(root: Path) -> list[str]:

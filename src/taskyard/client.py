@@ -218,8 +218,17 @@ class Client:
     def delete_pool(self, name: str) -> None:
         self.request("DELETE", f"/pools/{name}")
 
-    def add_user(self, name: str, *, is_admin: bool = False) -> UserInfo:
-        response = self.request("POST", "/users", json={"name": name, "is_admin": is_admin})
+    def add_user(self, name: str, *, is_admin: bool = False, expires_in: float | str | None = None) -> UserInfo:
+        body = {"name": name, "is_admin": is_admin, "expires_in": expires_in}
+        response = self.request("POST", "/users", json=body)
+        return UserInfo.model_validate_json(response.content)
+
+    def remove_user(self, name: str) -> None:
+        self.request("DELETE", f"/users/{quote(name, safe='')}")
+
+    def rotate_token(self, name: str, *, expires_in: float | str | None = None) -> UserInfo:
+        """A new token for ``name`` (yourself, or anyone for an admin); the old one stops working."""
+        response = self.request("POST", f"/users/{quote(name, safe='')}/token", json={"expires_in": expires_in})
         return UserInfo.model_validate_json(response.content)
 
     def users(self) -> list[UserInfo]:

@@ -42,6 +42,10 @@ from taskyard.log import LEVEL_ENV, MODULES_LEVEL_ENV, level_name
 SIZE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 SIZE_NAME_RULE = "1-32 letters, digits, '-', '_' or '.'"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a process may be started with (Linux: one string of at most 128 KiB, some 2 MiB in all, argv too).
+ENV_NAME_MAX = 256
+ENV_VALUE_MAX = 64 * 1024
+ENV_TOTAL_MAX = 512 * 1024
 _SECRET_REF = re.compile(r"(?P<name>[A-Za-z0-9_.-]+)(?::(?P<env>[A-Za-z_][A-Za-z0-9_]*))?")
 _SCP_LIKE_URL = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:\S.*")
 _URL_SCHEMES = ("https://", "http://", "ssh://", "file://")
@@ -271,6 +275,9 @@ class WorkerConfig(BaseModel):
             raise ValueError("env_variables must be a mapping of names to values")
         for name, item in value.items():
             _check_env_variable(name, item)
+        total = sum(len(str(name)) + len(str(item)) + 2 for name, item in value.items())
+        if total > ENV_TOTAL_MAX:
+            raise ValueError(f"env_variables take {total} bytes in all, over the limit of {ENV_TOTAL_MAX}")
         return value
 
     @field_validator("personal_secrets", "shared_secrets")
@@ -417,6 +424,10 @@ def _check_env_variable(name: Any, value: Any) -> None:
         raise ValueError(f"env variable {name!r} must be a finite number, not {value}")
     if isinstance(value, str) and "\0" in value:
         raise ValueError(f"env variable {name!r} must not contain a NUL character")
+    if len(name) > ENV_NAME_MAX or len(str(value)) > ENV_VALUE_MAX:
+        raise ValueError(
+            f"env variable {name[:40]!r}: names take at most {ENV_NAME_MAX} characters, values {ENV_VALUE_MAX}"
+        )
 
 
 def _decode_additional_params(packed: Any) -> dict[str, Any]:

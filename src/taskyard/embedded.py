@@ -58,12 +58,18 @@ def status(home: Path | None = None) -> dict | None:
         state = json.loads(state_path(home).read_text())
     except (OSError, ValueError):
         return None
-    return state if _answers(state) else None
+    return state if _answers(state, home or settings.home()) else None
 
 
-def _answers(state: dict) -> bool:
+def _answers(state: dict, home: Path) -> bool:
+    """Whether the server in ``state`` answers as that process (its pid is told only to a caller with a token)."""
     try:
-        response = httpx.get(state["url"] + "/api/v1/health", timeout=2.0)
+        token = token_path(home).read_text().strip()
+    except OSError:
+        return False
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        response = httpx.get(state["url"] + "/api/v1/health", headers=headers, timeout=2.0)
         return response.status_code == 200 and response.json().get("pid") == state["pid"]
     except (httpx.HTTPError, ValueError, KeyError):
         return False

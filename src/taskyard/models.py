@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -19,14 +20,19 @@ _VENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def check_id(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return value
 
 
+EVERYONE = "*"  # in a pool's shared_with: every user
+
+
 def check_file_name(value: str) -> str:
+    if len(value) > 255 or any(ord(char) < 32 or char == "\x7f" for char in value):
+        raise ValueError("file_name must be at most 255 characters, with no control characters (NUL, newline...)")
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts:
         raise ValueError(f"file_name {value!r} must be a path relative to files_path, without '..'")
@@ -40,21 +46,31 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-def parse_duration(value: str | float | int | None) -> float | None:
-    """Seconds from ``90``, ``"90"``, ``"1h30m"``, ``"2d"``, ``"45s"``; None stays None."""
-    if value is None or isinstance(value, (int, float)):
-        seconds = value
-    else:
-        text = value.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif text and _DURATION.sub("", text) == "":
-            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-        else:
-            raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
-    if seconds is not None and seconds <= 0:
-        raise ValueError("a duration must be more than 0 seconds")
-    return None if seconds is None else float(seconds)
+MAX_DURATION = 10 * 365 * 86400.0  # ten years: the longest duration any field takes
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``90``, ``"90"``, ``"1h30m"``, ``"2d"``, ``"45s"``; None stays None.
+
+    A duration is finite, more than 0 and at most :data:`MAX_DURATION`; anything else is a ValueError.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
+    seconds = float(value) if not isinstance(value, str) else _seconds_of(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_DURATION:
+        raise ValueError(f"a duration must be more than 0 seconds and at most {MAX_DURATION:.0f} (ten years)")
+    return seconds
+
+
+def _seconds_of(value: str) -> float:
+    text = value.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if text and _DURATION.sub("", text) == "":
+        return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+    raise ValueError(f"{value!r} is not a duration; use seconds or a form like '1h30m', '45s', '2d'")
 
 
 class TaskSpec(BaseModel):
@@ -236,9 +252,12 @@ class PoolSpec(BaseModel):
     max_workers: int = Field(default=1, ge=0, le=10_000)
     warm_workers: int = Field(default=0, ge=0, le=100)
     time_to_live: float | None = None  # a worker older than this is stopped (Machine Time Limit Reached)
+    # who may send tasks to it and see it: user names, or "*" for every user (admins always may)
+    shared_with: list[str] = Field(default_factory=list, max_length=1000)
 
     _name = field_validator("name")(lambda v: check_id(v, "pool name"))
     _ttl = field_validator("time_to_live", mode="before")(parse_duration)
+    _shared = field_validator("shared_with")(lambda v: [n if n == EVERYONE else check_id(n, "user name") for n in v])
 
 
 class PoolInfo(PoolSpec):
@@ -277,9 +296,9 @@ class SizeCatalog(BaseModel):
 
 
 class LogChunk(BaseModel):
-    seq: int
+    seq: int = Field(ge=1, le=2**62)
     stream: str = Field(pattern=r"^(stdout|stderr|system)$")
-    ts: float
+    ts: float = Field(ge=0, le=1e11)  # seconds since the epoch, as time.time() gives them
     text: str
 
 
@@ -294,15 +313,33 @@ class LogPage(BaseModel):
 class UserCreate(BaseModel):
     name: str
     is_admin: bool = False
+    expires_in: float | None = Field(default=None, le=100 * 365 * 86400)  # seconds its token works (None: always)
 
     _name = field_validator("name")(lambda v: check_id(v, "user name"))
+    _expires = field_validator("expires_in", mode="before")(parse_duration)
+
+
+class TokenRotation(BaseModel):
+    """A new token for a user: the old one stops working at once."""
+
+    expires_in: float | None = Field(default=None, le=100 * 365 * 86400)  # seconds it works (None: always)
+
+    _expires = field_validator("expires_in", mode="before")(parse_duration)
 
 
 class UserInfo(BaseModel):
     name: str
     is_admin: bool
     created_at: datetime
-    token: str | None = None  # only when the user is created
+    token_expires_at: datetime | None = None
+    token: str | None = None  # only when the user is created or its token rotated
+
+
+class HealthInfo(BaseModel):
+    status: str
+    version: str
+    max_upload_bytes: int | None = None  # the server's upload limit, which a client checks before it uploads
+    pid: int | None = None  # the server's process id: only for a caller with a valid token
 
 
 class SecretInfo(BaseModel):
@@ -347,6 +384,8 @@ class Assignment(BaseModel):
     network: bool = True  # False: the task runs with an empty network namespace (sandboxed workers)
     python_venv_name: str | None = None  # a virtual environment of the worker's (see taskyard.agent.envs)
     python_requirements: list[str] | str | None = None  # or one built from these lines, or this file's
+    max_unpack_bytes: int | None = None  # the most its files may unpack to (TASKYARD_MAX_UNPACK_MB)
+    max_outputs_bytes: int | None = None  # the most its outputs may pack to (TASKYARD_MAX_OUTPUTS_MB)
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
     keep_files: bool = False  # its task folder keeps what earlier tasks and uploads left (a requested worker)
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
@@ -420,3 +459,21 @@ class NotebookServerInfo(BaseModel):
 class ShellDoorInfo(BaseModel):
     address: str  # host:port that lets in one connection, for a short while
     key: str  # the connection's first line
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str  # stable: invalid_input, unauthorized, forbidden, not_found, conflict, too_large, internal...
+    message: str
+    field: str | None = None  # the request field it is about, dotted (e.g. worker_config.env_variables)
+    details: list[ErrorDetail] | None = None  # every field a 422 found wrong
+
+
+class ErrorBody(BaseModel):
+    """What every error answer holds."""
+
+    error: ErrorInfo

@@ -502,7 +502,8 @@ class Worker:
         with tempfile.TemporaryDirectory(prefix="taskyard-download-") as scratch:
             archive = Path(scratch) / "files.tar.gz"
             self.client.download_from_worker(self.name, source, archive)
-            return worker_files.unpack(archive, Path(destination))
+            # as a worker bounds what it unpacks: by default 10 x the upload limit (TASKYARD_MAX_UNPACK_MB)
+            return worker_files.unpack(archive, Path(destination), 10 * self.client.upload_limit())
 
     def view_logs(self, log_size_mb: float = 1) -> None:
         """Print :meth:`get_logs`."""
@@ -577,11 +578,14 @@ class Pool:
         time_to_live: str | float | None = None,
         warm_workers: int = 0,
         backend: str = "local",
+        shared_with: list[str] | None = None,
         client: Client | None = None,
     ) -> Pool:
+        """Make a pool (admins only), usable by the users in ``shared_with`` (``["*"]``: every user)."""
         pool = cls(name, client=client)
         spec = PoolSpec(
             name=name,
+            shared_with=shared_with or [],
             backend=backend,
             worker_config=worker_config or WorkerConfig(),
             max_workers=max_workers,

@@ -12,11 +12,18 @@
 ``TASKYARD_GPUS``              GPU ids workers may be given, e.g. ``0,1`` (server config; default: nvidia-smi -L)
 ``TASKYARD_VAULT_KEY``         the vault's Fernet key(s), first one encrypting (server config; default: vault.key)
 ``TASKYARD_MAX_UPLOAD_MB``     the largest task folder a submission may upload (default 100)
+``TASKYARD_MAX_UNPACK_MB``     the most a task folder may unpack to on its worker (default 10 x the upload limit)
+``TASKYARD_MAX_OUTPUTS_MB``    the most a task's outputs may pack to (default 10 x the upload limit); past it,
+                               files are left out and the task's status message names those kept
 ``TASKYARD_KILL_GRACE``        seconds between SIGTERM and SIGKILL when a task is stopped (5)
 ``TASKYARD_HEARTBEAT_TIMEOUT`` seconds of agent silence before a worker counts as lost (10)
 ``TASKYARD_PROVISION_TIMEOUT`` seconds a new worker may take to call in before it is replaced (60)
 ``TASKYARD_LOG_CAP_MB``        the most log a task keeps; the rest is cut with a marker (100)
 ``TASKYARD_VENVS_DIR``         the named Python virtual environments of local workers (default ``~/.venv``)
+``TASKYARD_TOKEN_CACHE_SECONDS`` how long a server trusts a token it has checked before asking the
+                               database again (1); changes made through the same server apply at once
+``TASKYARD_SERVER_LEASE_SECONDS`` how long a server's hold on its database outlives it, should it die (15)
+``TASKYARD_ADMIN_TOKEN``       the admin's token, for a server that should not make one (``taskyard server``)
 ``TASKYARD_ENV_CACHE_MB``      the most the cached Python environments built from requirements
                                take (5000); the least recently used are removed past it
 =============================  ==============================================================
@@ -61,6 +68,19 @@ def max_upload_bytes() -> int:
     return int(float(_get("MAX_UPLOAD_MB", "100")) * 1024 * 1024)
 
 
+def max_unpack_bytes() -> int:
+    return _megabytes("MAX_UNPACK_MB", 10 * max_upload_bytes())
+
+
+def max_outputs_bytes() -> int:
+    return _megabytes("MAX_OUTPUTS_MB", 10 * max_upload_bytes())
+
+
+def _megabytes(name: str, default: int) -> int:
+    given = os.environ.get(f"TASKYARD_{name}")
+    return default if not given else int(float(given) * 1024 * 1024)
+
+
 def kill_grace() -> float:
     return float(_get("KILL_GRACE", "5"))
 
@@ -84,3 +104,15 @@ def venvs_dir() -> Path:
 
 def env_cache_mb() -> float:
     return float(_get("ENV_CACHE_MB", "5000"))
+
+
+def token_cache_seconds() -> float:
+    return float(_get("TOKEN_CACHE_SECONDS", "1"))
+
+
+def admin_token() -> str | None:
+    return os.environ.get("TASKYARD_ADMIN_TOKEN") or None
+
+
+def server_lease_seconds() -> float:
+    return float(_get("SERVER_LEASE_SECONDS", "15"))

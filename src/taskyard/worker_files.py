@@ -37,8 +37,9 @@ def packed(source: Path, max_bytes: int) -> Iterator[Path]:
         yield archive
 
 
-def unpack(archive: Path, destination: Path) -> list[str]:
-    """Unpack a downloaded archive into ``destination`` (made if need be), refusing any path out of it."""
+def unpack(archive: Path, destination: Path, max_bytes: int) -> list[str]:
+    """Unpack a downloaded archive into ``destination`` (made if need be), refusing any path out of it
+    and, before writing anything, an archive that unpacks to more than ``max_bytes``."""
     from taskyard.agent.archive import safe_extract
 
-    return safe_extract(archive, destination)
+    return safe_extract(archive, destination, max_bytes=max_bytes)

@@ -267,3 +267,36 @@ def test_agent_archive_imports_only_the_stdlib() -> None:
 def test_gzip_stream_is_valid(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "f")
     assert gzip.decompress(packed(root))[:7] == b"main.py"
+
+
+def _bomb(path: Path, size: int) -> Path:
+    """A small tar.gz holding one file of ``size`` zero bytes."""
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, left: int) -> None:
+            self.left = left
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with gzip.open(path, "wb") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = size
+        tar.addfile(info, io.BufferedReader(Zeros(size)))
+    return path
+
+
+def test_an_archive_over_the_unpack_limit_is_refused_before_anything_is_written(tmp_path):
+    bomb = _bomb(tmp_path / "bomb.tar.gz", 64 << 20)
+    assert bomb.stat().st_size < 1 << 20
+    dest = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"unpack to more than the limit of 8 MB \(TASKYARD_MAX_UNPACK_MB\)"):
+        archive.safe_extract(bomb, dest, max_bytes=8 << 20)
+    assert list(dest.iterdir()) == []
+    assert archive.safe_extract(bomb, tmp_path / "ok", max_bytes=64 << 20) == ["zeros.bin"]

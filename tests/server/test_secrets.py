@@ -176,7 +176,9 @@ def test_a_pool_names_shared_secrets_only(db, vault, make_user, put):
     def create(name: str, config: WorkerConfig):
         with transaction(db) as session:
             spec = PoolSpec(name=name, worker_config=config)
-            return pools.create_pool(session, alice, spec, backends=["local"], sizes=builtin_sizes(), capacity=None)
+            return pools.create_pool(
+                session, root, spec, backends=["local"], sizes=builtin_sizes(), capacity=None, server_max=4
+            )
 
     with pytest.raises(InvalidInput, match="'MINE'"):
         create("p1", WorkerConfig(personal_secrets=["MINE"]))
@@ -190,8 +192,16 @@ def test_a_pool_names_shared_secrets_only(db, vault, make_user, put):
 
 def _running_worker(session, task: TaskRow) -> WorkerRow:
     worker = WorkerRow(
-        name="tw-secrets", user_id=task.user_id, pool="default", backend="test", status="Running", size="X-Small",
-        image="python", token_hash="0" * 64, keep=False, created_at=utcnow(),
+        name="tw-secrets",
+        user_id=task.user_id,
+        pool="default",
+        backend="test",
+        status="Running",
+        size="X-Small",
+        image="python",
+        token_hash="0" * 64,
+        keep=False,
+        created_at=utcnow(),
     )
     session.add(worker)
     session.get(TaskRow, task.id).worker_name = worker.name
@@ -206,8 +216,10 @@ def test_the_assignment_carries_the_values_and_the_spec_does_not(db, vault, make
     config = WorkerConfig(
         personal_secrets=["MINE", "MINE:RENAMED"],
         shared_secrets=["OURS:SHARED_ONE"],
-        git_configs=[GitConfig(remote_url="https://example.com/a.git"),
-                     GitConfig(remote_url="https://example.com/b.git", secret_name="GIT")],
+        git_configs=[
+            GitConfig(remote_url="https://example.com/a.git"),
+            GitConfig(remote_url="https://example.com/b.git", secret_name="GIT"),
+        ],
     )
     task = make_task(alice, worker_config=config)
     with transaction(db) as session:

@@ -474,7 +474,7 @@ def append(db, task_id: str, *chunks: LogChunk) -> int:
 
 def read_all(db, task_id: str, after: int = 0, max_bytes: int = 1 << 20) -> list[LogChunk]:
     with transaction(db) as session:
-        return logs.read(session, task_id, after, max_bytes)
+        return logs.read(session, task_id, after, max_bytes)[0]
 
 
 def text_of(chunks: list[LogChunk]) -> str:
@@ -544,7 +544,7 @@ def test_stopping_early_closes_the_result(db, log_task, reader):
         warnings.simplefilter("always")
         with transaction(db) as session:
             if reader == "read":
-                assert [c.seq for c in logs.read(session, log_task, 0, max_bytes=50)] == [1]
+                assert [c.seq for c in logs.read(session, log_task, 0, max_bytes=50)[0]] == [1]
             else:
                 assert logs.tail(session, log_task, 50) == "c" * 50
         gc.collect()

@@ -99,7 +99,7 @@ def test_cli_flow_generate(server, monkeypatch, tmp_path):
         assert result.stdout.strip() == str(tmp_path / "out" / "tables_dag.py")
         assert "schedule='@daily'" in (tmp_path / "out" / "tables_dag.py").read_text()
         again = CliRunner().invoke(app, args)
-        assert again.exit_code == 1 and "--overwrite replaces them" in again.stderr
+        assert again.exit_code == 2 and "--overwrite replaces them" in again.stderr
         assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
     assert json.loads((tmp_path / "out" / "dag_info.json").read_text())["dag_key"] == "tables"
 

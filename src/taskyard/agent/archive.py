@@ -169,7 +169,7 @@ def _inside_link_target(root: Path, rel: Path) -> str | None:
 # ---------------------------------------------------------------------------- extraction
 
 
-def safe_extract(archive: BinaryIO | Path, dest: Path) -> list[str]:
+def safe_extract(archive: BinaryIO | Path, dest: Path, *, max_bytes: int | None = None) -> list[str]:
     """Extract a tar (gzip'd or plain) into ``dest`` and return the extracted member names.
 
     Every member is checked before anything is written. The archive is refused with
@@ -178,13 +178,14 @@ def safe_extract(archive: BinaryIO | Path, dest: Path) -> list[str]:
     target resolves outside ``dest`` (following the archive's own symlinks and any already in
     ``dest``), or would otherwise land outside ``dest``. ``tarfile.data_filter`` is applied too
     when the running Python has it. A file object must be readable; it is spooled to a temporary
-    file first if it cannot seek.
+    file first if it cannot seek. With ``max_bytes``, an archive whose files add up to more is
+    refused (``TooBig``) as soon as its headers say so, before anything is written.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     with _open_tar(archive) as tar:
-        members = _checked_members(tar, root)
+        members = _checked_members(tar, root, max_bytes)
         _extract(tar, members, root)
     return [_normalise(m.name) for m in members]
 
@@ -215,16 +216,28 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], root: Path) -
         raise ValueError(f"refusing archive: {exc}") from exc
 
 
-def _checked_members(tar: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
-    members = tar.getmembers()
-    for member in members:
+class TooBig(ValueError):
+    """The archive unpacks to more than it may."""
+
+
+def _checked_members(tar: tarfile.TarFile, root: Path, max_bytes: int | None = None) -> list[tarfile.TarInfo]:
+    members, total = [], 0
+    for member in tar:  # header by header: a bomb is refused at its first big header, unread
+        total += member.size if member.isfile() else 0
+        if max_bytes is not None and total > max_bytes:
+            raise TooBig(f"the task's files unpack to more than the limit of {_mb(max_bytes)} (TASKYARD_MAX_UNPACK_MB)")
         _check_name(member)
+        members.append(member)
     members = [m for m in members if _normalise(m.name)]
     _check_unique(members)
     links = {_normalise(m.name): m.linkname for m in members if m.issym()}
     for member in members:
         _check_member(member, links, root)
     return members
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
 
 
 def _refuse(member: tarfile.TarInfo, why: str) -> ValueError:

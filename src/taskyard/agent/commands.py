@@ -96,7 +96,8 @@ class WorkerCommands:
         task_dir = folders(self.worker_dir)[0]
         try:
             if order["kind"] == "upload":
-                names = files.put(task_dir, order["archive"], order.get("destination") or ".", self.task_uid)
+                names = files.put(task_dir, order["archive"], order.get("destination") or ".", self.task_uid,
+                                  order.get("max_unpack_bytes"))
                 return {"names": names}
             return {"archive": files.get(task_dir, order.get("source") or ".", int(order["max_bytes"]))}
         except (ValueError, OSError) as exc:

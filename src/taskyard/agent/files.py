@@ -39,12 +39,13 @@ def inside(task_dir: Path, relative: str) -> Path:
     return path
 
 
-def put(task_dir: Path, archive_b64: str, destination: str, uid: int | None) -> list[str]:
-    """Unpack the archive into ``destination`` of the task folder; the names written (given to ``uid``)."""
+def put(task_dir: Path, archive_b64: str, destination: str, uid: int | None, max_bytes: int | None) -> list[str]:
+    """Unpack the archive into ``destination`` of the task folder; the names written (given to ``uid``).
+    An archive that unpacks to more than ``max_bytes`` is refused before anything is written."""
     task_dir.mkdir(parents=True, exist_ok=True)
     target = inside(task_dir, destination)
     made = _missing_parents(task_dir.resolve(), target)
-    names = safe_extract(io.BytesIO(base64.b64decode(archive_b64)), target)
+    names = safe_extract(io.BytesIO(base64.b64decode(archive_b64)), target, max_bytes=max_bytes)
     if uid is not None:
         for path in made + [target / name for name in names]:
             os.chown(path, uid, uid, follow_symlinks=False)

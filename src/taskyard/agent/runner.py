@@ -108,7 +108,7 @@ class TaskRun:
             bundle = base64.b64decode(inline)
         else:
             bundle = self.client.call("GET", f"/tasks/{self.task_id}/bundle", timeout=300)
-        archive.safe_extract(io.BytesIO(bundle), self.task_dir)
+        archive.safe_extract(io.BytesIO(bundle), self.task_dir, max_bytes=self.a.get("max_unpack_bytes"))
         if not self.repos:
             self._check_task_file()  # at once: no clone can bring it later
         else:
@@ -319,7 +319,8 @@ class TaskRun:
         if self.python is not None:
             self.python.release()
         ended_at = self.exited_at or time.time()  # waiting on the control plane for the logs is not the task's time
-        if outputs and self._upload_outputs(partial=killed or exit_code != 0):
+        if outputs and any(self.output_dir.iterdir()):
+            reason = _joined(reason, self._upload_outputs(partial=killed or exit_code != 0), exit_code)
             ended_at = time.time()
         error, reason = self._masked(error), self._masked(reason)
         chunks = []
@@ -338,20 +339,64 @@ class TaskRun:
             return text
         return self.masker.mask(text)
 
-    def _upload_outputs(self, partial: bool) -> bool:
-        """Upload what the task left in its output folder; False if it left nothing."""
-        if not any(self.output_dir.iterdir()):
-            return False
+    def _upload_outputs(self, partial: bool) -> str | None:
+        """Upload the outputs, within their limit; return a note on what was left out (or could not go)."""
         if not partial:
             finalizing = {"status": "finalizing", "at": self.exited_at}
             self.client.call("POST", f"/tasks/{self.task_id}/events", finalizing)
         from . import archive
 
+        kept, left = _within_limit(
+            self.output_dir, archive.iter_files(self.output_dir), self.a.get("max_outputs_bytes")
+        )
+        note = _outputs_note(kept, left, self.a.get("max_outputs_bytes")) if left else None
+        if not kept:
+            return note
         buffer = io.BytesIO()
-        archive.pack_dir(self.output_dir, buffer)
+        archive.write_tar(self.output_dir, buffer, kept)
         flag = "true" if partial else "false"
-        self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
-        return True
+        try:
+            self.client.call("PUT", f"/tasks/{self.task_id}/outputs?partial={flag}", raw=buffer.getvalue(), timeout=300)
+        except Exception as exc:  # the task has ended all the same: say so in its status message
+            return f"its outputs could not be uploaded ({exc})"
+        return note
+
+
+TAR_OVERHEAD = 1536  # a tar header and its padding, at most, for each file
+
+
+def _within_limit(root: Path, files: list[Path], limit: int | None) -> tuple[list[Path], list[Path]]:
+    """The files that fit ``limit`` bytes when packed, in order, and those left out."""
+    if limit is None:
+        return files, []
+    kept, left, total = [], [], 4096
+    for rel in files:
+        size = (root / rel).lstat().st_size + TAR_OVERHEAD
+        if total + size <= limit * 0.99:
+            kept.append(rel)
+            total += size
+        else:
+            left.append(rel)
+    return kept, left
+
+
+def _outputs_note(kept: list[Path], left: list[Path], limit: int | None) -> str:
+    def names(paths: list[Path]) -> str:
+        shown = ", ".join(p.as_posix() for p in paths[:10])
+        return (shown + f" and {len(paths) - 10} more" if len(paths) > 10 else shown) or "none"
+
+    mb = f"{(limit or 0) / (1024 * 1024):g} MB"
+    over = f"the outputs were over the limit of {mb} (TASKYARD_MAX_OUTPUTS_MB)"
+    return f"{over}; kept: {names(kept)}; left out: {names(left)}"
+
+
+def _joined(reason: str | None, note: str | None, exit_code: int | None) -> str | None:
+    """The ending's reason with the outputs' note after it; a failed exit is named when there is no other reason."""
+    if note is None:
+        return reason
+    if reason is None and exit_code not in (0, None):
+        reason = f"the task exited with code {exit_code}"
+    return f"{reason}; {note}" if reason else note
 
 
 def _secret_values(assignment: dict) -> list[str]:

@@ -21,13 +21,18 @@ def create(
     size: Annotated[str | None, typer.Option(help="Default worker size for its tasks.")] = None,
     image: Annotated[str | None, typer.Option(help="Default worker image for its tasks.")] = None,
     warm: Annotated[int, typer.Option(min=0, help="Workers to keep started ahead of need.")] = 0,
+    share: Annotated[
+        list[str] | None, typer.Option(help="A user who may use it (repeat it); '*' for every user.")
+    ] = None,
 ) -> None:
-    """Create a pool; send tasks to it with `taskyard run --pool NAME`."""
+    """Create a pool (admins only); its users send tasks to it with `taskyard run --pool NAME`."""
     from taskyard.cli.run import worker_config
     from taskyard.sdk import Pool
 
     config = worker_config(size, image, {})
-    Pool.create(name, max_workers=max_workers, time_to_live=ttl, worker_config=config, warm_workers=warm)
+    Pool.create(
+        name, max_workers=max_workers, time_to_live=ttl, worker_config=config, warm_workers=warm, shared_with=share
+    )
     typer.echo(f"pool {name} created")
 
 
@@ -40,7 +45,7 @@ def list_pools(as_json: Annotated[bool, typer.Option("--json", help="Print the A
     if as_json:
         print_json([pool.model_dump(mode="json") for pool in pools])
         return
-    columns = ("NAME", "MAX WORKERS", "BUSY", "QUEUED", "TTL", "SIZE", "OWNER")
+    columns = ("NAME", "MAX WORKERS", "BUSY", "QUEUED", "TTL", "SIZE", "SHARED WITH")
     rows = [
         (
             p.name,
@@ -49,7 +54,7 @@ def list_pools(as_json: Annotated[bool, typer.Option("--json", help="Print the A
             p.queued_tasks,
             _ttl(p.time_to_live),
             p.worker_config.worker_size,
-            p.user,
+            ", ".join(p.shared_with) or ("everyone" if p.name == "default" else "admins"),
         )
         for p in pools
     ]

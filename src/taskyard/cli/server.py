@@ -27,6 +27,10 @@ def serve(
     ] = None,
     home: Annotated[Path | None, typer.Option(help="State folder (default: TASKYARD_HOME or ~/.taskyard).")] = None,
     max_workers: Annotated[int | None, typer.Option(help="Workers running at once (default: cores).")] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the admin token (or TASKYARD_ADMIN_TOKEN); default: made, shown once."),
+    ] = None,
     embedded_mode: Annotated[bool, typer.Option("--embedded", hidden=True)] = False,
 ) -> None:
     """Run the control plane in the foreground (Ctrl+C stops it).
@@ -41,12 +45,28 @@ def serve(
     from taskyard.server.run import serve as run_server
 
     data_dir = home or settings.home()
-    token = embedded.read_token(data_dir) if embedded_mode else None
+    token = embedded.read_token(data_dir) if embedded_mode else given_admin_token(admin_token_file)
     config = load_config(config_file, data_dir=data_dir, db_url=db_url, max_workers=max_workers, admin_token=token)
     state_file = None
     if embedded_mode:
         state_file, port = embedded.state_path(data_dir), embedded.saved_port(data_dir)
     run_server(config, host=host, port=port, state_file=state_file, any_port=embedded_mode)
+
+
+def given_admin_token(path: Path | None) -> str | None:
+    """The admin token from ``path``, else ``TASKYARD_ADMIN_TOKEN``; None: the server makes one on first start."""
+    from taskyard.errors import ConfigError
+
+    if path is None:
+        token = settings.admin_token()
+    else:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--admin-token-file: cannot read {path}: {exc.strerror}") from None
+    if token is not None and len(token) < 16:
+        raise ConfigError("the admin token must be at least 16 characters (e.g. made by: openssl rand -hex 32)")
+    return token
 
 
 @app.command()

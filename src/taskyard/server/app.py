@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskyard import __version__
 from taskyard.errors import TaskyardError
+from taskyard.models import ErrorBody
 from taskyard.server.config import ServerConfig
 from taskyard.server.docs import add_docs
+from taskyard.server.failsafe import Failsafe, internal_error
 from taskyard.server.flows import router as flow_router
 from taskyard.server.flows.driver import make_driver
 from taskyard.server.plane import Plane, build_plane
@@ -35,14 +38,30 @@ from taskyard.server.routers import (
 from taskyard.server.services import users as user_service
 
 API = "/api/v1"
+_ERRORS = {
+    400: "a body that cannot be read (not JSON, not UTF-8)",
+    401: "no valid token",
+    403: "the token's user may not do this",
+    404: "no such thing (or not this user's)",
+    409: "in conflict with what is there",
+    413: "over a size limit",
+    422: "a field out of its range or form; the field is named",
+    500: "an unexpected error (see the server log)",
+}
+ERROR_RESPONSES: dict[int | str, dict] = {
+    code: {"model": ErrorBody, "description": text} for code, text in _ERRORS.items()
+}
 log = logging.getLogger("taskyard.server")
 
 
 def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     plane = plane or build_plane(config)
-    if config.admin_token:
-        with plane.transaction() as session:
-            user_service.ensure_admin(session, "admin", config.admin_token)
+    first_token = None
+    with plane.transaction() as session:
+        if config.admin_token:
+            user_service.ensure_admin(session, user_service.ADMIN, config.admin_token)
+        else:
+            first_token = user_service.first_admin(session)  # on an empty database only
 
     flow_driver = make_driver(plane)
 
@@ -53,20 +72,40 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
         flow_driver.stop()
         plane.scheduler.stop()
         plane.callbacks.stop()
+        if plane.lease is not None:
+            plane.lease.release()
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane
+    app.state.first_admin_token = first_token  # shown once by whoever serves the app
     add_docs(app)
     for module in (meta, tasks, workers, worker_commands, pools, sizes, users, secrets, agent, callbacks, task_runner,
-                   folders):
-        app.include_router(module.router, prefix=API)
-    for module in (worker_files, images):
-        app.include_router(module.router, prefix=API)
-    app.include_router(flow_router.router, prefix=API)
+                   folders, flow_router, worker_files, images):
+        app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
+    _document_errors_as_json(app)
     app.add_exception_handler(TaskyardError, _taskyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(Failsafe)
     return app
+
+
+def _document_errors_as_json(app: FastAPI) -> None:
+    """Error answers are JSON on every route, those answering text too: say so in the OpenAPI."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for operation in (op for path in schema["paths"].values() for op in path.values()):
+                for code, answer in operation.get("responses", {}).items():
+                    content = answer.get("content", {})
+                    if code != "200" and "text/plain" in content and int(code) in _ERRORS:
+                        content["application/json"] = content.pop("text/plain")
+        return app.openapi_schema or schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _taskyard_error(request: Request, exc: Exception) -> JSONResponse:
@@ -74,10 +113,17 @@ async def _taskyard_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own answers (an unreadable body, an unknown path or method) in the error model."""
+    assert isinstance(exc, StarletteHTTPException)  # the class it is registered for
+    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+    body = {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}
+    return JSONResponse({"error": body}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    body = {"code": "internal", "message": f"internal error ({type(exc).__name__}); see the server log"}
-    return JSONResponse({"error": body}, status_code=500)
+    return internal_error(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

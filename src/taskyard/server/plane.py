@@ -12,15 +12,18 @@ from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
 from taskyard.backends import Backend, make_backend
+from taskyard.errors import ConfigError
 from taskyard.models import PoolSpec
 from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.lease import ServerLease
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools, worker_output
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.storage import Storage
+from taskyard.server.token_cache import TokenCache
 from taskyard.server.vault import Vault
 from taskyard.server.worker_commands import CommandBroker
 
@@ -37,7 +40,8 @@ class Plane:
     scheduler: Scheduler
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
-    users_by_token: dict[str, object] = field(default_factory=dict)
+    lease: ServerLease | None = None  # held while this server runs: no second server on the database
+    tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
 
@@ -67,6 +71,11 @@ def build_plane(config: ServerConfig) -> Plane:
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    lease = ServerLease(sessions, settings.server_lease_seconds())
+    lease.acquire()
+    max_workers, warm_workers = pool_limits(config)
+    with transaction(sessions) as session:
+        pools.refuse_over_limits(session, max_workers)
     vault = Vault.load(config.data_dir, config.vault_key)
     secret_service.settle_keys(sessions, vault)
     notifier = Notifier()
@@ -77,13 +86,27 @@ def build_plane(config: ServerConfig) -> Plane:
         sessions,
         notifier,
         backend,
-        max_workers=config.max_workers or settings.max_workers(),
+        max_workers=max_workers,
         sizes=config,
-        warm_workers=config.warm_workers,
+        warm_workers=warm_workers,
         on_worker_ended=lambda name: worker_output.drop(storage, name),  # a worker's own log lives as long as it
     )
     callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
-    return Plane(config, sessions, notifier, storage, backend, scheduler, vault, callbacks)
+    lease.start()
+    return Plane(config, sessions, notifier, storage, backend, scheduler, vault, callbacks, lease=lease)
+
+
+def pool_limits(config: ServerConfig) -> tuple[int, int]:
+    """The default pool's ``(max_workers, warm_workers)``; a ConfigError when more warm workers are asked for."""
+    max_workers = config.max_workers or settings.max_workers()
+    if config.warm_workers is None:
+        return max_workers, min(settings.warm_workers(), max_workers)
+    if config.warm_workers > max_workers:
+        raise ConfigError(
+            f"warm_workers: {config.warm_workers} warm workers are more than max_workers ({max_workers}) allows;"
+            " lower warm_workers or raise max_workers"
+        )
+    return max_workers, config.warm_workers
 
 
 def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:

@@ -53,8 +53,17 @@ def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=75, timeout_graceful_shutdown=1)
     )
+    _show_first_admin(app.state.first_admin_token)
     print(f"taskyard server listening on {url}", flush=True)
     server.run(sockets=[sock])
+
+
+def _show_first_admin(token: str | None) -> None:
+    """Tell the token of the admin made on this first start, once: it is stored only as a hash."""
+    if token is not None:
+        print("the database had no users: made the admin 'admin'; its token (shown this once only):", flush=True)
+        print(f"  {token}", flush=True)
+        print("  use it with: export TASKYARD_URL=<this server's URL> TASKYARD_TOKEN=<the token>", flush=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -244,8 +244,14 @@ class Scheduler:
             if gpus is None:
                 break
             worker, token = worker_service.create_worker(
-                session, user_id=None, pool=pool.name, backend=self.backend.name, size=size, image=image,
-                gpus=gpus, keep=False,
+                session,
+                user_id=None,
+                pool=pool.name,
+                backend=self.backend.name,
+                size=size,
+                image=image,
+                gpus=gpus,
+                keep=False,
             )
             resources = self._resources(size, gpus)
             requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image, resources))
@@ -354,11 +360,28 @@ class Scheduler:
                     self._expire(session, pool, now - timedelta(seconds=pool.time_to_live))
             for task in session.scalars(_past_deadline(now)):
                 request_stop(session, task, "timeout")
+            self._repair_orphans(session)
             overdue = now - timedelta(seconds=settings.kill_grace() + KILL_SLACK)
             for task in session.scalars(_unanswered_stops(overdue)):
                 set_status(session, task, stop_ending(task), reason="its worker did not stop it in time; stopped")
                 worker_service.release_fresh_worker(session, task, force=True)
         self._poll_backend(now)
+
+    def _repair_orphans(self, session: Session) -> None:
+        """Tasks In Queue whose worker has ended (which no task should ever be): queued again, or ended.
+
+        A task for a fresh worker goes back to the queue; one sent to a given kept worker ends
+        Machine Terminated in Queue, as when that worker ends before it is given the task.
+        """
+        for task, worker in session.execute(_ORPHANS):
+            reason = f"its worker {worker} had ended"
+            if task.target_worker is not None:
+                set_status(session, task, TaskStatus.MACHINE_TERMINATED_IN_QUEUE, reason=reason)
+                continue
+            task.worker_name, task.lease_token, task.lease_expires_at = None, None, None
+            task.reason = f"{reason}; queued again"
+            log.warning("task %s was In Queue on ended worker %s; queued again", task.id, worker)
+            notify_on_commit(session, SCHEDULER)
 
     def _expire(self, session: Session, pool: PoolSpec, born_before) -> None:
         query = select(WorkerRow).where(
@@ -484,6 +507,16 @@ _QUEUED = (
     .order_by(TaskRow.created_at, TaskRow.id)
     .limit(bindparam("free"))
     .with_for_update(skip_locked=True)
+)
+# Tasks In Queue that name a worker which has ended: a state to repair (see Scheduler._repair_orphans).
+_ORPHANS = (
+    select(TaskRow, WorkerRow.name)
+    .join(WorkerRow, WorkerRow.name == TaskRow.worker_name)
+    .where(
+        TaskRow.status == TaskStatus.IN_QUEUE.value,
+        WorkerRow.status.in_((WorkerStatus.TERMINATED.value, WorkerStatus.FAILED.value)),
+    )
+    .with_for_update(of=TaskRow, skip_locked=True)
 )
 # Tasks sent to a given worker, found through their own index (the queue may be long, they are few).
 # A range, not IS NOT NULL, and nothing else to filter or sort by: SQLite would use another index.

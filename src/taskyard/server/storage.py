@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
 
 from taskyard.errors import InvalidInput, TooLarge
 
@@ -27,9 +29,18 @@ class Storage:
         return self.path(key).is_file()
 
     async def put_stream(
-        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int, sha256: str | None = None
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int,
+        sha256: str | None = None,
+        check: Callable[[Path, int], None] | None = None,
     ) -> int:
-        """Store a streamed upload under ``key``; check its size and, if given, its sha256."""
+        """Store a streamed upload under ``key``; check its size and, if given, its sha256.
+
+        ``check(path, size)`` (on a worker thread) may refuse the complete upload before it is published.
+        """
         digest = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
@@ -43,6 +54,8 @@ class Storage:
                     out.write(chunk)
             if sha256 is not None and digest.hexdigest() != sha256:
                 raise InvalidInput("upload does not match its sha256; it was changed or cut short")
+            if check is not None:
+                await run_in_threadpool(check, Path(tmp), size)
             self._publish(tmp, key)
             return size
         finally:

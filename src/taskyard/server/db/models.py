@@ -52,6 +52,8 @@ class UserRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: the token does not expire
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set: removed, kept for its tasks' history
 
 
 class TaskRow(Base):
@@ -289,3 +291,12 @@ class FlowTaskRow(Base):
         UniqueConstraint("run_id", "name", name="uq_flow_tasks_run_name"),
         Index("ix_flow_tasks_task", "task_id"),
     )
+class ServerLeaseRow(Base):
+    """The one live server that holds the database (``taskyard.server.lease``); taken over once it expires."""
+
+    __tablename__ = "server_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))  # a random id of the holding process
+    description: Mapped[str] = mapped_column(String(255))  # host and pid, for the refusal message
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

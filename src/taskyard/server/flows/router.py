@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
@@ -9,6 +11,7 @@ from taskyard import settings
 from taskyard.server.flows import service
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.storage import bundle_key
+from taskyard.server.uploads import check_bundle
 from taskyard.workflows.models import FlowInfo, FlowPage, FlowSpec, FlowStatus
 
 router = APIRouter(prefix="/flows", tags=["flows"])
@@ -32,7 +35,11 @@ async def upload_bundle(run_id: str, request: Request, plane: PlaneDep, user: Us
     sha = FlowSpec.model_validate_json(run.spec).bundle_sha256
     key = bundle_key(user.id, sha)
     if not plane.storage.exists(key):
-        await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=sha)
+        declared = FlowSpec.model_validate_json(run.spec).bundle_size
+        check = partial(check_bundle, declared=declared, max_unpack=settings.max_unpack_bytes())
+        await plane.storage.put_stream(
+            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=sha, check=check
+        )
 
     def mark(session: Session) -> FlowInfo:
         row = service.get_run(session, user, run_id, for_update=True)

@@ -12,6 +12,7 @@ from taskyard.errors import NotFound
 from taskyard.models import AgentAck, AgentCommandAnswer, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
 from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
+from taskyard.server.routers.params import Seconds
 from taskyard.server.services import agent as agent_service
 from taskyard.server.services import worker_output
 from taskyard.server.storage import bundle_key, outputs_key
@@ -25,7 +26,7 @@ _worker = agent_service.live_worker
 
 
 @router.get("/next", response_model=NextTask)
-async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> NextTask:
+async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> NextTask:
     """The next task for this worker, held up to ``wait`` seconds until there is one."""
 
     async def check() -> tuple[bool, NextTask]:
@@ -34,13 +35,14 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> Next
 
     answer = await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
     if answer.task is not None and answer.task.bundle_key is not None:
-        data = plane.storage.path(answer.task.bundle_key).read_bytes()
-        answer.task.bundle = base64.b64encode(data).decode()
+        path = plane.storage.path(answer.task.bundle_key)
+        if path.stat().st_size <= agent_service.INLINE_BUNDLE:  # its measured size: the declared one may lie
+            answer.task.bundle = base64.b64encode(path.read_bytes()).decode()
     return answer
 
 
 @router.post("/heartbeat", response_model=AgentCommands)
-async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: float = 0) -> AgentCommands:
+async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> AgentCommands:
     """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
 
     async def check() -> tuple[bool, AgentCommands]:
@@ -87,7 +89,7 @@ def worker_log(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep
 async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker: WorkerDep, partial: bool = False):
     task = await plane.run(lambda s: agent_service.own_task(s, _worker(s, worker), task_id))
     key = outputs_key(task_id, task.attempt, partial)
-    size = await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_upload_bytes() * 10)
+    size = await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_outputs_bytes())
     await plane.run(lambda s: agent_service.outputs_stored(s, _worker(s, worker), task_id, key, size, partial))
     return {"size": size, "partial": partial}
 

@@ -29,11 +29,11 @@ def bearer(request: Request) -> str:
 
 async def current_user(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> UserRow:
     token = bearer(request)
-    user = plane.users_by_token.get(token)
+    user = plane.tokens.get(token)
     if user is None:
         user = await plane.run(lambda session: user_service.authenticate(session, token))
-        plane.users_by_token[token] = user
-    return user  # type: ignore[return-value]
+        plane.tokens.put(token, user)
+    return user
 
 
 async def admin_user(user: Annotated[UserRow, Depends(current_user)]) -> UserRow:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -9,6 +10,7 @@ from taskyard.server.db.models import FolderRow
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.services import folders as folder_service
 from taskyard.server.storage import bundle_key
+from taskyard.server.uploads import check_archive
 from taskyard.task_runner import FolderInfo
 
 router = APIRouter(prefix="/folders", tags=["folders"])
@@ -21,8 +23,10 @@ async def push(name: str, sha256: Sha256, request: Request, plane: PlaneDep, use
     folder_service.check_name(name)
     key = bundle_key(user.id, sha256)
     if not plane.storage.exists(key):
-        await plane.storage.put_stream(key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=sha256)
-    folder_service.check_archive(plane.storage.path(key))
+        check = partial(check_archive, max_unpack=settings.max_unpack_bytes())
+        await plane.storage.put_stream(
+            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=sha256, check=check
+        )
     size = plane.storage.path(key).stat().st_size
     return await plane.run(lambda s: _info(folder_service.save(s, user, name, sha256, size)))
 

@@ -19,19 +19,20 @@ def create(spec: PoolSpec, plane: PlaneDep, user: UserDep) -> PoolInfo:
             backends=[plane.backend.name],
             sizes=plane.config.sizes,
             capacity=plane.backend.capacity(),
+            server_max=plane.scheduler.max_workers,
         )
 
 
 @router.get("", response_model=list[PoolInfo])
 def list_pools(plane: PlaneDep, user: UserDep) -> list[PoolInfo]:
     with plane.transaction() as session:
-        return pool_service.list_pools(session, default=plane.default_pool())
+        return pool_service.list_pools(session, user, default=plane.default_pool())
 
 
 @router.get("/{name}", response_model=PoolInfo)
 def show(name: str, plane: PlaneDep, user: UserDep) -> PoolInfo:
     with plane.transaction() as session:
-        return pool_service.pool_info(session, name, default=plane.default_pool())
+        return pool_service.pool_info(session, user, name, default=plane.default_pool())
 
 
 @router.delete("/{name}", status_code=204)

@@ -24,9 +24,10 @@ def rotate_key(plane: PlaneDep, admin: AdminDep) -> KeyRotation:
     return secret_service.rotate_key(plane.sessions, plane.vault)
 
 
-@router.put("/{name}", response_model=SecretInfo)
-def put_secret(name: str, body: SecretPut, plane: PlaneDep, user: UserDep, response: Response,
-               shared: bool = False) -> SecretInfo:
+@router.put("/{name}", response_model=SecretInfo, responses={201: {"model": SecretInfo, "description": "made anew"}})
+def put_secret(
+    name: str, body: SecretPut, plane: PlaneDep, user: UserDep, response: Response, shared: bool = False
+) -> SecretInfo:
     """Create (201) or replace (200) the caller's secret ``name``; with ``shared``, the shared one (admins)."""
     with plane.transaction() as session:
         row, created = secret_service.put_secret(session, plane.vault, user, name, body.value, shared=shared)

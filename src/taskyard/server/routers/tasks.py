@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy.orm import Session
@@ -13,11 +15,13 @@ from taskyard.server.db.models import UserRow
 from taskyard.server.notifier import task_key
 from taskyard.server.plane import Plane
 from taskyard.server.routers.deps import PlaneDep, UserDep
+from taskyard.server.routers.params import Limit, MaxBytes, Seconds, Seq
 from taskyard.server.services import logs as log_service
 from taskyard.server.services import metadata as metadata_service
 from taskyard.server.services import outputs as output_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.storage import bundle_key
+from taskyard.server.uploads import check_bundle
 from taskyard.status import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -65,8 +69,9 @@ async def upload_bundle(task_id: str, request: Request, plane: PlaneDep, user: U
     task = await plane.run(lambda s: task_service.get_task(s, user, task_id))
     key = bundle_key(user.id, task.bundle_sha256)
     if not plane.storage.exists(key):
+        check = partial(check_bundle, declared=task.bundle_size, max_unpack=settings.max_unpack_bytes())
         await plane.storage.put_stream(
-            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=task.bundle_sha256
+            key, request.stream(), max_bytes=settings.max_upload_bytes(), sha256=task.bundle_sha256, check=check
         )
 
     def mark(session: Session) -> TaskInfo:
@@ -79,12 +84,10 @@ async def upload_bundle(task_id: str, request: Request, plane: PlaneDep, user: U
 
 @router.get("", response_model=TaskPage)
 def list_tasks(
-    plane: PlaneDep, user: UserDep, limit: int = 50, cursor: str | None = None, status: str | None = None
+    plane: PlaneDep, user: UserDep, limit: Limit = 50, cursor: str | None = None, status: str | None = None
 ) -> TaskPage:
     with plane.transaction() as session:
-        rows, next_cursor = task_service.list_tasks(
-            session, user, limit=max(1, min(limit, 500)), cursor=cursor, status=status
-        )
+        rows, next_cursor = task_service.list_tasks(session, user, limit=limit, cursor=cursor, status=status)
         return TaskPage(tasks=[task_service.to_info(t, name) for t, name in rows], next_cursor=next_cursor)
 
 
@@ -102,7 +105,7 @@ def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
 
 
 @router.get("/{task_id}/wait", response_model=TaskInfo)
-async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: float = 30) -> TaskInfo:
+async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 30) -> TaskInfo:
     """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
 
     async def check() -> tuple[bool, None]:  # the status alone: the full answer is built once, at the end
@@ -115,14 +118,16 @@ async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: float = 30
 
 @router.get("/{task_id}/logs", response_model=LogPage)
 async def logs(
-    task_id: str, plane: PlaneDep, user: UserDep, after: int = 0, wait: float = 0, max_bytes: int = 1 << 20
+    task_id: str, plane: PlaneDep, user: UserDep, after: Seq = 0, wait: Seconds = 0, max_bytes: MaxBytes = 1 << 20
 ) -> LogPage:
     """Log chunks after ``after``; with ``wait``, hold the request until there is one or the task ends."""
 
     def page(session: Session) -> LogPage:
         task = task_service.get_task(session, user, task_id)
-        chunks = log_service.read(session, task_id, after, max_bytes)
+        chunks, complete = log_service.read(session, task_id, after, max_bytes)
         last = chunks[-1].seq if chunks else after
+        if complete:  # every stored chunk was read: the seqs past a log's cap have none, and are passed
+            last = max(last, task.log_seq)
         status = TaskStatus(task.status)
         done = status.is_terminal() and last >= task.log_seq
         return LogPage(chunks=chunks, last_seq=last, status=status, worker_name=task.worker_name, done=done)
@@ -135,7 +140,7 @@ async def logs(
 
 
 @router.get("/{task_id}/logs/tail", response_class=PlainTextResponse)
-def tail(task_id: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20) -> str:
+def tail(task_id: str, plane: PlaneDep, user: UserDep, max_bytes: MaxBytes = 1 << 20) -> str:
     with plane.transaction() as session:
         task_service.get_task(session, user, task_id)
         return log_service.tail(session, task_id, max_bytes)

@@ -23,7 +23,8 @@ async def upload(name: str, request: Request, plane: PlaneDep, user: UserDep, de
     the names written."""
     worker = await plane.run(lambda s: command_service.reachable(s, user, name))
     archive = await _read(request, settings.max_upload_bytes())
-    order = {"kind": "upload", "archive": base64.b64encode(archive).decode(), "destination": destination}
+    order = {"kind": "upload", "archive": base64.b64encode(archive).decode(), "destination": destination,
+             "max_unpack_bytes": settings.max_unpack_bytes()}
     return await plane.commands.ask(worker, order, FILES_WAIT)
 
 

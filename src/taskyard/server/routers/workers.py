@@ -5,6 +5,7 @@ from fastapi.responses import PlainTextResponse
 
 from taskyard.models import WorkerInfo, WorkerRequest
 from taskyard.server.routers.deps import PlaneDep, UserDep
+from taskyard.server.routers.params import MaxBytes
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import worker_output, worker_requests
 from taskyard.server.services import workers as worker_service
@@ -53,7 +54,7 @@ def terminate(name: str, plane: PlaneDep, user: UserDep) -> WorkerInfo:
 
 
 @router.get("/{name}/logs", response_class=PlainTextResponse)
-def logs(name: str, plane: PlaneDep, user: UserDep, max_bytes: int = 1 << 20) -> str:
+def logs(name: str, plane: PlaneDep, user: UserDep, max_bytes: MaxBytes = 1 << 20) -> str:
     """The output of the tasks this worker ran, oldest first, then, while the worker lives, its own log
     (what tasks run with capture_task_output=False printed); cut to the last ``max_bytes``."""
     with plane.transaction() as session:

@@ -84,6 +84,8 @@ def _assignment(session: Session, task: TaskRow, vault: Vault, worker: WorkerRow
         capture_output=spec.capture_task_output,
         log_seq=task.log_seq,
         kill_grace=settings.kill_grace(),
+        max_unpack_bytes=settings.max_unpack_bytes(),
+        max_outputs_bytes=settings.max_outputs_bytes(),
         startup_script=config.startup_script,
         bundle_key=bundle_key(task.user_id, task.bundle_sha256) if task.bundle_size <= INLINE_BUNDLE else None,
         git_configs=[_git(repo, token) for repo, token in zip(config.git_configs or (), secrets.git_tokens)],

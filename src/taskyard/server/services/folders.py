@@ -23,15 +23,6 @@ def check_name(name: str) -> None:
         raise InvalidInput(str(exc), field="name") from None
 
 
-def check_archive(path: Path) -> None:
-    """Refuse (and remove) a stored upload that is not a tar archive."""
-    try:
-        file_names(path)
-    except InvalidInput:
-        path.unlink(missing_ok=True)
-        raise
-
-
 def save(session: Session, user: UserRow, name: str, sha256: str, size: int) -> FolderRow:
     """Make ``name`` stand for the bundle ``sha256`` (a push replaces what the name stood for)."""
     row = session.get(FolderRow, (user.id, name), with_for_update=True)

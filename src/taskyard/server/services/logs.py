@@ -52,7 +52,8 @@ def system_line(session: Session, task: TaskRow, text: str) -> None:
     append(session, task, [chunk])
 
 
-def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -> list[LogChunk]:
+def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -> tuple[list[LogChunk], bool]:
+    """The chunks after ``after``, about ``max_bytes`` of them, and whether they are all that is stored."""
     query = (
         select(LogChunkRow)
         .where(LogChunkRow.task_id == task_id, LogChunkRow.seq > after)
@@ -65,8 +66,8 @@ def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -
             chunks.append(_to_chunk(row))
             total += len(row.data)
             if total >= max_bytes:
-                break
-    return chunks
+                return chunks, False
+    return chunks, True
 
 
 def tail(session: Session, task_id: str, max_bytes: int) -> str:

@@ -1,6 +1,9 @@
 """Pools: named groups of workers with a backend, a default worker config, a size limit and a TTL.
 
-The ``default`` pool always exists; its limits come from the server's configuration.
+The ``default`` pool always exists and every user may use it; its limits come from the server's
+configuration. Other pools are made by an admin, within the server's limit of workers, and are
+shared with the users named in their ``shared_with`` (``"*"``: every user). A user sees, and may
+send tasks to, only the pools shared with them; to anyone else such a pool does not exist.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from sqlalchemy.orm import Session
 from taskyard import settings
 from taskyard.backends.base import Resources
 from taskyard.config import WorkerConfig
-from taskyard.errors import Conflict, Forbidden, InvalidInput, NotFound
-from taskyard.models import PoolInfo, PoolSpec
+from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
+from taskyard.models import EVERYONE, PoolInfo, PoolSpec
 from taskyard.server.config import Size
 from taskyard.server.db.models import PoolRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.services import secrets as secret_service
@@ -33,6 +36,20 @@ def default_spec(*, max_workers: int | None = None, warm_workers: int | None = N
         max_workers=settings.max_workers() if max_workers is None else max_workers,
         warm_workers=settings.warm_workers() if warm_workers is None else warm_workers,
     )
+
+
+def may_use(user: UserRow, spec: PoolSpec) -> bool:
+    return user.is_admin or spec.name == DEFAULT or EVERYONE in spec.shared_with or user.name in spec.shared_with
+
+
+def usable_spec(session: Session, user: UserRow, name: str) -> PoolSpec:
+    """The pool called ``name`` if ``user`` may use it; InvalidInput naming the pools they may use if not."""
+    row = session.get(PoolRow, name)
+    spec = PoolSpec.model_validate_json(row.spec) if row is not None else None
+    if name == DEFAULT or (spec is not None and may_use(user, spec)):
+        return spec or default_spec()
+    known = ", ".join(pool.name for pool in all_specs(session) if may_use(user, pool))
+    raise InvalidInput(f"no pool {name!r}; pools: {known}", field="pool")
 
 
 def get_spec(session: Session, name: str, *, default: PoolSpec | None = None) -> PoolSpec:
@@ -62,10 +79,18 @@ def create_pool(
     backends: Collection[str],
     sizes: Mapping[str, Size],
     capacity: Resources | None,
+    server_max: int,
 ) -> PoolInfo:
-    """Add a pool; its worker size must be one of ``sizes`` that ``capacity`` holds (stored canonically)."""
+    """Add a pool (admins only); its worker size must be one of ``sizes`` that ``capacity`` holds (stored canonically).
+
+    Its ``max_workers`` is at most ``server_max`` (the server's own limit), its warm workers at most that.
+    """
+    if not user.is_admin:
+        raise Forbidden("only an admin can make pools; ask one to make a pool and share it with you")
     if spec.name == DEFAULT or session.get(PoolRow, spec.name) is not None:
         raise Conflict(f"pool {spec.name!r} already exists", field="name")
+    check_limits(spec, server_max)
+    _check_users(session, spec.shared_with)
     if spec.backend not in backends:
         raise InvalidInput(f"unknown backend {spec.backend!r}; backends: {', '.join(backends)}", field="backend")
     secret_service.check_pool_config(session, spec.worker_config)
@@ -77,13 +102,47 @@ def create_pool(
     return to_info(session, spec, row)
 
 
+def check_limits(spec: PoolSpec, server_max: int) -> None:
+    """InvalidInput when the pool asks for more workers than the server runs, or more warm ones than it may run."""
+    if spec.max_workers > server_max:
+        raise InvalidInput(
+            f"max_workers {spec.max_workers} is more than this server runs at once ({server_max})", field="max_workers"
+        )
+    if spec.warm_workers > spec.max_workers:
+        raise InvalidInput(
+            f"warm_workers {spec.warm_workers} is more than the pool's max_workers ({spec.max_workers})",
+            field="warm_workers",
+        )
+
+
+def _check_users(session: Session, names: list[str]) -> None:
+    wanted = {name for name in names if name != EVERYONE}
+    found = set(session.scalars(select(UserRow.name).where(UserRow.name.in_(wanted), UserRow.removed_at.is_(None))))
+    if wanted - found:
+        raise InvalidInput(f"no user {sorted(wanted - found)[0]!r}", field="shared_with")
+
+
+def refuse_over_limits(session: Session, server_max: int) -> None:
+    """At start: a ConfigError naming every stored pool whose warm workers are more than it may run."""
+    over = [
+        f"pool {spec.name!r} keeps {spec.warm_workers} warm workers, more than its limit"
+        f" ({min(spec.max_workers, server_max)})"
+        for spec in all_specs(session)[1:]
+        if spec.warm_workers > min(spec.max_workers, server_max)
+    ]
+    if over:
+        raise ConfigError("; ".join(over) + "; lower its warm_workers, or delete and make it again")
+
+
 def delete_pool(session: Session, user: UserRow, name: str) -> None:
     """Delete a pool: its queued tasks end Machine Terminated in Queue, its workers are terminated."""
     row = session.get(PoolRow, name)
     if row is None:
         raise NotFound(f"no pool {name!r}" + (" (the default pool cannot be deleted)" if name == DEFAULT else ""))
-    if not (user.is_admin or row.user_id == user.id):
-        raise Forbidden(f"pool {name!r} belongs to another user")
+    if not user.is_admin:
+        if may_use(user, PoolSpec.model_validate_json(row.spec)):
+            raise Forbidden("only an admin can delete pools")
+        raise NotFound(f"no pool {name!r}")
     for task in session.scalars(_queued(name)):
         set_status(session, task, TaskStatus.MACHINE_TERMINATED_IN_QUEUE, reason=f"pool {name} was deleted")
     for worker in session.scalars(select(WorkerRow).where(WorkerRow.pool == name)):
@@ -97,18 +156,20 @@ def _queued(name: str):
     return select(TaskRow).where(TaskRow.pool == name, TaskRow.status.in_(waiting), TaskRow.worker_name.is_(None))
 
 
-def pool_info(session: Session, name: str, *, default: PoolSpec) -> PoolInfo:
-    """The pool called ``name`` with its busy workers and queued tasks; NotFound if there is none."""
+def pool_info(session: Session, user: UserRow, name: str, *, default: PoolSpec) -> PoolInfo:
+    """The pool called ``name`` with its busy workers and queued tasks; NotFound if there is none for ``user``."""
     row = session.get(PoolRow, name)
-    if row is None and name != DEFAULT:
+    spec = get_spec(session, name, default=default) if row is not None or name == DEFAULT else None
+    if spec is None or not may_use(user, spec):
         raise NotFound(f"no pool {name!r}")
-    return to_info(session, get_spec(session, name, default=default), row)
+    return to_info(session, spec, row)
 
 
-def list_pools(session: Session, *, default: PoolSpec) -> list[PoolInfo]:
-    """Every pool, the default one first."""
+def list_pools(session: Session, user: UserRow, *, default: PoolSpec) -> list[PoolInfo]:
+    """The pools ``user`` may use, the default one first."""
     rows = {row.name: row for row in session.scalars(_POOLS)}
-    return [to_info(session, spec, rows.get(spec.name)) for spec in all_specs(session, default=default)]
+    specs = [spec for spec in all_specs(session, default=default) if may_use(user, spec)]
+    return [to_info(session, spec, rows.get(spec.name)) for spec in specs]
 
 
 def to_info(session: Session, spec: PoolSpec, row: PoolRow | None) -> PoolInfo:

@@ -62,7 +62,7 @@ def create_task(
         if existing is not None:
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images, sizes, capacity)
-    pool = pools.get_spec(session, spec.pool)  # the pool must exist
+    pool = pools.usable_spec(session, user, spec.pool)  # the pool must exist and be shared with the user
     effective = pools.effective_config(pool, spec.worker_config)
     secret_service.check_task_config(session, user, effective)
     environments.check(spec, effective, venvs)
@@ -111,9 +111,16 @@ def _new_row(spec: TaskSpec, user: UserRow, digest: str, status: TaskStatus) -> 
 
 
 def _same_task(existing: TaskRow, user: UserRow, digest: str) -> TaskRow:
-    if existing.user_id != user.id or existing.spec_hash != digest:
+    """The task submitted again with the same id; a 409 when it is not the same submission.
+
+    Task ids are one namespace for all users. Another user's id gets a 409 that tells nothing of
+    that task (not its owner, status or spec); the caller's own id reused for a different task says so.
+    """
+    if existing.user_id != user.id:
+        raise Conflict(f"task id {existing.id!r} is taken; choose another task_id", field="task_id")
+    if existing.spec_hash != digest:
         raise Conflict(
-            f"task id {existing.id!r} is already used by a different task; choose another task_id",
+            f"your task {existing.id!r} was submitted with other settings or files; choose another task_id",
             field="task_id",
         )
     return existing

@@ -44,7 +44,7 @@ def request_worker(
     capacity: Resources | None,
 ) -> tuple[WorkerRow, bool]:
     """The worker ``request`` asks for, new (True) or, with ``reuse``, a live one made alike (False)."""
-    pool = pools.get_spec(session, request.pool)
+    pool = pools.usable_spec(session, user, request.pool)
     config = pools.effective_config(pool, request.worker_config)
     size, image = _shape(config, images, default_image, sizes, capacity)
     secret_service.check_task_config(session, user, config)

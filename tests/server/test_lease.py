@@ -1,0 +1,66 @@
+"""One live server per database: a second refuses to start, and takes over once the first is gone."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from taskyard.server.db.models import ServerLeaseRow, utcnow
+from taskyard.server.db.session import make_engine, make_sessionmaker, transaction
+
+from foreground import Foreground
+
+HELD = r"another taskyard server \(\S+ pid \d+\) holds this database"
+
+
+@pytest.fixture
+def servers(tmp_path, db_url):
+    """``servers(name)``: a foreground server on the test's database; every one is stopped at the end."""
+    made: list[Foreground] = []
+
+    def make(name: str) -> Foreground:
+        made.append(Foreground(tmp_path / name, "--db-url", db_url, env={"TASKYARD_WARM_WORKERS": "0"}))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop(signal.SIGKILL)
+
+
+def test_a_second_server_on_a_held_database_refuses_to_start(servers):
+    first = servers("one").start()
+    with pytest.raises(RuntimeError, match=HELD):
+        servers("two").start()
+    assert first.client().me().is_admin  # the first one goes on
+    first.stop(signal.SIGKILL)
+    servers("three").start()  # its holder is gone from this host: taken over at once
+
+
+def test_a_lease_of_a_holder_elsewhere_is_taken_over_once_it_lapses(servers, db_url):
+    first = servers("one").start()
+    first.stop(signal.SIGKILL)
+    lapses = utcnow() + timedelta(seconds=8)
+    engine = make_engine(db_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:  # as if it had run on another machine
+            session.execute(update(ServerLeaseRow).values(description="elsewhere pid 1", expires_at=lapses))
+    finally:
+        engine.dispose()
+    with pytest.raises(RuntimeError, match=r"another taskyard server \(elsewhere pid 1\)"):
+        servers("two").start()
+    time.sleep(max(0.0, (lapses - utcnow()).total_seconds()))
+    servers("three").start()
+
+
+def test_a_stopped_server_lets_go_of_the_database(servers, db_url):
+    servers("one").start().stop()
+    engine = make_engine(db_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            assert session.get(ServerLeaseRow, "server") is None
+    finally:
+        engine.dispose()
