@@ -147,6 +147,9 @@ def test_another_user_can_neither_see_nor_use_it(server, made, tmp_path):
         theirs.terminate()
     assert worker.status is WorkerStatus.RUNNING
     assert worker.name in [w.name for w in get_region(server.client).worker_list]  # an admin sees everyone's
+    private = Pool.create(pool_name(), max_workers=1, client=server.client)  # shared with no one
+    with pytest.raises(InvalidInput, match="no pool"):
+        taskyard.create_worker(pool=private.name, client=other)
 
 
 def test_a_created_worker_counts_against_its_pool_and_the_next_one_waits_for_room(any_server, made, tmp_path):
