@@ -20,6 +20,9 @@ _EXPORTS = {
     "Worker": "taskyard.sdk",
     "Pool": "taskyard.sdk",
     "worker_sizes": "taskyard.sdk",
+    "create_worker": "taskyard.regions",
+    "get_or_create_worker": "taskyard.regions",
+    "get_region": "taskyard.regions",
     "WorkerConfig": "taskyard.config",
     "GitConfig": "taskyard.config",
     "TaskStatus": "taskyard.status",
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from taskyard import exceptions, notebooks, regions, tasks, vault, workflows
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
+    from taskyard.regions import create_worker, get_or_create_worker, get_region
     from taskyard.sdk import Pool, Task, Worker, run_task, submit, worker_sizes
     from taskyard.status import TaskStatus, WorkerStatus
 

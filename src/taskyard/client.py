@@ -12,6 +12,7 @@ from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
     ExecRequest,
     ExecResult,
+    ImageInfo,
     KeyRotation,
     LogPage,
     NotebookServerInfo,
@@ -28,6 +29,7 @@ from taskyard.models import (
     TaskSpec,
     UserInfo,
     WorkerInfo,
+    WorkerRequest,
 )
 from taskyard.task_runner import FolderInfo
 
@@ -178,6 +180,26 @@ class Client:
     def open_shell(self, name: str, *, tty: bool) -> ShellDoorInfo:
         response = self.request("POST", f"/workers/{name}/shell", params={"tty": tty}, timeout=60)
         return ShellDoorInfo.model_validate_json(response.content)
+
+    def create_worker(self, request: WorkerRequest) -> WorkerInfo:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return WorkerInfo.model_validate_json(self.request("POST", "/workers", json=body).content)
+
+    def upload_to_worker(self, name: str, archive: Path, destination: str) -> list[str]:
+        """Unpack ``archive`` (a gzip'd tar) into ``destination`` of the worker's task folder; the names written."""
+        params = {"destination": destination}
+        response = self.request("PUT", f"/workers/{name}/files", params=params, content=archive.read_bytes(),
+                                timeout=600)
+        return list(response.json().get("names", []))
+
+    def download_from_worker(self, name: str, source: str, dest: Path) -> None:
+        """Save ``source`` of the worker's task folder, as a gzip'd tar, to ``dest``."""
+        response = self.request("GET", f"/workers/{name}/files", params={"source": source}, timeout=600)
+        dest.write_bytes(response.content)
+
+    def images(self) -> list[ImageInfo]:
+        """The worker images the server's backend can start, the default first."""
+        return [ImageInfo.model_validate(image) for image in self.request("GET", "/images").json()]
 
     def sizes(self) -> SizeCatalog:
         """The worker sizes the server offers, and what its backend's host holds."""

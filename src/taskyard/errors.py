@@ -79,6 +79,13 @@ class Unsupported(TaskyardError, NotImplementedError):
     http_status = 501
 
 
+class TimedOut(TaskyardError, TimeoutError):
+    """Something waited for did not come in time (a worker that is not ready, say)."""
+
+    code = "timed_out"
+    http_status = 504
+
+
 class ServerUnavailable(TaskyardError, ConnectionError):
     code = "server_unavailable"
     http_status = 503

@@ -219,6 +219,29 @@ class WorkerInfo(BaseModel):
     task_id: str | None = None
     created_at: datetime
     terminated_at: datetime | None = None
+    expires_at: datetime | None = None  # a worker made with a time to live is terminated then
+
+
+class ImageInfo(BaseModel):
+    """A worker image the server's backend can start, as ``WorkerConfig(worker_image=...)`` names it."""
+
+    name: str
+    description: str  # what it is: on the local backend, the host's own Python under another name
+    backend: str
+    default: bool = False
+
+
+class WorkerRequest(BaseModel):
+    """A worker asked for with no task yet (``taskyard.create_worker``): its owner's, kept until it is
+    terminated or its ``time_to_live`` (seconds, or "1h30m") has passed."""
+
+    worker_config: WorkerConfig = Field(default_factory=WorkerConfig)
+    pool: str = "default"
+    time_to_live: float | None = None
+    reuse: bool = False  # a live worker of the same user, pool, size and image made this way is returned instead
+
+    _pool = field_validator("pool")(lambda v: check_id(v, "pool name"))
+    _ttl = field_validator("time_to_live", mode="before")(parse_duration)
 
 
 class PoolSpec(BaseModel):
@@ -366,6 +389,7 @@ class Assignment(BaseModel):
     max_unpack_bytes: int | None = None  # the most its files may unpack to (TASKYARD_MAX_UNPACK_MB)
     max_outputs_bytes: int | None = None  # the most its outputs may pack to (TASKYARD_MAX_OUTPUTS_MB)
     bundle: str | None = None  # the task's files, base64, when small enough to come with the assignment
+    keep_files: bool = False  # its task folder keeps what earlier tasks and uploads left (a requested worker)
     bundle_key: str | None = Field(default=None, exclude=True)  # where the server keeps them
 
 

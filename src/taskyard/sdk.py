@@ -16,7 +16,7 @@ from typing import TextIO, cast
 from taskyard import bundle, callbacks, notebook_task, task_files
 from taskyard.client import Client, default_client
 from taskyard.config import WorkerConfig, worker_config_beside
-from taskyard.errors import InvalidInput, NotFound, Unsupported
+from taskyard.errors import Conflict, InvalidInput, NotFound, TimedOut, Unsupported
 from taskyard.models import (
     ExecRequest,
     ExecResult,
@@ -472,6 +472,43 @@ class Worker:
     def terminate(self) -> None:
         self._info = self.client.terminate_worker(self.name)
 
+    def wait_until_ready(self, timeout: float = 120, *, poll: float = 0.2) -> None:
+        """Block until the worker is Running (its agent has called in): at once if it is. TimedOut after
+        ``timeout`` seconds; Conflict, with the reason, if it ends instead."""
+        deadline = time.monotonic() + timeout
+        while (info := self.refresh()).status is not WorkerStatus.RUNNING:
+            if info.status.is_finished() or info.status is WorkerStatus.TERMINATING:
+                because = f": {info.reason}" if info.reason else ""
+                raise Conflict(f"worker {self.name} is {info.status.value}{because}")
+            if time.monotonic() >= deadline:
+                raise TimedOut(f"worker {self.name} is still {info.status.value} after {timeout:g} s")
+            time.sleep(poll)
+
+    def upload_files(self, source: str | os.PathLike[str], destination: str | None = None) -> list[str]:
+        """Copy a local file, or what a local folder holds, into this worker's task folder (or its
+        ``destination`` folder, relative to it; Practicus's ``~/practicus/task/...`` is taken too), where
+        its tasks and ``exec`` see them. Through the control plane, at most its upload limit, and only
+        while no task runs there (Conflict otherwise). The names written."""
+        from taskyard import worker_files
+
+        with worker_files.packed(Path(source), self.client.upload_limit()) as archive:
+            return self.client.upload_to_worker(self.name, archive, destination or ".")
+
+    def download_files(self, source: str, destination: str | os.PathLike[str] = ".") -> list[str]:
+        """Copy a file, or what a folder holds, of this worker's task folder (``source`` relative to it)
+        into the local folder ``destination``; the names written. At most the server's upload limit."""
+        from taskyard import worker_files
+
+        with tempfile.TemporaryDirectory(prefix="taskyard-download-") as scratch:
+            archive = Path(scratch) / "files.tar.gz"
+            self.client.download_from_worker(self.name, source, archive)
+            # as a worker bounds what it unpacks: by default 10 x the upload limit (TASKYARD_MAX_UNPACK_MB)
+            return worker_files.unpack(archive, Path(destination), 10 * self.client.upload_limit())
+
+    def view_logs(self, log_size_mb: float = 1) -> None:
+        """Print :meth:`get_logs`."""
+        print(self.get_logs(log_size_mb))
+
     def open_vscode(self) -> None:
         """Practicus opens VS Code on the worker; taskyard workers run none: raises Unsupported,
         saying how to look into the worker instead."""
@@ -479,6 +516,13 @@ class Worker:
             f"taskyard workers run no VS Code server to open. To look into worker {self.name}: "
             f"worker.open_notebook() (Jupyter), `taskyard workers shell {self.name}` or "
             f"`taskyard workers exec {self.name} -- CMD`, and worker.get_logs() for what its tasks printed"
+        )
+
+    def load(self, *args: object, **kwargs: object) -> None:
+        """Practicus loads data into a process on the worker; taskyard workers hold none: raises Unsupported."""
+        raise Unsupported(
+            f"taskyard workers hold no data processes to load into. To work on data in worker {self.name}: "
+            "worker.upload_files(...) then worker.run_task(...) with the code that reads it"
         )
 
     def open_notebook(self, *, open_browser: bool = True) -> str:
@@ -497,7 +541,8 @@ class Worker:
         return self.client.exec_in_worker(self.name, ExecRequest(argv=list(command), stdin=stdin, timeout=timeout))
 
     def run_task(self, file_name: str, files_path: str | Path | None = None, **kwargs) -> tuple[Worker, bool]:
-        """Run another task on this (kept) worker."""
+        """Run another task on this kept worker; on one made by ``create_worker`` it gets the worker's config
+        under its own, and finds in its folder what uploads and earlier tasks left there."""
         task = submit(file_name, files_path, worker=self, terminate_on_completion=False, client=self.client, **kwargs)
         status = task.wait(print_logs=kwargs.get("capture_task_output", True))
         return self, status is TaskStatus.SUCCESS

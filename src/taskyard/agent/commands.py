@@ -15,8 +15,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from . import files
 from .doors import NotebookServer, ShellDoor
 from .protocol import Refused, Unreachable
+from .runner import folders
 
 if TYPE_CHECKING:
     from .runner import TaskRun
@@ -30,9 +32,12 @@ class CommandFailed(Exception):
 
 
 class WorkerCommands:
-    def __init__(self, client, worker_dir) -> None:
+    def __init__(self, client, worker_dir, task_uid: int | None = None) -> None:
         self.client = client
         self.worker_dir = worker_dir
+        self.task_uid = task_uid  # who the task's files belong to (None: the agent's own user)
+        # Held while a task runs: no task process can then swap a path for a link while the agent moves files.
+        self.between_tasks = threading.Lock()
         self.last_run: TaskRun | None = None  # the TaskRun of the worker's last task: where commands run
         self.notebook: NotebookServer | None = None
         self._doors: list[ShellDoor] = []
@@ -62,9 +67,13 @@ class WorkerCommands:
 
     def _do(self, order: dict) -> tuple[dict, NotebookServer | None]:
         """The order's result, and the notebook server it started, if it started one."""
+        if order.get("kind") in ("upload", "download"):
+            return self._files(order), None  # no task need have run: the task folder is the worker's
         run = self.last_run
         if run is None:
-            raise CommandFailed("no task has run on this worker yet: there is no task folder to work in")
+            raise CommandFailed("no task has run on this worker yet, so there is no task environment to run "
+                                "commands in: run one first (worker.run_task); files go in and out without one "
+                                "(worker.upload_files, worker.download_files)")
         kind = order.get("kind")
         if kind == "exec":
             return execute(run, order["argv"], order.get("stdin"), float(order.get("timeout") or EXEC_TIMEOUT)), None
@@ -74,6 +83,25 @@ class WorkerCommands:
         if kind == "shell":
             return self._shell(run, bool(order.get("tty"))), None
         raise CommandFailed(f"unknown command {kind!r}")
+
+    def _files(self, order: dict) -> dict:
+        if not self.between_tasks.acquire(blocking=False):
+            raise CommandFailed("a task is running on this worker: files go in and out between its tasks")
+        try:
+            return self._move_files(order)
+        finally:
+            self.between_tasks.release()
+
+    def _move_files(self, order: dict) -> dict:
+        task_dir = folders(self.worker_dir)[0]
+        try:
+            if order["kind"] == "upload":
+                names = files.put(task_dir, order["archive"], order.get("destination") or ".", self.task_uid,
+                                  order.get("max_unpack_bytes"))
+                return {"names": names}
+            return {"archive": files.get(task_dir, order.get("source") or ".", int(order["max_bytes"]))}
+        except (ValueError, OSError) as exc:
+            raise CommandFailed(str(exc)) from None
 
     def _notebook(self, run) -> tuple[NotebookServer, bool]:
         """The worker's notebook server, and whether it was started now."""

@@ -32,7 +32,7 @@ class Agent:
         self.python = python or envs.Settings()
         self.standby: Standby | None = None
         self.current: TaskRun | None = None
-        self.commands = WorkerCommands(client, worker_dir)  # its owner's orders, once a task has run
+        self.commands = WorkerCommands(client, worker_dir, _owner(self.isolation))  # its owner's orders
         self.stopping = threading.Event()
 
     def loop(self) -> None:
@@ -56,7 +56,8 @@ class Agent:
                 run = self.current = self.commands.last_run = TaskRun(
                     self.client, self.worker_dir, answer["task"], self.isolation, standby, self.python
                 )
-                run.run()
+                with self.commands.between_tasks:  # files go in and out only while no task process runs
+                    run.run()
                 self.current = None
                 if run.worker_done:
                     return
@@ -109,6 +110,12 @@ def main() -> None:
         print(f"taskyard agent: {exc}; stopping", file=sys.stderr)
     finally:
         agent.stop()
+
+
+def _owner(isolation: Isolation) -> int | None:
+    """The user files given to the task must belong to, when it is not the agent's own."""
+    uid = isolation.task_uid
+    return None if uid == os.getuid() else uid
 
 
 def _take_token(worker_dir: Path) -> str:

@@ -87,8 +87,12 @@ class TaskRun:
         return code != 0 and not self.killed and self.isolation.oom_kills() > self._oom_kills_before
 
     def _prepare(self) -> None:
+        kept = [self.task_dir, self.home_dir] if self.a.get("keep_files") else []  # a requested worker's
         for folder in self._writable():
-            _empty(folder)  # the same folder, not a new one: a sandbox started ahead has it mounted
+            if folder in kept:
+                folder.mkdir(parents=True, exist_ok=True)
+            else:
+                _empty(folder)  # the same folder, not a new one: a sandbox started ahead has it mounted
         from . import archive
 
         inline = self.a.get("bundle")

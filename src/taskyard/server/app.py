@@ -24,6 +24,7 @@ from taskyard.server.routers import (
     agent,
     callbacks,
     folders,
+    images,
     meta,
     pools,
     secrets,
@@ -32,6 +33,7 @@ from taskyard.server.routers import (
     tasks,
     users,
     worker_commands,
+    worker_files,
     workers,
 )
 from taskyard.server.services import users as user_service
@@ -80,7 +82,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     add_docs(app)
     for module in (meta, tasks, workers, worker_commands, pools, sizes, users, secrets, agent, callbacks, task_runner,
-                   folders, flow_router):
+                   folders, flow_router, worker_files, images):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     _document_errors_as_json(app)
     app.state.metrics_registry = metrics_router.make_registry(plane)

@@ -34,10 +34,11 @@ from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.lanes import Lane
 from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
-from taskyard.server.services import pools
+from taskyard.server.services import pools, worker_requests
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
+from taskyard.server.services.users import hash_token, new_token
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
@@ -152,6 +153,7 @@ class Scheduler:
                 if lane.name not in ledgers:
                     ledgers[lane.name] = self.ledger(live, lane)
                 ledger = ledgers[lane.name]
+                starts += [(lane, None, None, r) for r in self._start_requested(session, pool, live, ledger, lane)]
                 pool_claims, pool_warm = self._fill(session, pool, live, ledger)
                 starts += [(lane, task_id, lease, request) for task_id, lease, request in pool_claims]
                 starts += [(lane, None, None, request) for request in pool_warm]
@@ -349,6 +351,42 @@ class Scheduler:
                 task.reason = f"{why}; waiting In Queue until it answers"
                 notify_on_commit(session, SCHEDULER)
 
+    # -- workers made on request ----------------------------------------------------------------
+
+    def _start_requested(
+        self, session: Session, pool: PoolSpec, live: list[WorkerRow], ledger: Ledger, lane: Lane
+    ) -> list[LaunchRequest]:
+        """Start the workers users asked for with no task (oldest first), within the pool's limit and
+        what the backend has left; the others wait, Provisioning and holding nothing."""
+        busy = sum(1 for worker in live if worker.pool == pool.name and worker_service.is_busy(worker))
+        requests: list[LaunchRequest] = []
+        for worker in worker_requests.waiting(session, pool.name):
+            if busy >= self._max_workers(pool):
+                break
+            gpus = ledger.reserve(self._need(worker.size))
+            if gpus is None:
+                break
+            requests.append(self._start_one(worker, gpus, lane))
+            busy += 1
+        return requests
+
+    def _start_one(self, worker: WorkerRow, gpus: tuple[str, ...], lane: Lane) -> LaunchRequest:
+        """The launch of a requested worker; it now counts as busy, and has its agent token (stored hashed)."""
+        token = new_token()
+        worker.token_hash, worker.requested, worker.backend = hash_token(token), False, lane.name
+        worker.gpus, worker.created_at = ",".join(gpus) or None, utcnow()  # its start: the provisioning clock
+        resources = self._resources(worker.size, gpus)
+        return LaunchRequest(worker.name, token, self.control_plane_url, worker.size, worker.image, resources)
+
+    def _expire_requested(self, session: Session) -> None:
+        """Stop the requested workers whose time to live has passed; a task running there ends with them."""
+        for worker in worker_requests.expired(session):
+            task = task_service.task_of_worker(session, worker)
+            if task is not None and task.status != TaskStatus.IN_QUEUE.value:
+                reason = f"its worker {worker.name} reached its time to live"
+                set_status(session, task, TaskStatus.MACHINE_TIME_LIMIT_REACHED, reason=reason)
+            worker_service.mark_terminating(session, worker, reason="reached its time to live")
+
     # -- kept workers ---------------------------------------------------------------------------
 
     def _assign_to_kept_workers(self, session: Session) -> None:
@@ -381,6 +419,7 @@ class Scheduler:
             provision_deadline = now - timedelta(seconds=settings.provision_timeout())
             for worker in session.scalars(_stale_workers(provision_deadline, silent_since)):
                 self._lost(session, worker)
+            self._expire_requested(session)
             for pool in specs:
                 if pool.time_to_live is not None:
                     self._expire(session, pool, now - timedelta(seconds=pool.time_to_live))
@@ -525,6 +564,7 @@ def _stale_workers(provision_deadline, silent_since):
     never_up = (
         (WorkerRow.status == WorkerStatus.PROVISIONING.value)
         & WorkerRow.last_seen_at.is_(None)
+        & WorkerRow.requested.is_(False)  # one waiting for room is not started yet: it cannot be late
         & (WorkerRow.created_at < provision_deadline)
     )
     silent = (WorkerRow.status == WorkerStatus.RUNNING.value) & (WorkerRow.last_seen_at < silent_since)

@@ -145,6 +145,10 @@ class WorkerRow(Base):
     sandboxed: Mapped[bool | None] = mapped_column(Boolean)  # None until its backend has started it
     limits: Mapped[str | None] = mapped_column(String(40))  # how its size is held: "cgroup v1", "rlimit"...
     keep: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A worker a user made with no task (create_worker): its WorkerConfig JSON, the base of its tasks' configs.
+    config: Mapped[str | None] = mapped_column(Text)
+    requested: Mapped[bool] = mapped_column(Boolean, default=False)  # made on request, not yet started
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its time to live ends then
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
-from taskyard.models import WorkerInfo
+from taskyard.models import WorkerInfo, WorkerRequest
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.routers.params import MaxBytes
 from taskyard.server.services import tasks as task_service
-from taskyard.server.services import worker_output
+from taskyard.server.services import worker_output, worker_requests
 from taskyard.server.services import workers as worker_service
 
 router = APIRouter(prefix="/workers", tags=["workers"])
@@ -18,6 +18,19 @@ def list_workers(plane: PlaneDep, user: UserDep, all: bool = False) -> list[Work
     with plane.transaction() as session:
         rows = worker_service.list_workers(session, user, include_ended=all)
         return [worker_service.to_info(w, name, _task_id(session, w)) for w, name in rows]
+
+
+@router.post("", status_code=201, response_model=WorkerInfo)
+def create(body: WorkerRequest, plane: PlaneDep, user: UserDep, response: Response) -> WorkerInfo:
+    """A worker of the caller's own with no task yet, started when its pool has room (with ``reuse``,
+    a live one made alike, answered 200); tasks sent to it with ``worker=`` run there."""
+    with plane.transaction() as session:
+        worker, created = worker_requests.request_worker(
+            session, user, body, images=plane.backend.images, default_image=plane.backend.default_image,
+            sizes=plane.config.sizes, capacity=plane.backend.capacity(),
+        )
+        response.status_code = 201 if created else 200
+        return worker_service.to_info(worker, user.name, None if created else _task_id(session, worker))
 
 
 def _task_id(session, worker) -> str | None:

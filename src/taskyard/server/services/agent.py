@@ -11,7 +11,7 @@ from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
-from taskyard.server.services import logs, pools, workers
+from taskyard.server.services import logs, pools, worker_requests, workers
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
@@ -56,7 +56,7 @@ def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | N
         task.attempt += 1
         set_status(session, task, TaskStatus.PREPARING)
         try:
-            return NextTask(task=_assignment(session, task, vault))
+            return NextTask(task=_assignment(session, task, vault, worker))
         except secret_service.SecretUnavailable as exc:
             set_status(session, task, TaskStatus.RUNTIME_ERROR, reason=exc.message)
             logs.system_line(session, task, f"[taskyard] {exc.message}")
@@ -67,10 +67,13 @@ def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | N
     return None
 
 
-def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
-    """What the agent needs to run ``task``, its secrets opened (they live in this answer only)."""
+def _assignment(session: Session, task: TaskRow, vault: Vault, worker: WorkerRow) -> Assignment:
+    """What the agent needs to run ``task``, its secrets opened (they live in this answer only).
+
+    On a requested worker, the task's worker config goes on top of the worker's own."""
     spec = TaskSpec.model_validate_json(task.spec)
-    config = pools.effective_config(pools.get_spec(session, task.pool), spec.worker_config)
+    pool = worker_requests.under(pools.get_spec(session, task.pool), worker)
+    config = pools.effective_config(pool, spec.worker_config)
     secrets = secret_service.resolve(session, vault, task.user_id, config)
     return Assignment(
         task_id=task.id,
@@ -89,6 +92,7 @@ def _assignment(session: Session, task: TaskRow, vault: Vault) -> Assignment:
         network=config.network is not False,
         python_venv_name=spec.python_venv_name,
         python_requirements=config.python_requirements,
+        keep_files=worker.config is not None,
     )
 
 

@@ -66,8 +66,8 @@ def live_workers(session: Session) -> list[WorkerRow]:
 
 
 def is_busy(worker: WorkerRow) -> bool:
-    """Given a task and not being torn down: it counts against its pool's limit."""
-    return worker.status in RUNNABLE and worker.user_id is not None
+    """Given a task (or made on request and started), not being torn down: it counts against its pool's limit."""
+    return worker.status in RUNNABLE and worker.user_id is not None and not worker.requested
 
 
 def busy_count(session: Session, pool: str) -> int:
@@ -186,4 +186,5 @@ def to_info(worker: WorkerRow, user_name: str | None, task_id: str | None = None
         task_id=task_id,
         created_at=worker.created_at,
         terminated_at=worker.terminated_at,
+        expires_at=worker.expires_at,
     )
