@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from taskyard.errors import TaskyardError
 from taskyard.server.routers.deps import PlaneDep, UserDep
@@ -37,6 +38,8 @@ class RunnerRoute(APIRoute):
                 return _refused(_validation_message(exc.errors()), 422)
             except TaskyardError as exc:
                 return _refused(_error_message(exc), exc.http_status)
+            except HTTPException as exc:  # a body that cannot be read at all
+                return _refused(f"body: {exc.detail}", exc.status_code)
 
         return answer
 
