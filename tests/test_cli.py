@@ -312,7 +312,7 @@ def test_users_rotate_token_and_remove(cli, server, monkeypatch):
     assert rotated.exit_code == 0, rotated.output
     new = rotated.stdout.strip()
     assert new.startswith("ty_") and new != old and "old one no longer works" in rotated.stderr
-    assert_clean_error(invoke(cli, "users", "whoami"), 1)
+    assert_clean_error(invoke(cli, "users", "whoami"), 4)  # the old token is refused
     monkeypatch.setenv("TASKYARD_TOKEN", new)
     reset_default_client()
     assert invoke(cli, "users", "whoami").stdout.startswith(name)

@@ -31,7 +31,7 @@ def test_flow_run_of_the_example_and_its_show_list_logs(cli, tmp_path):
     logs = cli.invoke(app, ["flow", "logs", run_id, "process_final_table"])
     assert logs.exit_code == 0 and "1 ISTANBUL 1200" in logs.stdout
     missing = cli.invoke(app, ["flow", "logs", run_id, "nope"])
-    assert missing.exit_code == 1 and "task 'nope' of flow run" in missing.stderr
+    assert missing.exit_code == 5 and "task 'nope' of flow run" in missing.stderr
 
 
 def test_flow_run_of_a_failing_flow_exits_1_and_rerun_and_kill(cli, tmp_path, readable_dir):
