@@ -36,7 +36,8 @@ class IdleBackend(Backend):
 def scheduler(db):
     made = Scheduler(db, Notifier(), IdleBackend(), max_workers=2, sizes=ServerConfig(data_dir=Path("unused")))
     yield made
-    made._terminator.shutdown(wait=True)
+    for lane in made.lanes.values():
+        lane.close()
 
 
 def _ended_worker(db, name: str, status: WorkerStatus, user_id: int) -> None:
