@@ -35,7 +35,7 @@ def run(plan: Plan) -> list[Figure]:
     with running("dashboard", TASKYARD_WARM_WORKERS="0") as server:
         client = server.client()
         client.add_user("bulk")
-        client.create_pool(PoolSpec(name="parked", max_workers=0))
+        client.create_pool(PoolSpec(name="parked", max_workers=0, shared_with=["*"]))
         _fill(server, plan.dashboard_tasks)
         progress(f"dashboard: {plan.dashboard_tasks} tasks in the store")
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}) as http:
