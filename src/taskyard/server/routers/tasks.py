@@ -11,7 +11,7 @@ from taskyard.bundle import raise_limit_hint
 from taskyard.errors import NotFound, TooLarge
 from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.callbacks import outbox
-from taskyard.server.db.models import UserRow
+from taskyard.server.db.models import TaskRow, UserRow
 from taskyard.server.notifier import task_key
 from taskyard.server.plane import Plane
 from taskyard.server.routers.deps import PlaneDep, UserDep
@@ -124,14 +124,7 @@ async def logs(
     """Log chunks after ``after``; with ``wait``, hold the request until there is one or the task ends."""
 
     def page(session: Session) -> LogPage:
-        task = task_service.get_task(session, user, task_id)
-        chunks, complete = log_service.read(session, task_id, after, max_bytes)
-        last = chunks[-1].seq if chunks else after
-        if complete:  # every stored chunk was read: the seqs past a log's cap have none, and are passed
-            last = max(last, task.log_seq)
-        status = TaskStatus(task.status)
-        done = status.is_terminal() and last >= task.log_seq
-        return LogPage(chunks=chunks, last_seq=last, status=status, worker_name=task.worker_name, done=done)
+        return log_service.page(session, task_service.get_task(session, user, task_id), after, max_bytes)
 
     async def check() -> tuple[bool, LogPage]:
         result = await plane.run(page)
@@ -158,13 +151,18 @@ def kill(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
 def outputs(task_id: str, plane: PlaneDep, user: UserDep) -> FileResponse:
     with plane.transaction() as session:
         task = task_service.get_task(session, user, task_id)
+    return outputs_file(plane, task)
+
+
+def outputs_file(plane: Plane, task: TaskRow) -> FileResponse:
+    """The task's outputs as a tar.gz download (``X-Taskyard-Outputs``: partial or result)."""
     if task.outputs_key is None:
-        raise NotFound(f"task {task_id!r} has no outputs")
+        raise NotFound(f"task {task.id!r} has no outputs")
     kind = "partial" if task.outputs_partial else "result"
     return FileResponse(
         plane.storage.path(task.outputs_key),
         media_type="application/gzip",
-        filename=f"{task_id}-{kind}.tar.gz",
+        filename=f"{task.id}-{kind}.tar.gz",
         headers={"X-Taskyard-Outputs": kind},
     )
 

@@ -12,11 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taskyard import settings
-from taskyard.models import LogChunk
+from taskyard.models import LogChunk, LogPage
 from taskyard.server.db.models import LogChunkRow, TaskRow
 from taskyard.server.metrics import events as metric_events
 from taskyard.server.notifier import task_key
 from taskyard.server.services.lifecycle import notify_on_commit
+from taskyard.status import TaskStatus
 
 TRUNCATED = "\n[taskyard] log truncated: it passed the cap of {mb} MB (TASKYARD_LOG_CAP_MB); later output is dropped\n"
 
@@ -93,3 +94,14 @@ def tail(session: Session, task_id: str, max_bytes: int) -> str:
 
 def _to_chunk(row: LogChunkRow) -> LogChunk:
     return LogChunk(seq=row.seq, stream=row.stream, ts=row.ts, text=row.data.decode("utf-8", "replace"))
+
+
+def page(session: Session, task: TaskRow, after: int, max_bytes: int = 1 << 20) -> LogPage:
+    """The task's chunks after ``after``, and whether its log is done (the task ended, all of it read)."""
+    chunks, complete = read(session, task.id, after, max_bytes)
+    last = chunks[-1].seq if chunks else after
+    if complete:  # every stored chunk was read: the seqs past a log's cap have none, and are passed
+        last = max(last, task.log_seq)
+    status = TaskStatus(task.status)
+    done = status.is_terminal() and last >= task.log_seq
+    return LogPage(chunks=chunks, last_seq=last, status=status, worker_name=task.worker_name, done=done)

@@ -8,19 +8,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from taskyard.errors import Forbidden, NotFound
+from taskyard.errors import Forbidden
 from taskyard.models import TaskSpec
 from taskyard.server.callbacks import delivery
 from taskyard.server.db.models import UserRow
 from taskyard.server.notifier import task_key
 from taskyard.server.plane import Plane
-from taskyard.server.routers.tasks import submit_spec
+from taskyard.server.routers.tasks import outputs_file, submit_spec
 from taskyard.server.services import logs as log_service
 from taskyard.server.services import outputs as output_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.webui import render, views
 from taskyard.server.webui.auth import action_user, page_user
-from taskyard.status import TaskStatus
 
 router = APIRouter()
 PageUser = Annotated[UserRow, Depends(page_user)]
@@ -76,13 +75,8 @@ async def log_after(task_id: str, request: Request, user: PageUser, after: int =
     plane: Plane = request.app.state.plane
 
     def read(session: Session) -> dict:
-        task = task_service.get_task(session, user, task_id)
-        chunks, complete = log_service.read(session, task_id, after, 1 << 20)
-        last = chunks[-1].seq if chunks else after
-        if complete:  # every stored chunk was read: the seqs past a log's cap have none, and are passed
-            last = max(last, task.log_seq)
-        done = task.status in _TERMINAL and last >= task.log_seq
-        return {"text": "".join(chunk.text for chunk in chunks), "last_seq": last, "done": done}
+        page = log_service.page(session, task_service.get_task(session, user, task_id), after)
+        return {"text": "".join(chunk.text for chunk in page.chunks), "last_seq": page.last_seq, "done": page.done}
 
     async def check() -> tuple[bool, dict]:
         page = await plane.run(read)
@@ -97,12 +91,7 @@ def outputs(task_id: str, request: Request, user: PageUser) -> FileResponse:
     plane: Plane = request.app.state.plane
     with plane.transaction() as session:
         task = task_service.get_task(session, user, task_id)
-    if task.outputs_key is None:
-        raise NotFound(f"task {task_id!r} has no outputs")
-    kind = "partial" if task.outputs_partial else "result"
-    return FileResponse(
-        plane.storage.path(task.outputs_key), media_type="application/gzip", filename=f"{task_id}-{kind}.tar.gz"
-    )
+    return outputs_file(plane, task)
 
 
 @router.post("/tasks/{task_id}/kill")
@@ -125,4 +114,3 @@ def rerun(task_id: str, request: Request, user: ActionUser) -> Response:
     return RedirectResponse(f"/tasks/{info.id}", status_code=303)
 
 
-_TERMINAL = {status.value for status in TaskStatus if status.is_terminal()}
