@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "run_task": "taskyard.sdk",
     "submit": "taskyard.sdk",
+    "submit_many": "taskyard.batch",
     "Task": "taskyard.sdk",
     "Worker": "taskyard.sdk",
     "Pool": "taskyard.sdk",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import logging
 
     from taskyard import exceptions, notebooks, regions, tasks, vault, workflows
+    from taskyard.batch import submit_many
     from taskyard.config import GitConfig, WorkerConfig
     from taskyard.errors import TaskError, TaskyardError
     from taskyard.regions import create_worker, get_or_create_worker, get_region

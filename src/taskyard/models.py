@@ -203,6 +203,19 @@ class TaskPage(BaseModel):
     next_cursor: str | None = None
 
 
+MAX_BATCH = 1000  # tasks in one batch submit
+
+
+class TaskBatch(BaseModel):
+    """Many tasks submitted at once (``POST /tasks/batch``): created in one transaction, in order."""
+
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TaskBatchInfo(BaseModel):
+    tasks: list[TaskInfo]  # in the order of the batch
+
+
 class WorkerInfo(BaseModel):
     name: str
     status: WorkerStatus

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from taskyard import settings
 from taskyard.bundle import raise_limit_hint
 from taskyard.errors import NotFound, TooLarge
-from taskyard.models import LogPage, OutputFiles, TaskInfo, TaskMetadata, TaskPage, TaskSpec
+from taskyard.models import LogPage, OutputFiles, TaskBatch, TaskBatchInfo, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import TaskRow, UserRow
 from taskyard.server.notifier import task_key
@@ -36,8 +36,27 @@ def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -
     return info
 
 
+@router.post("/batch", status_code=201, response_model=TaskBatchInfo)
+def submit_batch(batch: TaskBatch, plane: PlaneDep, user: UserDep) -> TaskBatchInfo:
+    """Create many tasks in one transaction, in order (a repeated task_id finds its task again)."""
+    return TaskBatchInfo(tasks=[info for info, _ in submit_specs(plane, user, batch.tasks)])
+
+
 def submit_spec(plane: Plane, user: UserRow, spec: TaskSpec) -> tuple[TaskInfo, bool]:
     """Create the task ``spec`` describes (or find it again, for a repeated task_id): ``(info, created)``."""
+    return submit_specs(plane, user, [spec])[0]
+
+
+def submit_specs(plane: Plane, user: UserRow, specs: list[TaskSpec]) -> list[tuple[TaskInfo, bool]]:
+    """Create the tasks ``specs`` describe, all in one transaction: ``(info, created)`` for each."""
+    for spec in specs:
+        _check_size(spec)
+    present = {sha: plane.storage.exists(bundle_key(user.id, sha)) for sha in {s.bundle_sha256 for s in specs}}
+    with plane.transaction() as session:
+        return [_create(plane, session, user, spec, present[spec.bundle_sha256]) for spec in specs]
+
+
+def _check_size(spec: TaskSpec) -> None:
     limit = settings.max_upload_bytes()
     if spec.bundle_size > limit:
         raise TooLarge(
@@ -46,23 +65,24 @@ def submit_spec(plane: Plane, user: UserRow, spec: TaskSpec) -> tuple[TaskInfo, 
             f".taskyardignore, or raise the limit on the server. {raise_limit_hint(spec.bundle_size)}",
             field="bundle_size",
         )
-    present = plane.storage.exists(bundle_key(user.id, spec.bundle_sha256))
+
+
+def _create(plane: Plane, session: Session, user: UserRow, spec: TaskSpec, present: bool) -> tuple[TaskInfo, bool]:
     spec, token = outbox.split_token(spec)
-    with plane.transaction() as session:
-        backend = plane.backend_of_pool(session, spec.pool)
-        task, created = task_service.create_task(
-            session,
-            user,
-            spec,
-            bundle_present=present,
-            images=backend.images,
-            sizes=plane.config.sizes,
-            capacity=backend.capacity(),
-            venvs=backend.python_venvs() if spec.python_venv_name else None,
-        )
-        if created:
-            outbox.register(session, plane.vault, plane.config.callbacks, task, spec, token)
-        return task_service.to_info(task, user.name), created
+    backend = plane.backend_of_pool(session, spec.pool)
+    task, created = task_service.create_task(
+        session,
+        user,
+        spec,
+        bundle_present=present,
+        images=backend.images,
+        sizes=plane.config.sizes,
+        capacity=backend.capacity(),
+        venvs=backend.python_venvs() if spec.python_venv_name else None,
+    )
+    if created:
+        outbox.register(session, plane.vault, plane.config.callbacks, task, spec, token)
+    return task_service.to_info(task, user.name), created
 
 
 @router.put("/{task_id}/bundle", response_model=TaskInfo)
