@@ -17,6 +17,7 @@ class Plan:
     kill_runs: int = 10
     scale_steps: tuple[int, ...] = (1_000, 5_000, 10_000)
     drain: int = 300  # completions the drain rate is taken over
+    batch_tasks: int = 1_000  # scale: tasks of one submit_many call, on top of the queue
     list_runs: int = 20  # first-page list latency samples per step
     footprint_runs: int = 5
     env_runs: int = 10  # envs: first (installing) and cached starts of a task with requirements
@@ -45,6 +46,7 @@ SMOKE = Plan(
     kill_runs=3,
     scale_steps=(100, 200),
     drain=5,
+    batch_tasks=50,
     list_runs=5,
     footprint_runs=1,
     env_runs=1,

@@ -6,7 +6,8 @@ Each size (1,000, 5,000, 10,000 tasks) gets a control plane of its own, whose po
 first hello task uploads the folder; the rest find it on the server. Then: the submission rate,
 ``list_tasks(limit=50)`` first-page latency, control-plane RSS and its growth per queued task
 since just before the queue was filled; and, once the sleeper is killed, the drain rate over the
-first completions (the tasks submitted first, one worker at a time). A cost that is flat per task
+first completions (the tasks submitted first, one worker at a time). Before the drain, a batch
+more is submitted with ``taskyard.submit_many`` (one call) and its rate taken. A cost that is flat per task
 shows as the same figures at every size.
 """
 
@@ -16,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from taskyard.batch import submit_many
 from taskyard.sdk import submit
 from taskyard.status import TaskStatus
 
@@ -51,6 +53,7 @@ class Step:
     rss_mb: float
     kb_per_task: float
     drain: float
+    batch_rate: float
 
 
 def run(plan: Plan) -> list[Figure]:
@@ -70,8 +73,10 @@ def _step(plan: Plan, count: int) -> Step:
         queued += [task_id for _, task_id in answered]  # oldest first, as the scheduler takes them
         list_ms = [timed(lambda: client.list_tasks(limit=50))[0] * 1000 for _ in range(plan.list_runs)]
         rss = server.rss_mb()
+        batch_seconds, _ = timed(lambda: submit_many(HELLO, EXAMPLES, count=plan.batch_tasks, client=client))
         drain = _drain(plan, client, sleeper.id, queued)
-    step = Step(count, (count - 1) / seconds, list_ms, base, rss, (rss - base) * 1024 / count, drain)
+    kb_per_task = (rss - base) * 1024 / count
+    step = Step(count, (count - 1) / seconds, list_ms, base, rss, kb_per_task, drain, plan.batch_tasks / batch_seconds)
     progress(f"scale: {count} queued, {step.rate:.0f} submissions/s, RSS {rss:.0f} MB, drain {drain:.1f} tasks/s")
     return step
 
@@ -126,6 +131,8 @@ def _step_figures(plan: Plan, step: Step) -> list[Figure]:
     drain = f"drain rate, first {min(plan.drain, step.queued)} completions once the sleeper is killed, {n}, pool of 1"
     return [
         single("scale", rate, "tasks/s", step.rate, target=Target(">=", 300)),
+        single("scale", f"submit_many of {plan.batch_tasks:,} more, {n}", "tasks/s", step.batch_rate,
+               target=Target(">=", 1000)),
         spread("scale", f"list_tasks(limit=50) first page, {n}", "ms", step.list_ms, target=Target("<", 50)),
         single("scale", f"control-plane RSS, {n}", "MB", step.rss_mb, target=Target("<", 300), note=before),
         single("scale", f"RSS growth per queued task, {n}", "KB/task", step.kb_per_task),
