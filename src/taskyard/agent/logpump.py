@@ -32,6 +32,8 @@ class LogPump:
         self._cond = threading.Condition()
         self._readers: list[threading.Thread] = []
         self._closing = False
+        self._holding = False  # the sender starts no new batch: close_rest takes what is left
+        self._in_flight = False
         self._shipped = first_seq  # chunks up to here were sent once: never grow them again
         self._sender = threading.Thread(target=self._send_loop, name="log-sender", daemon=True)
         self.on_kill = lambda: None
@@ -91,14 +93,22 @@ class LogPump:
     def _send_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._unacked and not self._closing:
+                while not self._closing and (self._holding or (not self._pending and not self._unacked)):
                     self._cond.wait()
+                if self._holding:
+                    return  # closed by close_rest, which takes what is left
                 self._number_pending()
                 batch = self._batch()
                 if not batch and self._closing:
                     return
+                self._in_flight = bool(batch)
             if batch:
-                self._ship(batch)
+                try:
+                    self._ship(batch)
+                finally:
+                    with self._cond:
+                        self._in_flight = False
+                        self._cond.notify_all()
 
     def _number_pending(self) -> None:
         for stream, ts, text in self._pending:
@@ -147,6 +157,26 @@ class LogPump:
             self._closing = True
             self._cond.notify_all()
         self._sender.join()
+
+    def close_rest(self, timeout: float = 5.0) -> list[dict]:
+        """Like :meth:`close`, but return the chunks not yet acknowledged (at most ``MAX_BATCH`` of text)
+        instead of sending them, for the caller to send with its last report: one round trip less.
+        When more than that is left, it is sent first, as :meth:`close` does, and nothing is returned."""
+        with self._cond:
+            self._holding = True
+        self.drain(timeout)
+        with self._cond:
+            while self._in_flight:
+                self._cond.wait()
+            self._number_pending()
+            rest = [dict(chunk) for chunk in self._unacked]
+            if sum(len(chunk["text"]) for chunk in rest) > MAX_BATCH:
+                self._holding, rest = False, []
+            self._closing = True
+            self._cond.notify_all()
+        if self._sender.is_alive():
+            self._sender.join()
+        return rest
 
     @property
     def last_seq(self) -> int:

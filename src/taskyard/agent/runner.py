@@ -59,6 +59,7 @@ class TaskRun:
         self.pump.on_kill = self.kill
         # Output of a task that is not captured goes to the worker's own log instead (see _send_worker_log).
         self.worker_log = LogPump(self._send_worker_log, 0, self.masker)
+        self.log_tail: list[dict] = []  # the log's last chunks, not sent yet: they go with the finish report
         self.worker_log.on_kill = self.kill
         self._worker_log_written = 0
 
@@ -173,7 +174,7 @@ class TaskRun:
             self.kill()
         code = self._reap(self.process)
         self.exited_at = time.time()
-        self.pump.close()
+        self.log_tail = self.pump.close_rest()  # goes with the finish report
         self.worker_log.close()
         return code
 
@@ -317,7 +318,7 @@ class TaskRun:
             reason = _joined(reason, self._upload_outputs(partial=killed or exit_code != 0), exit_code)
             ended_at = time.time()
         error, reason = self._masked(error), self._masked(reason)
-        chunks = []
+        chunks, self.log_tail = self.log_tail, []
         note = error or reason
         if note is not None:
             seq = self.pump.last_seq + 1
