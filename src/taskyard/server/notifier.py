@@ -76,7 +76,13 @@ def _resolve(future: asyncio.Future) -> None:
 
 
 def task_key(task_id: str) -> str:
+    """Any change to the task: a status, a log chunk."""
     return f"task:{task_id}"
+
+
+def ended_key(task_id: str) -> str:
+    """The task has ended (a terminal status): what ``wait`` listens for."""
+    return f"ended:{task_id}"
 
 
 def worker_key(name: str) -> str:

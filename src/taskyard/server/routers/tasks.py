@@ -12,7 +12,7 @@ from taskyard.errors import NotFound, TooLarge
 from taskyard.models import LogPage, OutputFiles, TaskBatch, TaskBatchInfo, TaskInfo, TaskMetadata, TaskPage, TaskSpec
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import TaskRow, UserRow
-from taskyard.server.notifier import task_key
+from taskyard.server.notifier import ended_key, task_key
 from taskyard.server.plane import Plane
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.routers.params import Limit, MaxBytes, Seconds, Seq
@@ -133,7 +133,7 @@ async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 
         status = await plane.run(lambda s: task_service.get_task(s, user, task_id).status)
         return TaskStatus(status).is_terminal(), None
 
-    await plane.notifier.poll(task_key(task_id), check, min(timeout, MAX_WAIT))
+    await plane.notifier.poll(ended_key(task_id), check, min(timeout, MAX_WAIT))  # not woken by each change
     return await plane.run(lambda s: _info(s, user, task_id))
 
 
