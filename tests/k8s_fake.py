@@ -12,9 +12,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client as k8s
+
+from k8s_kubelet import Kubelet
 
 
 @dataclass
@@ -31,6 +34,7 @@ class FakeCluster:
     nodes: set[str] = field(default_factory=lambda: {"node-1"})
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    kubelet: Kubelet | None = None  # None: pods stay Pending until a test sets their status
 
     def set_status(self, namespace: str, name: str, **status) -> None:
         with self.lock:
@@ -105,7 +109,9 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "pods":
             obj["status"] = {"phase": "Pending"}
         self.cluster.objects[key] = obj
-        return self._send(201, obj)
+        self._send(201, obj)
+        if kind == "pods" and self.cluster.kubelet is not None:
+            self.cluster.kubelet.start(namespace, obj)
 
     def do_PATCH(self) -> None:
         kind, namespace, name = self._route()
@@ -117,21 +123,40 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         kind, namespace, name = self._route()
-        found = self.cluster.objects.pop((kind, namespace, name), None)
+        found = self.cluster.objects.get((kind, namespace, name))
         if found is None:
             return self._missing(kind, name)
+        if kind == "pods" and found["metadata"].get("deletionTimestamp"):
+            return self._send(200, found)  # already going
+        if kind == "pods" and self.cluster.kubelet is not None:
+            grace = int(parse_qs(urlparse(self.path).query).get("gracePeriodSeconds", ["30"])[0])
+            found["metadata"]["deletionTimestamp"] = _now()
+            threading.Thread(target=self._stop_then_remove, args=(found, grace), daemon=True).start()
+            return self._send(200, found)
+        self.cluster.objects.pop((kind, namespace, name), None)
+        self._collect_owned(kind, found)
+        return self._send(200, found if kind == "pods" else {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
+    def _stop_then_remove(self, pod: dict, grace: int) -> None:
+        assert self.cluster.kubelet is not None
+        self.cluster.kubelet.stop(pod, grace)
+        meta = pod["metadata"]
+        self.cluster.objects.pop(("pods", meta["namespace"], meta["name"]), None)
+        self._collect_owned("pods", pod)
+
+    def _collect_owned(self, kind: str, found: dict) -> None:
         if kind == "pods":  # what the garbage collector does with what the pod owns
             uid = found["metadata"]["uid"]
             for key, obj in list(self.cluster.objects.items()):
                 if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", ())):
-                    self.cluster.objects.pop(key)
-            return self._send(200, found)  # a pod's delete answers the pod, as it goes
-        return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+                    self.cluster.objects.pop(key, None)
 
 
 class FakeApiServer:
-    def __init__(self) -> None:
+    def __init__(self, kubelet_root: Path | None = None) -> None:
         self.cluster = FakeCluster()
+        if kubelet_root is not None:
+            self.cluster.kubelet = Kubelet(kubelet_root, self.cluster)
         handler = type("BoundHandler", (Handler,), {"cluster": self.cluster})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -140,6 +165,15 @@ class FakeApiServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig file naming this server, for what reads one (a control plane's backend)."""
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-cluster-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}))
+        return path
 
     def core_api(self) -> k8s.CoreV1Api:
         configuration = k8s.Configuration(host=self.url)

@@ -6,17 +6,24 @@ that cluster (namespace ``TASKYARD_TEST_NAMESPACE``, default ``default``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 
 from k8s_fake import FakeApiServer
 from taskyard.backends.base import LaunchRequest, Resources, WorkerState
-from taskyard.backends.kubernetes import KubernetesBackend, manifests
+from taskyard.backends.kubernetes import KubernetesBackend, from_settings, manifests
+from taskyard.backends.registry import BackendContext
 from taskyard.backends.settings import KubernetesSettings
+
+from contract import BackendContract, start_control_plane
+from support import Server, processes_in
 
 K8S_VERSION = "1.37.0"
 TOKEN = "tyw_secret-token-value"
@@ -189,3 +196,74 @@ def test_real_cluster_launch_poll_terminate_gc() -> None:
     finally:
         real.collect_garbage(set())
         real.close()
+
+
+# -- the contract suite, through the fake API server, whose kubelet runs each pod's agent here --
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[FakeApiServer]:
+    server = FakeApiServer(kubelet_root=tmp_path_factory.mktemp("kubelet"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(cluster, tmp_path_factory) -> Path:
+    return cluster.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+
+
+def contract_settings(kubeconfig: Path) -> KubernetesSettings:
+    return KubernetesSettings(kubeconfig=str(kubeconfig), images={"python": "python:3.12-slim"})
+
+
+@pytest.fixture(scope="module")
+def contract_server(kubeconfig, tmp_path_factory) -> Iterator[Server]:
+    """A control plane whose only backend is the kubernetes one, on the fake cluster; a kill grace of 1 s."""
+    config = tmp_path_factory.mktemp("k8s-plane") / "server.toml"
+    config.write_text(f'backend = "kubernetes"\n[backends.kubernetes]\ntype = "kubernetes"\n'
+                      f'kubeconfig = "{kubeconfig}"\n' 'images = { python = "python:3.12-slim" }\n')
+    server = start_control_plane(config.parent / "home", TASKYARD_KILL_GRACE="1", TASKYARD_CONFIG=str(config))
+    yield server
+    server.stop()
+
+
+class TestKubernetesBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, data_dir: Path, kubeconfig: Path, cluster: FakeApiServer) -> Iterator[KubernetesBackend]:
+        self.cluster, self.kubeconfig = cluster, kubeconfig
+        made = self.reopen(None, data_dir)
+        yield made
+        made.close()
+
+    def reopen(self, backend, data_dir: Path) -> KubernetesBackend:
+        return from_settings(contract_settings(self.kubeconfig), BackendContext("pods", data_dir))
+
+    def _pod(self, worker_name: str) -> dict | None:
+        return self.cluster.cluster.objects.get(("pods", "default", manifests.object_name(worker_name)))
+
+    def crash(self, handle: dict) -> None:
+        assert self.cluster.cluster.kubelet is not None
+        os.kill(self.cluster.cluster.kubelet.running[handle["uid"]].pid, signal.SIGKILL)
+
+    def _folder(self, pod: dict) -> Path:
+        assert self.cluster.cluster.kubelet is not None
+        return self.cluster.cluster.kubelet.folder(pod)
+
+    def traces(self, backend, worker_name: str) -> set[str]:
+        name = manifests.object_name(worker_name)
+        found = {f"{kind} {key}" for (kind, _, key) in self.cluster.cluster.objects if key == name}
+        pod = self._pod(worker_name)
+        if pod is not None:
+            found |= {f"process {pid}" for pid in processes_in(self._folder(pod))}
+        return found
+
+    def force_cleanup(self, backend, worker_name: str) -> None:
+        pod = self._pod(worker_name)
+        if pod is not None:
+            for pid in processes_in(self._folder(pod)):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        name = manifests.object_name(worker_name)
+        for kind in ("pods", "secrets"):
+            self.cluster.cluster.objects.pop((kind, "default", name), None)
