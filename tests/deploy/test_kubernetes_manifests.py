@@ -51,3 +51,14 @@ def test_the_server_configuration_loads(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TASKYARD_HOME", str(tmp_path / "home"))
     config = load_config(path)
     assert config.backends["pods"].type == "kubernetes"
+
+
+def test_the_readme_kubernetes_example_is_a_valid_config(tmp_path, monkeypatch) -> None:
+    readme = (DEPLOY.parents[1] / "README.md").read_text()
+    [example] = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:] if "[backends.pods]" in block]
+    path = tmp_path / "server.toml"
+    path.write_text(example)
+    monkeypatch.setenv("TASKYARD_HOME", str(tmp_path / "home"))
+    pods = load_config(path).backends["pods"]
+    assert pods.images["cuda"] == "ghcr.io/acme/cuda-worker:12" and pods.time_to_live == 86400
+    assert pods.tolerations == ({"key": "spot", "operator": "Exists", "effect": "NoSchedule"},)
