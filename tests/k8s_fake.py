@@ -15,9 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import kubernetes_validate
 from kubernetes import client as k8s
 
 from k8s_kubelet import Kubelet
+
+K8S_VERSION = "1.37.0"  # the schemas objects are checked against
 
 
 @dataclass
@@ -101,6 +104,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         kind, namespace, _ = self._route()
         obj = self._request_body or {}
+        try:  # as an API server refuses what its schemas do not allow: every manifest made is checked
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return self._send(422, {"kind": "Status", "apiVersion": "v1", "code": 422, "reason": "Invalid",
+                                    "message": str(exc)})
         meta = obj.setdefault("metadata", {})
         key = (kind, namespace, meta["name"])
         if key in self.cluster.objects:

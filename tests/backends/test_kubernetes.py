@@ -267,3 +267,16 @@ class TestKubernetesBackend(BackendContract):
         name = manifests.object_name(worker_name)
         for kind in ("pods", "secrets"):
             self.cluster.cluster.objects.pop((kind, "default", name), None)
+
+
+def test_the_fake_refuses_what_the_schemas_do_not_allow(fake) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"image": "i"}]}}
+    post = urllib.request.Request(f"{fake.url}/api/v1/namespaces/default/pods", data=json.dumps(bad).encode(),
+                                  headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(post, timeout=10)
+    assert raised.value.code == 422 and "name" in raised.value.read().decode() and fake.cluster.objects == {}
