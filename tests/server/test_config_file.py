@@ -268,7 +268,8 @@ def test_the_readme_example_is_a_valid_config(tmp_path):
 
 def test_the_readme_backends_example_is_a_valid_config(tmp_path):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    [example] = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:] if "[backends." in block]
+    blocks = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:]]
+    [example] = [block for block in blocks if "[backends.unsandboxed]" in block]
     config = load_config(write(tmp_path, "taskyard.toml", example), data_dir=tmp_path)
     assert list(config.backends) == ["local", "unsandboxed"] and config.backends["unsandboxed"].timeout == 30
     assert config.pools["trusted"].spec("trusted").backend == "unsandboxed"

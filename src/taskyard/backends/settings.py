@@ -44,3 +44,13 @@ class KubernetesSettings(BackendSettings):
     type: Literal["kubernetes"] = "kubernetes"
     namespace: str = "default"
     context: str | None = None  # the kubeconfig context; None: the current one, or the in-cluster account
+    kubeconfig: str | None = None  # a kubeconfig file; None: $KUBECONFIG, ~/.kube/config, or in-cluster
+    # worker_image name -> container image; the agent is installed in each, unless agent_image is set
+    images: dict[str, str] = Field(default_factory=lambda: {"python": "python:3.12-slim"}, min_length=1)
+    default_image: str | None = None  # None: the first of images
+    agent_image: str | None = None  # an image holding the agent, copied in by an init container
+    service_account: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[dict, ...] = ()  # as the pod spec writes them
+    provisioning_timeout: float = Field(default=600.0, gt=0)  # seconds a pod may stay unscheduled
+    time_to_live: int | None = Field(default=None, gt=0)  # seconds: the pod's activeDeadlineSeconds

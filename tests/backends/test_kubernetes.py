@@ -1,0 +1,282 @@
+"""The kubernetes backend: its manifests against the Kubernetes OpenAPI schemas, its calls against a fake API server.
+
+With ``TASKYARD_TEST_KUBECONFIG`` set, the tests that need no status set by hand also run against
+that cluster (namespace ``TASKYARD_TEST_NAMESPACE``, default ``default``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from k8s_fake import FakeApiServer
+from taskyard.backends.base import LaunchRequest, Resources, WorkerState
+from taskyard.backends.kubernetes import KubernetesBackend, from_settings, manifests
+from taskyard.backends.registry import BackendContext
+from taskyard.backends.settings import KubernetesSettings
+
+from contract import BackendContract, start_control_plane
+from support import Server, processes_in
+
+K8S_VERSION = "1.37.0"
+TOKEN = "tyw_secret-token-value"
+REAL = os.environ.get("TASKYARD_TEST_KUBECONFIG")
+
+
+def settings(**overrides) -> KubernetesSettings:
+    return KubernetesSettings(images={"python": "python:3.12-slim"}, **overrides)
+
+
+def request(name: str = "w-1", gpus: tuple[str, ...] = ()) -> LaunchRequest:
+    return LaunchRequest(worker_name=name, agent_token=TOKEN, control_plane_url="http://plane.example:8000",
+                         size="small", image="python", resources=Resources(cpu=1.5, memory=2 << 30, gpus=gpus))
+
+
+def validate(manifest: dict) -> None:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+FULL = settings(agent_image="ghcr.io/taskyard/agent:1", service_account="workers", time_to_live=3600,
+                node_selector={"pool": "spot"}, namespace="jobs",
+                tolerations=({"key": "spot", "operator": "Exists", "effect": "NoSchedule"},))
+
+
+@pytest.mark.parametrize("config", [settings(), FULL], ids=["plain", "full"])
+@pytest.mark.parametrize("gpus", [(), ("0", "1")], ids=["cpu", "gpu"])
+def test_manifests_are_valid_kubernetes_objects(config, gpus) -> None:
+    made = request(gpus=gpus)
+    validate(manifests.pod(made, "python:3.12-slim", "plane-1", config))
+    validate(manifests.secret(made, "plane-1", config.namespace))
+    validate({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}} | manifests.owned_by(
+        {"metadata": {"name": "taskyard-w-1", "uid": "0c1f0a3e-0000-4000-8000-000000000000"}}))
+
+
+def test_pod_says_what_the_settings_and_size_say() -> None:
+    spec = manifests.pod(request(gpus=("0",)), "img:1", "plane-1", FULL)["spec"]
+    agent = spec["containers"][0]
+    assert agent["resources"]["limits"] == {"cpu": "1500m", "memory": str(2 << 30), "nvidia.com/gpu": "1"}
+    assert agent["resources"]["requests"] == agent["resources"]["limits"]
+    assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 3600
+    assert spec["serviceAccountName"] == "workers" and spec["nodeSelector"] == {"pool": "spot"}
+    assert spec["tolerations"] == [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["initContainers"][0]["image"] == "ghcr.io/taskyard/agent:1"
+    assert {"name": "PYTHONPATH", "value": f"{manifests.WORKER_DIR}/.agent"} in agent["env"]
+    assert "python3 -m taskyard.agent" in agent["command"][-1]
+
+
+def test_the_token_is_only_in_the_secret_and_the_agent_never_mounts_it() -> None:
+    pod = manifests.pod(request(), "img:1", "plane-1", settings())
+    assert TOKEN not in repr(pod)
+    assert all(m["name"] != "token" for m in pod["spec"]["containers"][0]["volumeMounts"])
+    assert manifests.secret(request(), "plane-1", "default")["stringData"] == {manifests.TOKEN_KEY: TOKEN}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeApiServer]:
+    server = FakeApiServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backend(fake) -> Iterator[KubernetesBackend]:
+    made = KubernetesBackend(fake.core_api(), settings(provisioning_timeout=60), "plane-1")
+    yield made
+    made.close()
+
+
+def test_launch_creates_a_secret_then_a_pod_that_owns_it(fake, backend) -> None:
+    handle = backend.launch(request())
+    posts = fake.cluster.calls("POST", "secrets") + fake.cluster.calls("POST", "pods")
+    assert [r.path for r in posts] == ["/api/v1/namespaces/default/secrets", "/api/v1/namespaces/default/pods"]
+    for made in posts:
+        validate(made.body)
+    patch = fake.cluster.calls("PATCH", "secrets")[0]
+    assert patch.path == "/api/v1/namespaces/default/secrets/taskyard-w-1"
+    assert patch.body["metadata"]["ownerReferences"][0]["uid"] == handle["uid"]
+    assert posts[1].body["metadata"]["labels"][manifests.LABEL_PLANE] == "plane-1"
+    assert backend.poll(handle) is WorkerState.STARTING
+
+
+def test_an_unknown_image_is_refused_and_leaves_nothing(fake, backend) -> None:
+    with pytest.raises(ValueError, match="no image 'cuda'"):
+        backend.launch(LaunchRequest("w-2", TOKEN, "http://p", "small", "cuda"))
+    assert fake.cluster.objects == {}
+
+
+def test_a_pod_that_fails_to_be_made_takes_its_secret_with_it(fake, backend) -> None:
+    fake.cluster.objects[("pods", "default", "taskyard-w-1")] = {"metadata": {"name": "taskyard-w-1", "uid": "u"}}
+    with pytest.raises(Exception, match="409"):
+        backend.launch(request())
+    assert ("secrets", "default", "taskyard-w-1") not in fake.cluster.objects
+    assert ("pods", "default", "taskyard-w-1") in fake.cluster.objects  # not ours: left alone
+
+
+@pytest.mark.parametrize("status", [
+    {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."},
+    {"phase": "Running",
+     "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]},
+], ids=["evicted", "disruption-target"])
+def test_evicted_or_preempted_pods_are_preempted(fake, backend, status) -> None:
+    handle = backend.launch(request())
+    fake.cluster.set_status("default", "taskyard-w-1", **status)
+    assert backend.poll(handle) is WorkerState.PREEMPTED
+
+
+def test_a_pod_whose_node_was_deleted_is_preempted(fake, backend) -> None:
+    handle = backend.launch(request())
+    fake.cluster.objects[("pods", "default", "taskyard-w-1")]["spec"]["nodeName"] = "node-1"
+    fake.cluster.set_status("default", "taskyard-w-1", phase="Running")
+    assert backend.poll(handle) is WorkerState.RUNNING
+    fake.cluster.nodes.clear()
+    assert backend.poll(handle) is WorkerState.PREEMPTED
+
+
+def test_a_pod_that_ended_is_gone(fake, backend) -> None:
+    handle = backend.launch(request())
+    fake.cluster.set_status("default", "taskyard-w-1", phase="Succeeded")
+    assert backend.poll(handle) is WorkerState.GONE
+
+
+def test_a_pod_left_unscheduled_past_the_provisioning_timeout_ends_with_the_schedulers_reason(fake, backend) -> None:
+    handle = backend.launch(request())
+    reason = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    fake.cluster.set_status("default", "taskyard-w-1", phase="Pending", conditions=[
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}])
+    assert backend.poll(handle) is WorkerState.STARTING  # younger than the timeout
+    old = (datetime.now(timezone.utc) - timedelta(seconds=61)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fake.cluster.objects[("pods", "default", "taskyard-w-1")]["metadata"]["creationTimestamp"] = old
+    assert backend.poll(handle) is WorkerState.GONE
+    assert reason in backend.reasons["w-1"]
+    assert fake.cluster.objects == {}
+
+
+def test_terminate_deletes_pod_and_secret_and_is_idempotent(fake, backend) -> None:
+    handle = backend.launch(request())
+    backend.terminate(handle)
+    assert fake.cluster.objects == {}
+    assert [r.path for r in fake.cluster.calls("DELETE", "")][:2] == [
+        "/api/v1/namespaces/default/pods/taskyard-w-1", "/api/v1/namespaces/default/secrets/taskyard-w-1"]
+    backend.terminate(handle)
+    assert backend.poll(handle) is WorkerState.GONE
+
+
+def test_garbage_collection_deletes_only_own_pods_without_a_live_worker(fake, backend) -> None:
+    backend.launch(request("live"))
+    backend.launch(request("stale"))
+    other = KubernetesBackend(fake.core_api(), settings(), "plane-2")
+    other.launch(request("theirs"))
+    assert backend.collect_garbage({"live"}) == ["taskyard-stale"]
+    names = {name for (_, _, name) in fake.cluster.objects}
+    assert names == {"taskyard-live", "taskyard-theirs"}
+    other.close()
+
+
+@pytest.mark.skipif(not REAL, reason="TASKYARD_TEST_KUBECONFIG is not set: no real cluster to run against")
+def test_real_cluster_launch_poll_terminate_gc() -> None:
+    from kubernetes import client as k8s
+
+    from taskyard.backends.kubernetes import api_client
+
+    config = KubernetesSettings(kubeconfig=REAL, namespace=os.environ.get("TASKYARD_TEST_NAMESPACE", "default"))
+    real = KubernetesBackend(k8s.CoreV1Api(api_client(config)), config, "taskyard-tests")
+    try:
+        handle = real.launch(request("real-1"))
+        assert real.poll(handle) in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.GONE)
+        real.terminate(handle)
+        assert real.poll(handle) is WorkerState.GONE
+        assert real.collect_garbage(set()) == []
+    finally:
+        real.collect_garbage(set())
+        real.close()
+
+
+# -- the contract suite, through the fake API server, whose kubelet runs each pod's agent here --
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[FakeApiServer]:
+    server = FakeApiServer(kubelet_root=tmp_path_factory.mktemp("kubelet"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(cluster, tmp_path_factory) -> Path:
+    return cluster.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+
+
+def contract_settings(kubeconfig: Path) -> KubernetesSettings:
+    return KubernetesSettings(kubeconfig=str(kubeconfig), images={"python": "python:3.12-slim"})
+
+
+@pytest.fixture(scope="module")
+def contract_server(kubeconfig, tmp_path_factory) -> Iterator[Server]:
+    """A control plane whose only backend is the kubernetes one, on the fake cluster; a kill grace of 1 s."""
+    config = tmp_path_factory.mktemp("k8s-plane") / "server.toml"
+    config.write_text(f'backend = "kubernetes"\n[backends.kubernetes]\ntype = "kubernetes"\n'
+                      f'kubeconfig = "{kubeconfig}"\n' 'images = { python = "python:3.12-slim" }\n')
+    server = start_control_plane(config.parent / "home", TASKYARD_KILL_GRACE="1", TASKYARD_CONFIG=str(config))
+    yield server
+    server.stop()
+
+
+class TestKubernetesBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, data_dir: Path, kubeconfig: Path, cluster: FakeApiServer) -> Iterator[KubernetesBackend]:
+        self.cluster, self.kubeconfig = cluster, kubeconfig
+        made = self.reopen(None, data_dir)
+        yield made
+        made.close()
+
+    def reopen(self, backend, data_dir: Path) -> KubernetesBackend:
+        return from_settings(contract_settings(self.kubeconfig), BackendContext("pods", data_dir))
+
+    def _pod(self, worker_name: str) -> dict | None:
+        return self.cluster.cluster.objects.get(("pods", "default", manifests.object_name(worker_name)))
+
+    def crash(self, handle: dict) -> None:
+        assert self.cluster.cluster.kubelet is not None
+        os.kill(self.cluster.cluster.kubelet.running[handle["uid"]].pid, signal.SIGKILL)
+
+    def _folder(self, pod: dict) -> Path:
+        assert self.cluster.cluster.kubelet is not None
+        return self.cluster.cluster.kubelet.folder(pod)
+
+    def traces(self, backend, worker_name: str) -> set[str]:
+        name = manifests.object_name(worker_name)
+        found = {f"{kind} {key}" for (kind, _, key) in self.cluster.cluster.objects if key == name}
+        pod = self._pod(worker_name)
+        if pod is not None:
+            found |= {f"process {pid}" for pid in processes_in(self._folder(pod))}
+        return found
+
+    def force_cleanup(self, backend, worker_name: str) -> None:
+        pod = self._pod(worker_name)
+        if pod is not None:
+            for pid in processes_in(self._folder(pod)):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        name = manifests.object_name(worker_name)
+        for kind in ("pods", "secrets"):
+            self.cluster.cluster.objects.pop((kind, "default", name), None)
+
+
+def test_the_fake_refuses_what_the_schemas_do_not_allow(fake) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"image": "i"}]}}
+    post = urllib.request.Request(f"{fake.url}/api/v1/namespaces/default/pods", data=json.dumps(bad).encode(),
+                                  headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(post, timeout=10)
+    assert raised.value.code == 422 and "name" in raised.value.read().decode() and fake.cluster.objects == {}

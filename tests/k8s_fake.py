@@ -1,0 +1,192 @@
+"""A small Kubernetes API server on 127.0.0.1: the core/v1 pod, secret and node paths the official client calls.
+
+It keeps objects in memory, records every request (method, path, query, body), and lets a test
+set a pod's status as a kubelet or the scheduler would (:meth:`FakeCluster.set_status`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import kubernetes_validate
+from kubernetes import client as k8s
+
+from k8s_kubelet import Kubelet
+
+K8S_VERSION = "1.37.0"  # the schemas objects are checked against
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict
+    body: dict | None
+
+
+@dataclass
+class FakeCluster:
+    objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, namespace, name) -> object
+    nodes: set[str] = field(default_factory=lambda: {"node-1"})
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    kubelet: Kubelet | None = None  # None: pods stay Pending until a test sets their status
+
+    def set_status(self, namespace: str, name: str, **status) -> None:
+        with self.lock:
+            self.objects[("pods", namespace, name)]["status"] = status
+
+    def calls(self, method: str, kind: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method and f"/{kind}" in r.path]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Handler(BaseHTTPRequestHandler):
+    cluster: FakeCluster
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _body(self) -> dict | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length)) if length else None
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self) -> tuple[str, str | None, str | None]:
+        url = urlparse(self.path)
+        parts = url.path.strip("/").split("/")  # api v1 namespaces NS KIND [NAME] | api v1 nodes NAME
+        body = self._body()
+        self.cluster.requests.append(Request(self.command, url.path, parse_qs(url.query), body))
+        self._request_body = body
+        if parts[2] == "nodes":
+            return "nodes", None, parts[3]
+        return parts[4], parts[3], parts[5] if len(parts) > 5 else None
+
+    def _missing(self, kind: str, name: str | None) -> None:
+        self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                         "code": 404, "message": f'{kind} "{name}" not found'})
+
+    def do_GET(self) -> None:
+        kind, namespace, name = self._route()
+        if kind == "nodes":
+            if name in self.cluster.nodes:
+                return self._send(200, {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name}})
+            return self._missing(kind, name)
+        if name is None:
+            return self._send(200, self._list(kind, namespace))
+        found = self.cluster.objects.get((kind, namespace, name))
+        return self._send(200, found) if found else self._missing(kind, name)
+
+    def _list(self, kind: str, namespace: str | None) -> dict:
+        query = parse_qs(urlparse(self.path).query)
+        wanted = dict(pair.split("=", 1) for pair in query.get("labelSelector", [""])[0].split(",") if pair)
+        items = [obj for (k, ns, _), obj in self.cluster.objects.items() if k == kind and ns == namespace
+                 and all(obj["metadata"].get("labels", {}).get(key) == value for key, value in wanted.items())]
+        return {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
+
+    def do_POST(self) -> None:
+        kind, namespace, _ = self._route()
+        obj = self._request_body or {}
+        try:  # as an API server refuses what its schemas do not allow: every manifest made is checked
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return self._send(422, {"kind": "Status", "apiVersion": "v1", "code": 422, "reason": "Invalid",
+                                    "message": str(exc)})
+        meta = obj.setdefault("metadata", {})
+        key = (kind, namespace, meta["name"])
+        if key in self.cluster.objects:
+            return self._send(409, {"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "AlreadyExists"})
+        meta.update(uid=str(uuid.uuid4()), namespace=namespace, creationTimestamp=_now())
+        if kind == "pods":
+            obj["status"] = {"phase": "Pending"}
+        self.cluster.objects[key] = obj
+        self._send(201, obj)
+        if kind == "pods" and self.cluster.kubelet is not None:
+            self.cluster.kubelet.start(namespace, obj)
+
+    def do_PATCH(self) -> None:
+        kind, namespace, name = self._route()
+        found = self.cluster.objects.get((kind, namespace, name))
+        if found is None:
+            return self._missing(kind, name)
+        found["metadata"].update((self._request_body or {}).get("metadata", {}))
+        return self._send(200, found)
+
+    def do_DELETE(self) -> None:
+        kind, namespace, name = self._route()
+        found = self.cluster.objects.get((kind, namespace, name))
+        if found is None:
+            return self._missing(kind, name)
+        if kind == "pods" and found["metadata"].get("deletionTimestamp"):
+            return self._send(200, found)  # already going
+        if kind == "pods" and self.cluster.kubelet is not None:
+            grace = int(parse_qs(urlparse(self.path).query).get("gracePeriodSeconds", ["30"])[0])
+            found["metadata"]["deletionTimestamp"] = _now()
+            threading.Thread(target=self._stop_then_remove, args=(found, grace), daemon=True).start()
+            return self._send(200, found)
+        self.cluster.objects.pop((kind, namespace, name), None)
+        self._collect_owned(kind, found)
+        return self._send(200, found if kind == "pods" else {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
+    def _stop_then_remove(self, pod: dict, grace: int) -> None:
+        assert self.cluster.kubelet is not None
+        self.cluster.kubelet.stop(pod, grace)
+        meta = pod["metadata"]
+        self.cluster.objects.pop(("pods", meta["namespace"], meta["name"]), None)
+        self._collect_owned("pods", pod)
+
+    def _collect_owned(self, kind: str, found: dict) -> None:
+        if kind == "pods":  # what the garbage collector does with what the pod owns
+            uid = found["metadata"]["uid"]
+            for key, obj in list(self.cluster.objects.items()):
+                if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", ())):
+                    self.cluster.objects.pop(key, None)
+
+
+class FakeApiServer:
+    def __init__(self, kubelet_root: Path | None = None) -> None:
+        self.cluster = FakeCluster()
+        if kubelet_root is not None:
+            self.cluster.kubelet = Kubelet(kubelet_root, self.cluster)
+        handler = type("BoundHandler", (Handler,), {"cluster": self.cluster})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig file naming this server, for what reads one (a control plane's backend)."""
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-cluster-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}))
+        return path
+
+    def core_api(self) -> k8s.CoreV1Api:
+        configuration = k8s.Configuration(host=self.url)
+        return k8s.CoreV1Api(k8s.ApiClient(configuration))
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
