@@ -157,8 +157,9 @@ class TestRayBackend(BackendContract):
 
 
 def _node_of(server: Server, worker_name: str, settings: RaySettings) -> str:
-    handle = worker_handle(server, worker_name)
-    return wait_for(lambda: RayBackend(settings).where(handle).get("node_id"), timeout=30)
+    """The id of the node the worker's agent runs on, as its actor tells."""
+    handle, backend = worker_handle(server, worker_name), RayBackend(settings)
+    return wait_for(lambda: backend.where(handle).get("node_id"), timeout=30)
 
 
 NODE_TASK = "import os\nprint('on', os.environ['TASKYARD_WORKER_NAME'])\n"
@@ -197,7 +198,8 @@ def test_a_node_that_leaves_mid_task_ends_it_task_runner_terminated_and_it_runs_
 ):
     spare = cluster.add_node(num_cpus=1, resources={"spare": 1})
     write(tmp_path, "slow.py", SLOW_TASK)
-    task = taskyard.submit("slow.py", tmp_path, pool="spare", max_retries=1, client=contract_server.client)
+    task = taskyard.submit("slow.py", tmp_path, pool="spare", max_retries=1, terminate_on_completion=False,
+                           client=contract_server.client)
     wait_for(lambda: "started" in task.logs(), timeout=120)
     first = task.refresh().worker_name
     settings = _settings(cluster, work_dir, resources={"spare": 1})
@@ -205,12 +207,13 @@ def test_a_node_that_leaves_mid_task_ends_it_task_runner_terminated_and_it_runs_
     cluster.remove_node(spare)
     replacement = cluster.add_node(num_cpus=1, resources={"spare": 1})
     assert task.wait(timeout=180) is TaskStatus.SUCCESS, task.logs()
-    history = [entry.status for entry in task.status_history()]
+    history = [entry.status for entry in task.status_history]
     assert TaskStatus.TASK_RUNNER_TERMINATED in history, history
     assert history.count(TaskStatus.IN_PROGRESS) == 2
     assert task.worker_name != first
     assert _node_of(contract_server, task.worker_name, settings) == replacement.node_id
     assert "running it again (retry 1 of 1)" in task.logs()
+    contract_server.client.terminate_worker(task.worker_name)
 
 
 def test_kill_stops_a_running_task_on_the_cluster(contract_server, tmp_path):

@@ -70,7 +70,7 @@ class RayBackend(Backend):
         self._starts: dict[str, Any] = {}  # actor name -> the ref of its start, for workers launched here
         self._capacity: Resources | None = None
         self._closed = threading.Event()
-        threading.Thread(target=self._watch_capacity, name=f"taskyard-ray-capacity-{id(self)}", daemon=True).start()
+        self._watcher: threading.Thread | None = None
 
     # -- the cluster -----------------------------------------------------------------------------
 
@@ -83,6 +83,12 @@ class RayBackend(Backend):
                      logging_level=logging.WARNING, configure_logging=False)
 
     def capacity(self) -> Resources | None:
+        """The last figure the watcher read (None until it has one); the first call starts the watcher."""
+        with self._lock:
+            if self._watcher is None and not self._closed.is_set():
+                self._watcher = threading.Thread(target=self._watch_capacity, name=f"taskyard-ray-{self.name}",
+                                                 daemon=True)
+                self._watcher.start()
         return self._capacity
 
     def _watch_capacity(self) -> None:
