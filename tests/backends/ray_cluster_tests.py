@@ -20,9 +20,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 import taskyard
-from taskyard.backends import Backend
+from taskyard.backends import Backend, WorkerState
 from taskyard.backends.ray import RayBackend
-from taskyard.backends.ray.backend import actor_name
 from taskyard.backends.settings import RaySettings
 from taskyard.status import TaskStatus
 
@@ -62,6 +61,7 @@ address = "{address}"
 namespace = "{namespace}"
 work_dir = "{work_dir}"
 capacity_every = 1
+idle_seconds = 8
 
 [backends.ray-side]
 type = "ray"
@@ -70,6 +70,7 @@ namespace = "{namespace}"
 work_dir = "{work_dir}"
 resources = {{ side = 1 }}
 capacity_every = 1
+idle_seconds = 8
 
 [backends.ray-zone-b]
 type = "ray"
@@ -77,6 +78,7 @@ address = "{address}"
 namespace = "{namespace}"
 work_dir = "{work_dir}"
 label_selector = {{ zone = "b" }}
+idle_seconds = 8
 
 [backends.ray-spare]
 type = "ray"
@@ -85,6 +87,7 @@ namespace = "{namespace}"
 work_dir = "{work_dir}"
 resources = {{ spare = 1 }}
 capacity_every = 1
+idle_seconds = 8
 
 [pools.side]
 backend = "ray-side"
@@ -137,20 +140,43 @@ class TestRayBackend(BackendContract):
         found = {f"process {pid}" for pid in processes_in(folder)}
         if folder.exists():
             found.add(f"folder {folder}")
-        with contextlib.suppress(ValueError):
-            ray.get_actor(actor_name(worker_name), namespace=NAMESPACE)
-            found.add(f"actor {actor_name(worker_name)}")
-        return found
+        return found | {f"actor {name} hosting it" for name in _hosts_of(worker_name)}
 
     def force_cleanup(self, backend: Backend, worker_name: str) -> None:
         assert isinstance(backend, RayBackend)
-        with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(actor_name(worker_name), namespace=NAMESPACE), no_restart=True)
+        for name in _hosts_of(worker_name):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         folder = Path(backend.settings.work_dir or "") / worker_name
         for pid in processes_in(folder):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
+
+    # -- ray only ----------------------------------------------------------------------------------
+
+    def test_a_host_whose_worker_ended_starts_the_next_worker_of_its_shape(self, backend, launch_worker):
+        first_request, first = launch_worker()
+        self._running(backend, first)
+        backend.terminate(first)
+        assert backend.poll(first) is WorkerState.GONE and self.traces(backend, first_request.worker_name) == set()
+        second_request, second = launch_worker()
+        assert second["actor"] == first["actor"]  # the same Ray actor, kept: no new Ray worker process
+        self._running(backend, second)
+        assert backend.poll(first) is WorkerState.GONE  # the first worker's handle names an ended worker
+        assert backend.where(second)["dir"].endswith(second_request.worker_name)
+        backend.terminate(first)  # about the ended worker: leaves the second alone
+        assert backend.poll(second) is WorkerState.RUNNING
+
+
+def _hosts_of(worker_name: str) -> list[str]:
+    """The actors of the namespace that host the worker now."""
+    hosting = []
+    for name in ray.util.list_named_actors():
+        with contextlib.suppress(ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if ray.get(ray.get_actor(name, namespace=NAMESPACE).where.remote(worker_name), timeout=10):
+                hosting.append(name)
+    return hosting
 
 
 # -- placement, sizes, lost nodes ------------------------------------------------------------------

@@ -30,6 +30,9 @@ class LocalSettings(BackendSettings):
     gpus: tuple[str, ...] | None = None  # None: the server's ``gpus``
 
 
+IDLE_MIN = 5.0  # seconds: below this a kept host could end itself while it is being given a worker
+
+
 class RayImage(BaseModel):
     """``[backends.NAME.images.IMAGE]``: a worker image of a Ray backend, as the Ray runtime environment it runs in."""
 
@@ -56,6 +59,10 @@ class RaySettings(BackendSettings):
     images: dict[str, RayImage] = Field(default_factory=dict)  # worker images besides "python"
     work_dir: str | None = None  # where worker folders go on the nodes; None: the node's temporary folder
     capacity_every: float = Field(default=10.0, gt=0, le=3600)  # seconds between looks at the cluster's size
+    # A worker's actor (a Ray worker process, slow to start) is kept this many seconds after its worker
+    # ended, holding its resources, for the next worker of the same size and image; at most idle_hosts of them.
+    idle_seconds: float = Field(default=30.0, ge=IDLE_MIN, le=3600)
+    idle_hosts: int = Field(default=8, ge=0, le=1000)
 
     @field_validator("resources")
     @classmethod

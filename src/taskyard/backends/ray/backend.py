@@ -1,21 +1,27 @@
-"""The Ray backend: each worker is a Ray actor on the cluster, whose child process is the agent.
+"""The Ray backend: each worker's agent is a child process of a Ray actor (its host) on the cluster.
 
-**Actors, not Ray Jobs.** Measured on a two-node ``ray.cluster_utils`` cluster on this 2-core
-machine (ray 2.60): a named actor asking for a custom resource is placed and answers its first
-call in 1.3-1.6 s (a fresh worker process), while a Ray Job takes 3-4 s from submission to
-RUNNING (a supervisor actor, then a driver subprocess, then its own connection to the cluster)
-and its status can only be polled. An actor's start is a single call that ``launch`` does not
-wait for; its death (killed, its node gone) is known at the next call to it; and stopping it is
-ours to do in order: the actor signals the agent's process group (SIGTERM, SIGKILL after the kill
-grace) and then the task's group, exactly as on the local backend, before ``ray.kill`` frees its
-resources. ``stop_job`` only signals the driver and leaves process groups of its children alone.
+**Actors, not Ray Jobs.** Measured on a ``ray.cluster_utils`` cluster on this 2-core machine
+(ray 2.60, ``bench --only ray-backend``): a Ray Job takes 2.7 s from submission to SUCCEEDED with
+its logs (a supervisor actor, then a driver subprocess that connects to the cluster on its own)
+and its state can only be polled; a new actor answers its first call in 0.1-0.3 s when Ray has an
+idle worker process at hand and 1.1-1.6 s when it must start one, and an actor already up starts
+an agent in milliseconds. An actor is also what can be stopped in order: it signals the agent's
+process group (SIGTERM, SIGKILL after the kill grace) and then the task's group, exactly as the
+local backend does, where ``stop_job`` only signals the job's driver.
+
+**Hosts are kept.** A Ray worker process is the slow part, so a host whose worker was stopped
+stays up ``idle_seconds`` (holding its resources) for the next worker of the same size and image,
+which it then starts at once in a fresh folder; at most ``idle_hosts`` wait so, and one not given
+a worker in time ends itself (so none is left behind by a control plane that went away). Actors
+are detached: they do not share the fate of the control plane's Ray driver, and a restarted
+control plane finds them by name from the handle.
 
 **Placement.** The actor asks for the worker size's CPUs, GPUs and memory as Ray resources, plus
 the backend's custom ``resources``, on a node matching its ``label_selector``; a worker image is
 the ``runtime_env`` of its ``[backends.NAME.images.IMAGE]`` table (``image_uri`` where the cluster
 runs containers). The nodes need taskyard installed (the agent is ``python -m taskyard.agent``).
 
-**Lost workers.** An actor is detached and never restarted: a node that leaves the cluster takes
+**Lost workers.** An actor is never restarted: a node that leaves the cluster takes
 it with it, the next poll says GONE, and the scheduler ends its task Task Runner Terminated and
 runs it again while ``max_retries`` allows. A node drained for preemption says PREEMPTED.
 
@@ -26,10 +32,12 @@ seconds on a thread of its own, so :meth:`RayBackend.capacity` never waits for t
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -48,12 +56,9 @@ BASE_IMAGE = "python"
 CALL_TIMEOUT = 10.0  # seconds a call to a placed worker's actor may take
 STOP_SLACK = 15.0  # seconds past the kill grace for the actor to stop everything
 GONE_WAIT = 10.0  # seconds ``terminate`` waits for Ray to call the actor dead
+IDLE_MARGIN = 2.0  # seconds before an idle host ends itself when it is no longer given a worker
 
 Host: Any = ray.remote(WorkerHost)
-
-
-def actor_name(worker_name: str) -> str:
-    return f"taskyard-{worker_name}"
 
 
 class RayBackend(Backend):
@@ -67,7 +72,10 @@ class RayBackend(Backend):
                        **{name: image.description for name, image in settings.images.items()}}
         self._lock = threading.Lock()
         self._actors: dict[str, Any] = {}  # actor name -> its handle, once looked up
-        self._starts: dict[str, Any] = {}  # actor name -> the ref of its start, for workers launched here
+        self._shapes: dict[str, tuple] = {}  # actor name -> (image, Ray options), for hosts made here
+        self._idle: dict[tuple, list[tuple[str, float]]] = {}  # shape -> hosts whose worker ended, and when
+        self._workers: dict[str, str] = {}  # worker name -> its host's actor name, for workers launched here
+        self._starts: dict[str, Any] = {}  # worker name -> the ref of its start, until it is known to be up
         self._capacity: Resources | None = None
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -101,22 +109,52 @@ class RayBackend(Backend):
             self._closed.wait(self.settings.capacity_every)
 
     def close(self) -> None:
+        """Stop watching the cluster and end the idle hosts; workers go on."""
         self._closed.set()
+        if ray.is_initialized():
+            self._drop_idle(lambda shape: True)
 
     # -- launch ----------------------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> dict:
         runtime_env = self._runtime_env(request.image)
         self.connect()
-        name = actor_name(request.worker_name)
+        if request.worker_name in self._workers:
+            raise ValueError(f"worker {request.worker_name} has already been launched")
+        shape = (request.image, self._placement(request.resources))
+        name, actor = self._idle_host(shape) or self._new_host(shape, runtime_env)
+        self._workers[request.worker_name] = name
+        self._starts[request.worker_name] = actor.start.remote(
+            request.worker_name, request.control_plane_url, request.agent_token, _agent(request)
+        )
+        return {"actor": name, "namespace": self.namespace, "worker": request.worker_name}
+
+    def _new_host(self, shape: tuple, runtime_env: dict) -> tuple[str, Any]:
+        self._drop_idle(lambda idle: idle != shape)  # hosts of other shapes hold what this one may need
+        name = f"taskyard-host-{secrets.token_hex(6)}"
         options = {"name": name, "namespace": self.namespace, "lifetime": "detached", "max_restarts": 0,
-                   **self._placement(request.resources)}
+                   **json.loads(shape[1])}
         if runtime_env:
             options["runtime_env"] = runtime_env
-        actor: Any = Host.options(**options).remote(request.worker_name, self.settings.work_dir)
-        self._actors[name] = actor
-        self._starts[name] = actor.start.remote(request.control_plane_url, request.agent_token, _agent(request))
-        return {"actor": name, "namespace": self.namespace, "worker": request.worker_name}
+        actor: Any = Host.options(**options).remote(self.settings.work_dir, self.settings.idle_seconds)
+        self._actors[name], self._shapes[name] = actor, shape
+        return name, actor
+
+    def _idle_host(self, shape: tuple) -> tuple[str, Any] | None:
+        """A host of this shape whose worker ended here lately (None if none): it starts the next agent at once."""
+        with self._lock:
+            while self._idle.get(shape):
+                name, since = self._idle[shape].pop()
+                if time.monotonic() - since < self.settings.idle_seconds - IDLE_MARGIN:
+                    return name, self._actors[name]
+        return None
+
+    def _drop_idle(self, which: Callable[[tuple], bool]) -> None:
+        with self._lock:
+            doomed = [name for shape in list(self._idle) if which(shape) for name, _ in self._idle.pop(shape)]
+        for name in doomed:
+            with contextlib.suppress(RayActorError, ValueError, KeyError):
+                ray.kill(self._actors.pop(name), no_restart=True)
 
     def _runtime_env(self, image: str) -> dict:
         if image not in self.images:
@@ -124,7 +162,8 @@ class RayBackend(Backend):
         found = self.settings.images.get(image)
         return dict(found.runtime_env) if found is not None else {}
 
-    def _placement(self, resources: Resources | None) -> dict:
+    def _placement(self, resources: Resources | None) -> str:
+        """The actor's Ray options for a worker with ``resources``, as JSON (a key to hosts of one shape)."""
         placement: dict[str, Any] = {"num_cpus": resources.cpu if resources else 0,
                                      "num_gpus": len(resources.gpus) if resources else 0}
         if resources is not None and resources.memory:
@@ -133,7 +172,7 @@ class RayBackend(Backend):
             placement["resources"] = dict(self.settings.resources)
         if self.settings.label_selector:
             placement["label_selector"] = dict(self.settings.label_selector)
-        return placement
+        return json.dumps(placement, sort_keys=True)
 
     # -- poll ------------------------------------------------------------------------------------
 
@@ -143,21 +182,21 @@ class RayBackend(Backend):
         if actor is None:
             return WorkerState.GONE
         try:
-            return self._state(handle["actor"], actor)
+            return self._state(handle["worker"], actor)
         except RayActorError as exc:
-            self._forget(handle["actor"])
+            self._forget(handle)
             return WorkerState.PREEMPTED if getattr(exc, "preempted", False) else WorkerState.GONE
 
-    def _state(self, name: str, actor: Any) -> WorkerState:
-        start = self._starts.get(name)
+    def _state(self, worker: str, actor: Any) -> WorkerState:
+        start = self._starts.get(worker)
         if start is not None:
             ready, _ = ray.wait([start], timeout=0)
             if not ready:
                 return WorkerState.STARTING  # not placed yet, or its agent not started yet
             ray.get(start)  # raises if the start failed (the actor died)
-            self._starts.pop(name, None)
+            self._starts.pop(worker, None)
         try:
-            alive = ray.get(actor.alive.remote(), timeout=CALL_TIMEOUT)
+            alive = ray.get(actor.alive.remote(worker), timeout=CALL_TIMEOUT)
         except GetTimeoutError:
             return WorkerState.STARTING if start is None else WorkerState.RUNNING
         return WorkerState.RUNNING if alive else WorkerState.GONE
@@ -171,14 +210,16 @@ class RayBackend(Backend):
                 return None
         return self._actors[name]
 
-    def _forget(self, name: str) -> None:
-        self._actors.pop(name, None)
-        self._starts.pop(name, None)
+    def _forget(self, handle: dict) -> None:
+        self._actors.pop(handle["actor"], None)
+        self._shapes.pop(handle["actor"], None)
+        self._starts.pop(handle["worker"], None)
+        self._workers.pop(handle["worker"], None)
 
     def where(self, handle: dict) -> dict:
-        """Where the worker runs: ``{"node_id", "pid", "dir"}`` (empty until its agent started)."""
+        """Where the worker runs: ``{"node_id", "pid", "dir"}`` (empty until its agent started, and once it ended)."""
         actor = self._actor(handle)
-        return {} if actor is None else ray.get(actor.where.remote(), timeout=CALL_TIMEOUT)
+        return {} if actor is None else ray.get(actor.where.remote(handle["worker"]), timeout=CALL_TIMEOUT)
 
     # -- terminate -------------------------------------------------------------------------------
 
@@ -188,11 +229,30 @@ class RayBackend(Backend):
         if actor is None:
             return
         grace = taskyard_settings.kill_grace()
-        with contextlib.suppress(RayActorError, GetTimeoutError):
-            ray.get(actor.stop.remote(grace), timeout=grace + STOP_SLACK)
-        with contextlib.suppress(RayActorError, ValueError):
-            ray.kill(actor, no_restart=True)
-        self._forget(handle["actor"])
+        try:
+            ray.get(actor.stop.remote(handle["worker"], grace), timeout=grace + STOP_SLACK)
+        except (RayActorError, GetTimeoutError):
+            self._kill(handle)
+            return
+        shape = self._shapes.get(handle["actor"])
+        self._starts.pop(handle["worker"], None)
+        self._workers.pop(handle["worker"], None)
+        if shape is None or not self._keep(handle["actor"], shape):
+            self._kill(handle)
+
+    def _keep(self, name: str, shape: tuple) -> bool:
+        """Keep a host whose worker ended, for the next worker of its shape, while there is room for it."""
+        with self._lock:
+            kept = sum(len(hosts) for hosts in self._idle.values())
+            if kept >= self.settings.idle_hosts:
+                return False
+            self._idle.setdefault(shape, []).append((name, time.monotonic()))
+            return True
+
+    def _kill(self, handle: dict) -> None:
+        with contextlib.suppress(RayActorError, ValueError, KeyError):
+            ray.kill(self._actors[handle["actor"]], no_restart=True)
+        self._forget(handle)
         self._wait_dead(handle)
 
     def _wait_dead(self, handle: dict) -> None:

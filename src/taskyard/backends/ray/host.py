@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 TASK_PGID_FILE = "task.pgid"  # written by the agent: the process group of the task it runs
@@ -36,27 +37,42 @@ def default_root() -> str:
 
 
 class WorkerHost:
-    """One worker on one node; made as a Ray actor by :mod:`taskyard.backends.ray.backend`."""
+    """Hosts one worker at a time on one node; made as a Ray actor by :mod:`taskyard.backends.ray.backend`.
 
-    def __init__(self, worker_name: str, root: str | None) -> None:
-        self.folder = Path(root or default_root()) / worker_name
+    Once its worker has been stopped, the host waits ``idle_seconds`` to be given another worker of
+    the same shape (a Ray worker process is slow to start; an agent is not), then ends itself.
+    Every call names the worker it is about: a call about a worker it no longer hosts finds nothing.
+    """
+
+    def __init__(self, root: str | None, idle_seconds: float) -> None:
+        self.root = Path(root or default_root())
+        self.idle_seconds = idle_seconds
+        self.worker: str | None = None
         self.agent: subprocess.Popen | None = None
         self.place: dict = {}
         self.failed = False
+        self._idle: threading.Timer | None = None
 
-    def start(self, url: str, token: str, agent_settings: dict) -> dict:
-        """Start the agent; returns where it runs (node id, pid, folder)."""
+    @property
+    def folder(self) -> Path:
+        return self.root / (self.worker or "")
+
+    def start(self, worker_name: str, url: str, token: str, agent_settings: dict) -> dict:
+        """Start the worker's agent; returns where it runs (node id, pid, folder)."""
         import ray  # on the node, inside the actor
 
-        self.failed = True  # until the agent is running
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.worker is not None:
+            raise RuntimeError(f"this host already runs worker {self.worker}")
+        self.worker, self.agent, self.place, self.failed = worker_name, None, {}, True  # failed: until it runs
         gpus = ",".join(str(device) for device in ray.get_gpu_ids())  # the devices Ray gave this actor
         self.folder.mkdir(parents=True, mode=0o700, exist_ok=False)
-        agent_settings = {**agent_settings, "python": {"cache": str(self.folder.parent / "python-envs"),
-                                                       "uv": _uv()}}
+        agent_settings = {**agent_settings, "python": {"cache": str(self.root / "python-envs"), "uv": _uv()}}
         _write_private(self.folder / TOKEN_FILE, token)
         env = {key: value for key, value in os.environ.items() if key in PASSED_ENV or key.startswith("LC_")}
         env.update(TASKYARD_AGENT_URL=url, TASKYARD_AGENT_WORKER=json.dumps(agent_settings),
-                   TASKYARD_WORKER_NAME=self.folder.name, TASKYARD_WORKER_DIR=str(self.folder),
+                   TASKYARD_WORKER_NAME=worker_name, TASKYARD_WORKER_DIR=str(self.folder),
                    CUDA_VISIBLE_DEVICES=gpus, NVIDIA_VISIBLE_DEVICES=gpus or "void")
         with open(self.folder / AGENT_LOG, "ab") as log:
             self.agent = subprocess.Popen(
@@ -68,16 +84,21 @@ class WorkerHost:
                       "dir": str(self.folder)}
         return self.place
 
-    def where(self) -> dict:
-        """Where the agent runs (node id, pid, folder); empty before :meth:`start`."""
-        return self.place
+    def where(self, worker_name: str) -> dict:
+        """Where the worker's agent runs (node id, pid, folder); empty when this host does not run it."""
+        return self.place if worker_name == self.worker else {}
 
-    def alive(self) -> bool:
-        """Is the agent running, or about to? False once it has exited (whatever it left) or could not start."""
+    def alive(self, worker_name: str) -> bool:
+        """Is the worker's agent running, or about to? False once it has exited (whatever it left), could
+        not start, or was stopped."""
+        if worker_name != self.worker:
+            return False
         return not self.failed and (self.agent is None or self.agent.poll() is None)
 
-    def stop(self, grace: float) -> None:
+    def stop(self, worker_name: str, grace: float) -> None:
         """SIGTERM the agent's group, SIGKILL after ``grace``; then the task's group, and the folder."""
+        if worker_name != self.worker:
+            return
         task_group = _read_pgid(self.folder / TASK_PGID_FILE)
         if self.agent is not None and self.agent.poll() is None:
             _signal_group(self.agent.pid, signal.SIGTERM)
@@ -90,6 +111,10 @@ class WorkerHost:
             if group is not None:
                 _signal_group(group, signal.SIGKILL)  # what the agent left when it died before stopping its task
         shutil.rmtree(self.folder, ignore_errors=True)
+        self.worker, self.agent, self.place = None, None, {}
+        self._idle = threading.Timer(self.idle_seconds, os._exit, (0,))  # not given another worker: end
+        self._idle.daemon = True
+        self._idle.start()
 
     def crash_agent(self) -> None:
         """Kill the agent alone, as if it had died on its own (tests): what it started lives on."""
