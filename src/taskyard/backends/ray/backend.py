@@ -56,6 +56,7 @@ BASE_IMAGE = "python"
 CALL_TIMEOUT = 10.0  # seconds a call to a placed worker's actor may take
 STOP_SLACK = 15.0  # seconds past the kill grace for the actor to stop everything
 GONE_WAIT = 10.0  # seconds ``terminate`` waits for Ray to call the actor dead
+ROOM_WAIT = 10.0  # seconds a launch the cluster has no room for waits for a host of its shape to be let go
 IDLE_MARGIN = 2.0  # seconds before an idle host ends itself when it is no longer given a worker
 
 Host: Any = ray.remote(WorkerHost)
@@ -70,7 +71,7 @@ class RayBackend(Backend):
         self.namespace = settings.namespace or DEFAULT_NAMESPACE
         self.images = {BASE_IMAGE: "the Python of the cluster's nodes, with taskyard installed there",
                        **{name: image.description for name, image in settings.images.items()}}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._actors: dict[str, Any] = {}  # actor name -> its handle, once looked up
         self._shapes: dict[str, tuple] = {}  # actor name -> (image, Ray options), for hosts made here
         self._idle: dict[tuple, list[tuple[str, float]]] = {}  # shape -> hosts whose worker ended, and when
@@ -141,8 +142,14 @@ class RayBackend(Backend):
         return name, actor
 
     def _idle_host(self, shape: tuple) -> tuple[str, Any] | None:
-        """A host of this shape whose worker ended here lately (None if none): it starts the next agent at once."""
+        """A host of this shape whose worker ended here lately (None if none): it starts the next agent at once.
+
+        When the cluster has no room for a new host of the shape, waits a little for one to be let go
+        here (a new actor would wait for resources anyway, and take a second to start then).
+        """
         with self._lock:
+            if not self._idle.get(shape) and not _room(json.loads(shape[1])):
+                self._lock.wait_for(lambda: self._idle.get(shape), timeout=ROOM_WAIT)
             while self._idle.get(shape):
                 name, since = self._idle[shape].pop()
                 if time.monotonic() - since < self.settings.idle_seconds - IDLE_MARGIN:
@@ -234,9 +241,9 @@ class RayBackend(Backend):
         except (RayActorError, GetTimeoutError):
             self._kill(handle)
             return
-        shape = self._shapes.get(handle["actor"])
         self._starts.pop(handle["worker"], None)
         self._workers.pop(handle["worker"], None)
+        shape = self._shapes.get(handle["actor"])
         if shape is None or not self._keep(handle["actor"], shape):
             self._kill(handle)
 
@@ -247,6 +254,7 @@ class RayBackend(Backend):
             if kept >= self.settings.idle_hosts:
                 return False
             self._idle.setdefault(shape, []).append((name, time.monotonic()))
+            self._lock.notify_all()
             return True
 
     def _kill(self, handle: dict) -> None:
@@ -265,6 +273,14 @@ class RayBackend(Backend):
             time.sleep(0.05)
         log.warning("ray backend %s: actor %s still listed %g s after it was killed", self.name, handle["actor"],
                     GONE_WAIT)
+
+
+def _room(options: dict) -> bool:
+    """Has the cluster, now, the resources a new host with these actor ``options`` asks for?"""
+    free = ray.available_resources()
+    wanted = {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0),
+              "memory": options.get("memory", 0), **options.get("resources", {})}
+    return all(free.get(key, 0) >= amount for key, amount in wanted.items() if amount)
 
 
 def _agent(request: LaunchRequest) -> dict:
