@@ -20,6 +20,7 @@ from . import (
     logs,
     notebooks,
     outage,
+    ray_backend,
     ray_side,
     report,
     sandbox,
@@ -50,7 +51,8 @@ MEASUREMENTS = {
     "uploads": uploads.run,
     "dashboard": dashboard.run,
 }
-NAMES = [*MEASUREMENTS, "ray"]
+NAMES = [*MEASUREMENTS, "ray", "ray-backend"]
+RAY_PARTS = {"ray", "ray-backend"}  # parts that start a Ray cluster
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -84,11 +86,11 @@ def run_all(args: argparse.Namespace, plan: Plan) -> tuple[list[Figure], dict, d
     errors: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for name in args.names:
-        if name == "ray":
+        if name in RAY_PARTS:
             reason = ray_side.skip_reason(args.ray, plan.smoke)
             if reason is not None:
                 skipped[name] = reason
-                progress(f"ray: skipped: {reason}")
+                progress(f"{name}: skipped: {reason}")
                 continue
         progress(f"{name}: starting")
         began = time.monotonic()
@@ -98,6 +100,8 @@ def run_all(args: argparse.Namespace, plan: Plan) -> tuple[list[Figure], dict, d
                 figures += found
                 if failures:
                     raise BenchError("; ".join(failures))
+            elif name == "ray-backend":
+                figures += ray_backend.run(plan)
             else:
                 figures += MEASUREMENTS[name](plan)
         except Exception as exc:

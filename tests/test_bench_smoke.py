@@ -23,7 +23,7 @@ def test_bench_smoke_reports_every_measurement(tmp_path):
     results = json.loads(out.read_text())
     assert results["smoke"] is True
     assert results["errors"] == {}
-    assert "ray" in results["skipped"]
+    assert "ray" in results["skipped"] and "ray-backend" in results["skipped"]
 
     figures = results["figures"]
     assert {figure["measurement"] for figure in figures} >= MEASUREMENTS

@@ -229,7 +229,7 @@ def test_pools_list_shows_each_pools_backend_and_what_is_wrong_with_it(served, m
 # -- the contract suite -------------------------------------------------------------------------------------
 
 #: the module that runs the contract suite (contract.BackendContract) against each built-in backend type
-CONTRACT_SUITES = {"local": "test_local", "ray": "test_ray", "kubernetes": "test_kubernetes"}
+CONTRACT_SUITES = {"local": "test_local", "ray": "ray_cluster_tests", "kubernetes": "test_kubernetes"}
 
 
 @pytest.mark.parametrize("type_name", list(registry.BUILTIN))

@@ -7,9 +7,9 @@ backend's calls and how many of its calls may run at once (off the scheduler's o
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class BackendSettings(BaseModel):
@@ -30,12 +30,48 @@ class LocalSettings(BackendSettings):
     gpus: tuple[str, ...] | None = None  # None: the server's ``gpus``
 
 
+IDLE_MIN = 5.0  # seconds: below this a kept host could end itself while it is being given a worker
+
+
+class RayImage(BaseModel):
+    """``[backends.NAME.images.IMAGE]``: a worker image of a Ray backend, as the Ray runtime environment it runs in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(min_length=1, pattern=r"^[^\n]*$")
+    # Ray's runtime_env: image_uri (a container image, where the cluster runs them), pip, env_vars...
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
 class RaySettings(BackendSettings):
-    """``type = "ray"``: workers are started on a Ray cluster (``pip install 'taskyard[ray]'``)."""
+    """``type = "ray"``: workers are started on a Ray cluster (``pip install 'taskyard[ray]'``).
+
+    Placement is the backend's: every worker it starts asks Ray for ``resources`` (custom resources,
+    on top of the size's CPUs, GPUs and memory) and runs only on nodes whose labels match
+    ``label_selector``. Pools that need other placements name other backends on the same cluster.
+    """
 
     type: Literal["ray"] = "ray"
     address: str = Field(min_length=1)  # ray://head:10001, or the GCS address head:6379
-    namespace: str | None = None
+    namespace: str | None = None  # the Ray namespace of the workers' actors; None: "taskyard"
+    resources: dict[str, float] = Field(default_factory=dict)  # custom resources each worker asks for
+    label_selector: dict[str, str] = Field(default_factory=dict)  # node labels a worker's node must have
+    images: dict[str, RayImage] = Field(default_factory=dict)  # worker images besides "python"
+    work_dir: str | None = None  # where worker folders go on the nodes; None: the node's temporary folder
+    capacity_every: float = Field(default=10.0, gt=0, le=3600)  # seconds between looks at the cluster's size
+    # A worker's actor (a Ray worker process, slow to start) is kept this many seconds after its worker
+    # ended, holding its resources, for the next worker of the same size and image; at most idle_hosts of them.
+    idle_seconds: float = Field(default=30.0, ge=IDLE_MIN, le=3600)
+    idle_hosts: int = Field(default=8, ge=0, le=1000)
+
+    @field_validator("resources")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if amount <= 0 or name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"resources.{name}: a custom resource with an amount above 0 "
+                                 "(CPU, GPU and memory come from the worker size)")
+        return value
 
 
 class KubernetesSettings(BackendSettings):

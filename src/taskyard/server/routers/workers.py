@@ -25,9 +25,10 @@ def create(body: WorkerRequest, plane: PlaneDep, user: UserDep, response: Respon
     """A worker of the caller's own with no task yet, started when its pool has room (with ``reuse``,
     a live one made alike, answered 200); tasks sent to it with ``worker=`` run there."""
     with plane.transaction() as session:
+        backend = plane.backend_of_pool(session, body.pool)
         worker, created = worker_requests.request_worker(
-            session, user, body, images=plane.backend.images, default_image=plane.backend.default_image,
-            sizes=plane.config.sizes, capacity=plane.backend.capacity(),
+            session, user, body, images=backend.images, default_image=backend.default_image,
+            sizes=plane.config.sizes, capacity=backend.capacity(),
         )
         response.status_code = 201 if created else 200
         return worker_service.to_info(worker, user.name, None if created else _task_id(session, worker))
