@@ -60,3 +60,32 @@ def test_groups_at_a_terminal(server, monkeypatch):
         assert invoke(cli, "groups", "remove", group, user).exit_code == 0
         assert invoke(cli, "groups", "delete", group).exit_code == 0
         assert group not in invoke(cli, "groups", "list").output
+
+
+def test_a_flow_runs_in_a_group_pool_for_members_only(server, tmp_path):
+    from taskyard import bundle
+    from taskyard.workflows import FlowRun
+    from taskyard.workflows.models import FlowSpec, FlowStatus
+    from taskyard.workflows.runs import FlowClient
+
+    admin, group, pool = server.client, _name("g"), _name("p")
+    member, stranger = server.user_client(_name("u")), server.user_client(_name("u"))
+    admin.create_group(group)
+    admin.add_to_group(group, member.me().name)
+    admin.create_pool(PoolSpec(name=pool, shared_with=[f"group:{group}"]))
+    (tmp_path / "a.py").write_text("print('a')\n")
+    with bundle.pack(tmp_path) as packed:
+        spec = FlowSpec(dag_flow="a", task_files={"a": "a.py"}, pool=pool,
+                        bundle_sha256=packed.sha256, bundle_size=packed.size)  # fmt: skip
+        ends = {}
+        for who, client in (("member", member), ("stranger", stranger)):
+            flows = FlowClient(client)
+            info = flows.submit(spec)
+            if info.upload_required:
+                info = flows.upload_bundle(info.id, packed.path)
+            ends[who] = FlowRun(info.id, client=client, info=info)
+        assert ends["member"].wait(timeout=90) is FlowStatus.SUCCESS
+        assert ends["stranger"].wait(timeout=90) is FlowStatus.FAILED
+        assert f"no pool {pool!r}" in (ends["stranger"].refresh().tasks[0].reason or "")
+    admin.delete_pool(pool)
+    admin.delete_group(group)
