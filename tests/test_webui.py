@@ -272,3 +272,18 @@ def test_the_table_shows_the_same_queue_positions_as_the_api(any_server, tmp_pat
 def submit_to(server: Server, folder, **options) -> taskyard.Task:
     write(folder, "job.py", "print(1)\n")
     return taskyard.submit("job.py", files_path=folder, client=server.client, **options)
+
+
+def test_the_pools_page_shows_a_group_shared_pool_to_its_members_only(web):
+    admin, group, pool = web.client, f"g-{secrets.token_hex(3)}", f"p-{secrets.token_hex(3)}"
+    admin.create_group(group)
+    admin.add_to_group(group, "alice")
+    admin.create_pool(PoolSpec(name=pool, shared_with=[f"group:{group}"]))
+    try:
+        assert f'data-pool="{pool}"' in logged_in(web, web.alice).get("/pools").text
+        assert f'data-pool="{pool}"' not in logged_in(web, web.bob).get("/pools").text
+        admin.remove_from_group(group, "alice")
+        assert f'data-pool="{pool}"' not in logged_in(web, web.alice).get("/pools").text
+    finally:
+        admin.delete_pool(pool)
+        admin.delete_group(group)

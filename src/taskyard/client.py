@@ -12,6 +12,7 @@ from taskyard.errors import ServerUnavailable, TaskyardError, error_from_dict
 from taskyard.models import (
     ExecRequest,
     ExecResult,
+    GroupInfo,
     ImageInfo,
     KeyRotation,
     LogPage,
@@ -242,6 +243,33 @@ class Client:
 
     def me(self) -> UserInfo:
         return UserInfo.model_validate_json(self.request("GET", "/me").content)
+
+    # -- groups (a pool shared with "group:NAME" is usable by the group's members) -------------------
+
+    def create_group(self, name: str) -> GroupInfo:
+        """Make an empty group (admins only)."""
+        return GroupInfo.model_validate_json(self.request("POST", "/groups", json={"name": name}).content)
+
+    def groups(self) -> list[GroupInfo]:
+        """Every group for an admin; your own groups for anyone else."""
+        return [GroupInfo.model_validate(g) for g in self.request("GET", "/groups").json()]
+
+    def group(self, name: str) -> GroupInfo:
+        return GroupInfo.model_validate_json(self.request("GET", f"/groups/{quote(name, safe='')}").content)
+
+    def add_to_group(self, name: str, user: str) -> GroupInfo:
+        """Put ``user`` in the group (admins only; nothing changes if they are in it already)."""
+        response = self.request("PUT", f"/groups/{quote(name, safe='')}/members/{quote(user, safe='')}")
+        return GroupInfo.model_validate_json(response.content)
+
+    def remove_from_group(self, name: str, user: str) -> GroupInfo:
+        """Take ``user`` out of the group (admins only); the pools shared with it are no longer theirs."""
+        response = self.request("DELETE", f"/groups/{quote(name, safe='')}/members/{quote(user, safe='')}")
+        return GroupInfo.model_validate_json(response.content)
+
+    def delete_group(self, name: str) -> None:
+        """Delete the group (admins only): its members lose the pools shared with it."""
+        self.request("DELETE", f"/groups/{quote(name, safe='')}")
 
     # -- the vault ----------------------------------------------------------------------------------
 

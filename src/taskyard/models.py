@@ -29,6 +29,17 @@ def check_id(value: str, what: str) -> str:
 
 
 EVERYONE = "*"  # in a pool's shared_with: every user
+GROUP = "group:"  # in a pool's shared_with: "group:NAME" is every member of the group NAME
+
+
+def check_sharee(value: str) -> str:
+    """One entry of a pool's ``shared_with``: ``"*"``, a user name, or ``"group:NAME"``."""
+    if value == EVERYONE:
+        return value
+    if value.startswith(GROUP):
+        check_id(value.removeprefix(GROUP), "group name")
+        return value
+    return check_id(value, "user name")
 
 
 def check_file_name(value: str) -> str:
@@ -266,12 +277,13 @@ class PoolSpec(BaseModel):
     max_workers: int = Field(default=1, ge=0, le=10_000)
     warm_workers: int = Field(default=0, ge=0, le=100)
     time_to_live: float | None = None  # a worker older than this is stopped (Machine Time Limit Reached)
-    # who may send tasks to it and see it: user names, or "*" for every user (admins always may)
+    # who may send tasks to it and see it: user names, "group:NAME" for a group's members, or "*" for every user
+    # (admins always may)
     shared_with: list[str] = Field(default_factory=list, max_length=1000)
 
     _name = field_validator("name")(lambda v: check_id(v, "pool name"))
     _ttl = field_validator("time_to_live", mode="before")(parse_duration)
-    _shared = field_validator("shared_with")(lambda v: [n if n == EVERYONE else check_id(n, "user name") for n in v])
+    _shared = field_validator("shared_with")(lambda v: [check_sharee(n) for n in v])
 
 
 class PoolInfo(PoolSpec):
@@ -348,6 +360,20 @@ class UserInfo(BaseModel):
     created_at: datetime
     token_expires_at: datetime | None = None
     token: str | None = None  # only when the user is created or its token rotated
+
+
+class GroupCreate(BaseModel):
+    name: str
+
+    _name = field_validator("name")(lambda v: check_id(v, "group name"))
+
+
+class GroupInfo(BaseModel):
+    """A group of users; a pool shared with ``group:NAME`` is usable by its members."""
+
+    name: str
+    members: list[str]  # user names, sorted
+    created_at: datetime
 
 
 class HealthInfo(BaseModel):

@@ -581,7 +581,8 @@ class Pool:
         shared_with: list[str] | None = None,
         client: Client | None = None,
     ) -> Pool:
-        """Make a pool (admins only), usable by the users in ``shared_with`` (``["*"]``: every user)."""
+        """Make a pool (admins only), usable by those in ``shared_with``: user names, ``"group:NAME"`` for the
+        members of a group, ``"*"`` for every user."""
         pool = cls(name, client=client)
         spec = PoolSpec(
             name=name,

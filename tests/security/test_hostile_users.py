@@ -120,3 +120,41 @@ def test_a_removed_users_token_is_dead_at_once(team, admin):
     admin.remove_user("mallory")
     with pytest.raises(Unauthorized):
         mallory.me()
+
+
+def test_a_group_shared_pool_is_for_its_members_only_and_at_once(team, admin, alice, bob, tmp_path):
+    admin.create_group("ml")
+    admin.add_to_group("ml", "alice")
+    config = taskyard.WorkerConfig(env_variables={"POOL_ONLY": "ml"})
+    admin.create_pool(_pool("ml-pool", max_workers=1, worker_config=config, shared_with=["group:ml"]))
+    assert alice.pool("ml-pool").worker_config.env_variables == {"POOL_ONLY": "ml"}
+    assert "ml-pool" not in [pool.name for pool in bob.pools()]
+    with pytest.raises(NotFound, match="no pool 'ml-pool'"):
+        bob.pool("ml-pool")
+    with pytest.raises(NotFound, match="no group 'ml'"):
+        bob.group("ml")
+    assert bob.groups() == []
+    write(tmp_path, "hello.py", "print('hi')\n")
+    with pytest.raises(InvalidInput, match="no pool 'ml-pool'; pools: default"):
+        taskyard.submit("hello.py", files_path=tmp_path, pool="ml-pool", client=bob)
+    for attempt in (
+        lambda: bob.create_group("mine"),
+        lambda: bob.add_to_group("ml", "bob"),
+        lambda: bob.delete_group("ml"),
+    ):
+        with pytest.raises(Forbidden):
+            attempt()
+    task = taskyard.submit("hello.py", files_path=tmp_path, pool="ml-pool", client=alice)
+    assert task.wait(timeout=60) is TaskStatus.SUCCESS
+
+    admin.remove_from_group("ml", "alice")  # out of the group: the pool is gone for her at once
+    with pytest.raises(NotFound):
+        alice.pool("ml-pool")
+    admin.add_to_group("ml", "alice")
+    admin.delete_group("ml")  # a deleted group gives nothing, and the pool forgets it
+    with pytest.raises(InvalidInput, match="no pool 'ml-pool'"):
+        taskyard.submit("hello.py", files_path=tmp_path, pool="ml-pool", client=alice)
+    assert admin.pool("ml-pool").shared_with == []
+    with pytest.raises(InvalidInput, match="no group 'ml'"):
+        admin.create_pool(_pool("for-no-group", shared_with=["group:ml"]))
+    admin.delete_pool("ml-pool")

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 import typer
 
-from taskyard.cli import exit_codes, flows, folders, output, pools, run, secrets, server, sizes, tasks, users, workers
+from taskyard.cli import (
+    exit_codes,
+    flows,
+    folders,
+    groups,
+    output,
+    pools,
+    run,
+    secrets,
+    server,
+    sizes,
+    tasks,
+    users,
+    workers,
+)
 
 app = typer.Typer(
     name="taskyard",
@@ -25,6 +39,7 @@ app.add_typer(tasks.app, name="tasks")
 app.add_typer(workers.app, name="workers")
 app.add_typer(pools.app, name="pools")
 app.add_typer(users.app, name="users")
+app.add_typer(groups.app, name="groups")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(server.app, name="server")
 app.add_typer(folders.app, name="folders")

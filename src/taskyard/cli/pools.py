@@ -22,7 +22,8 @@ def create(
     image: Annotated[str | None, typer.Option(help="Default worker image for its tasks.")] = None,
     warm: Annotated[int, typer.Option(min=0, help="Workers to keep started ahead of need.")] = 0,
     share: Annotated[
-        list[str] | None, typer.Option(help="A user who may use it (repeat it); '*' for every user.")
+        list[str] | None,
+        typer.Option(help="A user who may use it, or group:NAME for a group's members (repeat it); '*': everyone."),
     ] = None,
     backend: Annotated[str, typer.Option(help="The backend its workers start on (one the server names).")] = "local",
 ) -> None:

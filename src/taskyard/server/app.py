@@ -24,6 +24,7 @@ from taskyard.server.routers import (
     agent,
     callbacks,
     folders,
+    groups,
     images,
     meta,
     pools,
@@ -81,8 +82,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.state.plane = plane
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     add_docs(app)
-    for module in (meta, tasks, workers, worker_commands, pools, sizes, users, secrets, agent, callbacks, task_runner,
-                   folders, flow_router, worker_files, images):
+    for module in (meta, tasks, workers, worker_commands, pools, groups, sizes, users, secrets, agent, callbacks,
+                   task_runner, folders, flow_router, worker_files, images):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     _document_errors_as_json(app)
     app.state.metrics_registry = metrics_router.make_registry(plane)

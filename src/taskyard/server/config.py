@@ -152,7 +152,7 @@ class PoolSettings(BaseModel):
     warm_workers: int = Field(default=0, ge=0, le=100)  # workers started ahead of need
     time_to_live: float | None = None  # seconds, or e.g. "8h": a worker older than this is stopped
     worker_config: WorkerConfig = Field(default_factory=WorkerConfig)  # defaults for its tasks
-    shared_with: list[str] = Field(default_factory=list)  # the users who may use it ("*": everyone); admins always
+    shared_with: list[str] = Field(default_factory=list)  # users, "group:NAME" or "*" (everyone); admins always
 
     _ttl = field_validator("time_to_live", mode="before")(parse_duration)
 

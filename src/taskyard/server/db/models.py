@@ -56,6 +56,23 @@ class UserRow(Base):
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set: removed, kept for its tasks' history
 
 
+class GroupRow(Base):
+    """A named set of users that pools are shared with (``group:NAME`` in a pool's ``shared_with``)."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
 class TaskRow(Base):
     __tablename__ = "tasks"
 

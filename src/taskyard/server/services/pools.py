@@ -4,13 +4,14 @@ The ``default`` pool always exists and every user may use it; its limits come fr
 configuration. Other pools are made by an admin, within the server's limit of workers, or declared
 by the configuration file (``[pools.NAME]``: such a row has no owner, is rewritten from the file at
 each start, and cannot be deleted over the API). Pools are shared with the users named in their
-``shared_with`` (``"*"``: every user). A user sees, and may send tasks to, only the pools shared with
-them; to anyone else such a pool does not exist.
+``shared_with``, with the members of the groups named there as ``group:NAME``, or with every user
+(``"*"``). A user sees, and may send tasks to, only the pools shared with them; to anyone else such a
+pool does not exist. Group membership is read from the database at each check, so it holds at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Set
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,9 +20,10 @@ from taskyard import settings
 from taskyard.backends.base import Resources
 from taskyard.config import WorkerConfig
 from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
-from taskyard.models import EVERYONE, PoolInfo, PoolSpec
+from taskyard.models import EVERYONE, GROUP, PoolInfo, PoolSpec
 from taskyard.server.config import Size, find_size
 from taskyard.server.db.models import PoolRow, TaskRow, UserRow, WorkerRow, utcnow
+from taskyard.server.services import groups as group_service
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
@@ -41,18 +43,28 @@ def default_spec(*, max_workers: int | None = None, warm_workers: int | None = N
     )
 
 
-def may_use(user: UserRow, spec: PoolSpec) -> bool:
-    return user.is_admin or spec.name == DEFAULT or EVERYONE in spec.shared_with or user.name in spec.shared_with
+def may_use(user: UserRow, spec: PoolSpec, groups: Set[str] = frozenset()) -> bool:
+    """Whether ``user``, a member of ``groups``, may see and use the pool."""
+    if user.is_admin or spec.name == DEFAULT:
+        return True
+    shared = spec.shared_with
+    return EVERYONE in shared or user.name in shared or any(GROUP + group in shared for group in groups)
 
 
 def usable_spec(session: Session, user: UserRow, name: str) -> PoolSpec:
     """The pool called ``name`` if ``user`` may use it; InvalidInput naming the pools they may use if not."""
-    row = session.get(PoolRow, name)
-    spec = PoolSpec.model_validate_json(row.spec) if row is not None else None
-    if name == DEFAULT or (spec is not None and may_use(user, spec)):
-        return spec or default_spec()
-    known = ", ".join(pool.name for pool in all_specs(session) if may_use(user, pool))
+    if name == DEFAULT:
+        return _stored(session, name) or default_spec()
+    spec, groups = _stored(session, name), group_service.names_of(session, user)
+    if spec is not None and may_use(user, spec, groups):
+        return spec
+    known = ", ".join(pool.name for pool in all_specs(session) if may_use(user, pool, groups))
     raise InvalidInput(f"no pool {name!r}; pools: {known}", field="pool")
+
+
+def _stored(session: Session, name: str) -> PoolSpec | None:
+    row = session.get(PoolRow, name)
+    return PoolSpec.model_validate_json(row.spec) if row is not None else None
 
 
 def get_spec(session: Session, name: str, *, default: PoolSpec | None = None) -> PoolSpec:
@@ -93,7 +105,7 @@ def create_pool(
     if spec.name == DEFAULT or session.get(PoolRow, spec.name) is not None:
         raise Conflict(f"pool {spec.name!r} already exists", field="name")
     check_limits(spec, server_max)
-    _check_users(session, spec.shared_with)
+    _check_sharees(session, spec.shared_with)
     if spec.backend not in backends:
         raise InvalidInput(f"unknown backend {spec.backend!r}; backends: {', '.join(backends)}", field="backend")
     secret_service.check_pool_config(session, spec.worker_config)
@@ -118,11 +130,15 @@ def check_limits(spec: PoolSpec, server_max: int) -> None:
         )
 
 
-def _check_users(session: Session, names: list[str]) -> None:
-    wanted = {name for name in names if name != EVERYONE}
+def _check_sharees(session: Session, names: list[str]) -> None:
+    """InvalidInput naming the first user or group in ``shared_with`` that does not exist."""
+    wanted = {name for name in names if name != EVERYONE and not name.startswith(GROUP)}
     found = set(session.scalars(select(UserRow.name).where(UserRow.name.in_(wanted), UserRow.removed_at.is_(None))))
     if wanted - found:
         raise InvalidInput(f"no user {sorted(wanted - found)[0]!r}", field="shared_with")
+    groups = group_service.missing(session, (name.removeprefix(GROUP) for name in names if name.startswith(GROUP)))
+    if groups:
+        raise InvalidInput(f"no group {groups[0]!r}", field="shared_with")
 
 
 def refuse_over_limits(session: Session, server_max: int) -> None:
@@ -161,7 +177,7 @@ def delete_pool(session: Session, user: UserRow, name: str) -> None:
     if row.user_id is None:
         raise Forbidden(f"pool {name!r} is declared in the server's configuration file; remove it there")
     if not user.is_admin:
-        if may_use(user, PoolSpec.model_validate_json(row.spec)):
+        if may_use(user, PoolSpec.model_validate_json(row.spec), group_service.names_of(session, user)):
             raise Forbidden("only an admin can delete pools")
         raise NotFound(f"no pool {name!r}")
     _remove(session, row)
@@ -186,7 +202,7 @@ def pool_info(session: Session, user: UserRow, name: str, *, default: PoolSpec) 
     """The pool called ``name`` with its busy workers and queued tasks; NotFound if there is none for ``user``."""
     row = session.get(PoolRow, name)
     spec = get_spec(session, name, default=default) if row is not None or name == DEFAULT else None
-    if spec is None or not may_use(user, spec):
+    if spec is None or not may_use(user, spec, group_service.names_of(session, user)):
         raise NotFound(f"no pool {name!r}")
     return to_info(session, spec, row)
 
@@ -194,7 +210,8 @@ def pool_info(session: Session, user: UserRow, name: str, *, default: PoolSpec) 
 def list_pools(session: Session, user: UserRow, *, default: PoolSpec) -> list[PoolInfo]:
     """The pools ``user`` may use, the default one first."""
     rows = {row.name: row for row in session.scalars(_POOLS)}
-    specs = [spec for spec in all_specs(session, default=default) if may_use(user, spec)]
+    groups = group_service.names_of(session, user)
+    specs = [spec for spec in all_specs(session, default=default) if may_use(user, spec, groups)]
     return [to_info(session, spec, rows.get(spec.name)) for spec in specs]
 
 

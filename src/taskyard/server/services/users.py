@@ -1,7 +1,7 @@
 """Users and their bearer tokens. Only token hashes are stored.
 
 A token may expire (``token_expires_at``). A removed user keeps its row, so that its tasks keep
-their owner, but no token of its works again and its name stays taken.
+their owner, but no token of its works again, its name stays taken, and it is in no group.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict, Forbidden, NotFound, Unauthorized
-from taskyard.server.db.models import UserRow, utcnow
+from taskyard.server.db.models import GroupMemberRow, UserRow, utcnow
 
 ADMIN = "admin"  # the name of the admin a server makes on its first start
 
@@ -93,10 +93,11 @@ def get_user(session: Session, name: str) -> UserRow:
 
 
 def remove_user(session: Session, caller: UserRow, name: str) -> UserRow:
-    """Remove ``name``: its token stops working; its tasks stay, still its own."""
+    """Remove ``name``: its token stops working and it leaves its groups; its tasks stay, still its own."""
     row = get_user(session, name)
     if row.id == caller.id:
         raise Conflict("you cannot remove yourself; ask another admin", field="name")
+    session.execute(delete(GroupMemberRow).where(GroupMemberRow.user_id == row.id))
     row.removed_at = utcnow()
     row.token_hash = hash_token(new_token())  # nothing known matches it any more
     return row
