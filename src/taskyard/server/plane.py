@@ -41,7 +41,7 @@ class Plane:
     scheduler: Scheduler  # holds every configured backend, by name, each on its own lane
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
-    lease: ServerLease | None = None  # held while this server runs: no second server on the database
+    lease: ServerLease | None = None  # SQLite only: held while this server runs, no second server on it
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
@@ -96,8 +96,9 @@ def build_plane(config: ServerConfig) -> Plane:
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
-    lease = ServerLease(sessions, settings.server_lease_seconds())
-    lease.acquire()
+    lease = ServerLease(sessions, settings.server_lease_seconds()) if engine.dialect.name == "sqlite" else None
+    if lease is not None:  # SQLite: one server; PostgreSQL: peers share the queue and the workers
+        lease.acquire()
     max_workers, warm_workers = pool_limits(config)
     vault = Vault.load(config.data_dir, config.vault_key)
     secret_service.settle_keys(sessions, vault)
@@ -118,7 +119,8 @@ def build_plane(config: ServerConfig) -> Plane:
         on_worker_ended=lambda name: worker_output.drop(storage, name),  # a worker's own log lives as long as it
     )
     callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
-    lease.start()
+    if lease is not None:
+        lease.start()
     return Plane(config, sessions, notifier, storage, scheduler, vault, callbacks, lease=lease)
 
 
