@@ -14,6 +14,7 @@ from taskyard.server.config import ServerConfig
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.notifier import Notifier
+from taskyard.server.peer_wakeups import PeerWakeups
 from taskyard.server.scheduler import Scheduler
 from taskyard.status import WorkerStatus
 
@@ -98,3 +99,19 @@ def test_two_schedulers_place_each_task_once(db, make_user, make_task):
     assert busy is None  # every warm worker was given a task
     launched = backends[0].launched + backends[1].launched
     assert len(launched) == len(set(launched)) == 14  # each new worker started once, by one server
+
+
+def test_a_wake_up_reaches_the_peer_servers_and_not_back(pg_url):
+    here, there = Notifier(), Notifier()
+    mine, theirs = PeerWakeups(pg_url, here), PeerWakeups(pg_url, there)
+    mine.start()
+    theirs.start()
+    try:
+        for notifier in (here, there):
+            notifier.wait_blocking("task:abc", 0)  # a thread waits on the key from now on
+        mine.publish(("task:abc", "scheduler"))
+        assert there.wait_blocking("task:abc", 10)
+        assert not here.wait_blocking("task:abc", 0.5)  # its own notification is not handed back to it
+    finally:
+        mine.stop()
+        theirs.stop()
