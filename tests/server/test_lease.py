@@ -1,4 +1,6 @@
-"""One live server per database: a second refuses to start, and takes over once the first is gone."""
+"""One live server per SQLite database: a second refuses to start, and takes over once the first is gone.
+
+On PostgreSQL servers are peers: a second one starts beside the first."""
 
 from __future__ import annotations
 
@@ -18,12 +20,17 @@ HELD = r"another taskyard server \(\S+ pid \d+\) holds this database"
 
 
 @pytest.fixture
-def servers(tmp_path, db_url):
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'taskyard.db'}"
+
+
+@pytest.fixture
+def servers(tmp_path, sqlite_url):
     """``servers(name)``: a foreground server on the test's database; every one is stopped at the end."""
     made: list[Foreground] = []
 
-    def make(name: str) -> Foreground:
-        made.append(Foreground(tmp_path / name, "--db-url", db_url, env={"TASKYARD_WARM_WORKERS": "0"}))
+    def make(name: str, url: str | None = None) -> Foreground:
+        made.append(Foreground(tmp_path / name, "--db-url", url or sqlite_url, env={"TASKYARD_WARM_WORKERS": "0"}))
         return made[-1]
 
     yield make
@@ -40,11 +47,11 @@ def test_a_second_server_on_a_held_database_refuses_to_start(servers):
     servers("three").start()  # its holder is gone from this host: taken over at once
 
 
-def test_a_lease_of_a_holder_elsewhere_is_taken_over_once_it_lapses(servers, db_url):
+def test_a_lease_of_a_holder_elsewhere_is_taken_over_once_it_lapses(servers, sqlite_url):
     first = servers("one").start()
     first.stop(signal.SIGKILL)
     lapses = utcnow() + timedelta(seconds=8)
-    engine = make_engine(db_url)
+    engine = make_engine(sqlite_url)
     try:
         with transaction(make_sessionmaker(engine)) as session:  # as if it had run on another machine
             session.execute(update(ServerLeaseRow).values(description="elsewhere pid 1", expires_at=lapses))
@@ -56,11 +63,19 @@ def test_a_lease_of_a_holder_elsewhere_is_taken_over_once_it_lapses(servers, db_
     servers("three").start()
 
 
-def test_a_stopped_server_lets_go_of_the_database(servers, db_url):
+def test_a_stopped_server_lets_go_of_the_database(servers, sqlite_url):
     servers("one").start().stop()
-    engine = make_engine(db_url)
+    engine = make_engine(sqlite_url)
     try:
         with transaction(make_sessionmaker(engine)) as session:
             assert session.get(ServerLeaseRow, "server") is None
     finally:
         engine.dispose()
+
+
+def test_servers_on_one_postgresql_are_peers(servers, pg_url):
+    first = servers("one", pg_url).start()
+    second = servers("two", pg_url).start()
+    admin = first.client()
+    assert admin.me().is_admin
+    assert second.client(first.token).me().is_admin  # one store: the first one's admin is known to the second

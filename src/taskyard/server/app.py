@@ -77,6 +77,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
         plane.callbacks.stop()
         if plane.lease is not None:
             plane.lease.release()
+        if plane.peers is not None:
+            plane.peers.stop()
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane

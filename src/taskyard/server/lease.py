@@ -1,10 +1,12 @@
-"""The server lease: one live ``taskyard server`` per database.
+"""The server lease: one live ``taskyard server`` per SQLite database.
 
-Two servers on one database would both schedule from it (one warm worker given two tasks),
-so a server takes a lease row at start and renews it while it runs. A second server finds the
-lease held and refuses to start, saying by whom. The lease is taken over once it has expired
-(its holder died without letting go), or at once when its holder was a process on this host
-that is gone. It is let go when the server stops.
+On PostgreSQL no lease is taken: servers there are peers that share the queue and the workers
+(placing passes take turns through an advisory lock, tasks and warm workers are claimed with
+``SKIP LOCKED``; see :mod:`taskyard.server.scheduler`). SQLite has no such locks, so there a
+second server would give one warm worker two tasks: a server takes a lease row at start and
+renews it while it runs. A second server finds the lease held and refuses to start, saying by
+whom. The lease is taken over once it has expired (its holder died without letting go), or at
+once when its holder was a process on this host that is gone. It is let go when the server stops.
 """
 
 from __future__ import annotations

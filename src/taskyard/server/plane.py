@@ -21,6 +21,7 @@ from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, 
 from taskyard.server.lanes import Lane
 from taskyard.server.lease import ServerLease
 from taskyard.server.notifier import Notifier
+from taskyard.server.peer_wakeups import PeerWakeups
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools, worker_output
 from taskyard.server.services import secrets as secret_service
@@ -41,7 +42,8 @@ class Plane:
     scheduler: Scheduler  # holds every configured backend, by name, each on its own lane
     vault: Vault  # seals and opens the secrets; its key is kept apart from the database
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
-    lease: ServerLease | None = None  # held while this server runs: no second server on the database
+    lease: ServerLease | None = None  # SQLite only: held while this server runs, no second server on it
+    peers: PeerWakeups | None = None  # PostgreSQL: wake-ups to and from the other servers on the database
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
@@ -96,13 +98,15 @@ def build_plane(config: ServerConfig) -> Plane:
     engine = make_engine(config.db_url or settings.db_url(config.data_dir))
     migrate(engine)
     sessions = make_sessionmaker(engine)
-    lease = ServerLease(sessions, settings.server_lease_seconds())
-    lease.acquire()
+    lease = ServerLease(sessions, settings.server_lease_seconds()) if engine.dialect.name == "sqlite" else None
+    if lease is not None:  # SQLite: one server; PostgreSQL: peers share the queue and the workers
+        lease.acquire()
     max_workers, warm_workers = pool_limits(config)
     vault = Vault.load(config.data_dir, config.vault_key)
     secret_service.settle_keys(sessions, vault)
     notifier = Notifier()
-    _notify_after_commit(sessions, notifier)
+    peers = PeerWakeups(engine.url.render_as_string(hide_password=False), notifier) if lease is None else None
+    _notify_after_commit(sessions, notifier, peers)
     with transaction(sessions) as session:  # the file's pools, then no pool over the server's limits
         pools.declare(session, {name: pool.spec(name) for name, pool in config.pools.items()}, sizes=config.sizes)
         pools.refuse_over_limits(session, max_workers)
@@ -118,8 +122,11 @@ def build_plane(config: ServerConfig) -> Plane:
         on_worker_ended=lambda name: worker_output.drop(storage, name),  # a worker's own log lives as long as it
     )
     callbacks = CallbackSender(sessions, notifier, vault, config.callbacks)
-    lease.start()
-    return Plane(config, sessions, notifier, storage, scheduler, vault, callbacks, lease=lease)
+    if lease is not None:
+        lease.start()
+    if peers is not None:
+        peers.start()
+    return Plane(config, sessions, notifier, storage, scheduler, vault, callbacks, lease=lease, peers=peers)
 
 
 def pool_limits(config: ServerConfig) -> tuple[int, int]:
@@ -145,12 +152,14 @@ def make_lanes(config: ServerConfig) -> dict[str, Lane]:
     return lanes
 
 
-def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier) -> None:
+def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier, peers: PeerWakeups | None) -> None:
     @event.listens_for(sessions, "after_commit")
     def _after_commit(session: Session) -> None:
         keys = session.info.pop("notify", None)
         if keys:
             notifier.notify(*keys)
+            if peers is not None:
+                peers.publish(tuple(keys))
 
     @event.listens_for(sessions, "after_rollback")
     def _after_rollback(session: Session) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskyard import settings
@@ -142,6 +142,7 @@ class Scheduler:
         The placing is one short transaction; starting and stopping workers happen after it.
         """
         with transaction(self.sessions) as session:
+            _serialize_placing(session)
             specs = pools.all_specs(session)
             live = worker_service.live_workers(session)
             ledgers: dict[str, Ledger] = {}
@@ -190,7 +191,10 @@ class Scheduler:
         if free <= 0:
             return 0, []
         placed, claims = 0, []
-        for task in session.scalars(_QUEUED, {"pool": pool.name, "free": free}):
+        queued = list(session.scalars(_QUEUED, {"pool": pool.name, "free": free}))
+        if queued and warm:
+            warm[:] = _still_warm(session, warm)
+        for task in queued:
             outcome = self._place(session, pool, task, warm, ledger)
             placed += outcome is not False
             if isinstance(outcome, tuple):
@@ -550,6 +554,33 @@ class Scheduler:
             lane.failed(f"stop of worker {name}", exc)
             raise
         lane.answered()
+
+
+PLACING_LOCK = 0x7461736B  # the PostgreSQL advisory lock a placing pass holds: one server places at a time
+
+
+def _serialize_placing(session: Session) -> None:
+    """On PostgreSQL, wait for another server's placing pass to commit: pool limits and capacity hold across servers.
+
+    The pass is one short transaction; tasks are still claimed with ``SKIP LOCKED`` and leases."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACING_LOCK})
+
+
+def _still_warm(session: Session, warm: list[WorkerRow]) -> list[WorkerRow]:
+    """The ``warm`` workers still idle, now locked for this pass: another server gives none of them a task too."""
+    query = (
+        select(WorkerRow)
+        .where(
+            WorkerRow.name.in_([worker.name for worker in warm]),
+            WorkerRow.user_id.is_(None),
+            WorkerRow.status.in_(worker_service.RUNNABLE),
+        )
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    held = {worker.name for worker in session.scalars(query)}
+    return [worker for worker in warm if worker.name in held]
 
 
 def _worker(session: Session, name: str, *, for_update: bool = False) -> WorkerRow:
