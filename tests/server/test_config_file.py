@@ -183,7 +183,7 @@ def test_taskyard_config_names_the_file_and_a_given_path_wins(tmp_path, monkeypa
         ("[backends.a]\ntype = 'local'\nsandbox = 'maybe'\n", "taskyard.toml: backends.a.sandbox: Input should be"),
         ("[backends.a]\ntype = 'local'\nzones = 2\n", "taskyard.toml: backends.a.zones: unknown key; the keys"),
         ("[backends.a]\ntype = 'local'\ntimeout = 0\n", "taskyard.toml: backends.a.timeout: Input should be greater"),
-        ("[backends.local]\ntype = 'kubernetes'\n", "taskyard.toml: backends.local.type: type \"kubernetes\" needs"),
+        ("[backends.local]\ntype = 'kubernetes'\n", 'taskyard.toml: backends.local: the backend called "local"'),
         ("[pools.big]\nbackend = 'nowhere'\n", "taskyard.toml: pools.big.backend: no backend 'nowhere'"),
         ("[pools.big]\nmax_workers = -1\n", "taskyard.toml: pools.big.max_workers: Input should be greater"),
         ("[pools.big]\ncolour = 'red'\n", "taskyard.toml: pools.big.colour: unknown key; the keys are: backend"),

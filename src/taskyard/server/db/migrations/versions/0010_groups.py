@@ -1,6 +1,6 @@
 """groups of users, that pools are shared with
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 """
 
@@ -9,7 +9,7 @@ from alembic import op
 
 from taskyard.server.db.models import UTCDateTime
 
-revision = "0011"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
