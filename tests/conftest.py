@@ -31,6 +31,12 @@ def pg_url() -> Iterator[str]:
     yield from _fresh_pg_database("taskyard_test_")
 
 
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, empty."""
+    yield from _fresh_pg_database("taskyard_own_")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_db(request) -> Iterator[str | None]:
     """None (SQLite in the server's home), or a PostgreSQL database of this test's own."""

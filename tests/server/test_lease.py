@@ -73,9 +73,9 @@ def test_a_stopped_server_lets_go_of_the_database(servers, sqlite_url):
         engine.dispose()
 
 
-def test_servers_on_one_postgresql_are_peers(servers, pg_url):
-    first = servers("one", pg_url).start()
-    second = servers("two", pg_url).start()
+def test_servers_on_one_postgresql_are_peers(servers, fresh_pg_url):
+    first = servers("one", fresh_pg_url).start()
+    second = servers("two", fresh_pg_url).start()
     admin = first.client()
     assert admin.me().is_admin
     assert second.client(first.token).me().is_admin  # one store: the first one's admin is known to the second
