@@ -250,3 +250,24 @@ def test_kill_stops_a_running_task_on_the_cluster(contract_server, tmp_path):
     task.kill()
     assert task.wait(timeout=60) is TaskStatus.KILLED
     assert time.monotonic() - started < 30
+
+
+def test_a_task_past_its_time_to_live_on_the_cluster_is_timed_out(contract_server, tmp_path):
+    write(tmp_path, "slow.py", "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    task = taskyard.submit("slow.py", tmp_path, time_to_live="2s", client=contract_server.client)
+    assert task.wait(timeout=120) is TaskStatus.TASK_TIMED_OUT
+    assert "time_to_live of 2 s" in task.info.reason
+    assert "up" in task.logs()
+
+
+def test_logs_and_outputs_of_a_task_on_the_cluster_come_back_whole(contract_server, tmp_path):
+    src = tmp_path / "src"
+    write(
+        src, "make.py",
+        "import os, pathlib\nfor i in range(2000):\n    print('line', i)\n"
+        "(pathlib.Path(os.environ['TASKYARD_OUTPUT_DIR']) / 'result.txt').write_text('42')\n",
+    )
+    task = taskyard.submit("make.py", src, client=contract_server.client)
+    assert task.wait(timeout=120) is TaskStatus.SUCCESS
+    assert [line for line in task.logs().splitlines() if line.startswith("line ")] == [f"line {i}" for i in range(2000)]
+    assert (task.download_outputs(output_dir=tmp_path / "got") / "result.txt").read_text() == "42"
