@@ -133,3 +133,12 @@ def _shorten_waits(case) -> None:
         value = (case.query or {}).get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             case.query[name] = min(value, LONGEST_WAIT) if value >= 0 else value
+
+
+def test_an_agent_log_chunk_stamped_nan_is_a_422_naming_ts(as_agent, live):
+    session, headers = as_agent
+    body = '{"chunks": [{"seq": 1, "stream": "stdout", "ts": NaN, "text": "x"}]}'
+    answer = session.post(live.url + "/api/v1/agent/tasks/nothing/logs", data=body,
+                          headers=headers | {"Content-Type": "application/json"}, timeout=10)
+    assert answer.status_code == 422, answer.text
+    assert "ts" in answer.text

@@ -103,6 +103,17 @@ def test_another_users_task_id_tells_nothing_of_their_task(alice, bob, tmp_path)
         bob.task(task_id)
 
 
+
+def test_your_own_task_id_again_is_the_same_task_or_a_409_that_says_it_is_yours(alice, tmp_path):
+    write(tmp_path, "a.py", "print('mine')\n")
+    task_id = f"nightly-{time.monotonic_ns()}"
+    first = taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, client=alice)
+    assert taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, client=alice).id == first.id
+    with pytest.raises(Conflict) as other:
+        taskyard.submit("a.py", files_path=tmp_path, task_id=task_id, time_to_live="5m", client=alice)
+    assert other.value.message.startswith(f"your task {task_id!r} was submitted with other settings or files")
+
+
 def test_health_gives_no_pid_to_strangers(team):
     answer = httpx.get(team.url + "/api/v1/health")
     assert answer.status_code == 200 and set(answer.json()) == {"status", "version", "max_upload_bytes"}

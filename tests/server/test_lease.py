@@ -11,10 +11,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from taskyard.errors import Unauthorized
 from taskyard.server.db.models import ServerLeaseRow, utcnow
 from taskyard.server.db.session import make_engine, make_sessionmaker, transaction
 
 from foreground import Foreground
+from support import wait_for
 
 HELD = r"another taskyard server \(\S+ pid \d+\) holds this database"
 
@@ -79,3 +81,23 @@ def test_servers_on_one_postgresql_are_peers(servers, fresh_pg_url):
     admin = first.client()
     assert admin.me().is_admin
     assert second.client(first.token).me().is_admin  # one store: the first one's admin is known to the second
+
+
+def test_a_token_rotated_on_one_server_stops_working_on_the_other_at_once(servers, fresh_pg_url):
+    first = servers("one", fresh_pg_url).start()
+    second = servers("two", fresh_pg_url).start()
+    old = first.client().add_user("carol").token
+    assert second.client(old).me().name == "carol"  # now in the second server's token cache
+    new = first.client().rotate_token("carol").token
+    started = time.monotonic()
+    wait_for(lambda: _refused(second.client(old)), timeout=5)
+    assert time.monotonic() - started < 3  # the cache holds a token for about a second, no longer
+    assert second.client(new).me().name == "carol"
+
+
+def _refused(client) -> bool:
+    try:
+        client.me()
+    except Unauthorized:
+        return True
+    return False
