@@ -114,5 +114,10 @@ def admin_token() -> str | None:
     return os.environ.get("TASKYARD_ADMIN_TOKEN") or None
 
 
+def garbage_seconds() -> float:
+    """Seconds between asking each backend to remove what it holds for workers that are gone."""
+    return float(_get("GARBAGE_SECONDS", "60"))
+
+
 def server_lease_seconds() -> float:
     return float(_get("SERVER_LEASE_SECONDS", "15"))

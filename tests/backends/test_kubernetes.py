@@ -23,7 +23,7 @@ from taskyard.backends.registry import BackendContext
 from taskyard.backends.settings import KubernetesSettings
 
 from contract import BackendContract, start_control_plane
-from support import Server, processes_in
+from support import Server, processes_in, wait_for
 
 K8S_VERSION = "1.37.0"
 TOKEN = "tyw_secret-token-value"
@@ -173,7 +173,7 @@ def test_garbage_collection_deletes_only_own_pods_without_a_live_worker(fake, ba
     backend.launch(request("stale"))
     other = KubernetesBackend(fake.core_api(), settings(), "plane-2")
     other.launch(request("theirs"))
-    assert backend.collect_garbage({"live"}) == ["taskyard-stale"]
+    assert backend.collect_garbage(lambda: {"live"}) == ["taskyard-stale"]
     names = {name for (_, _, name) in fake.cluster.objects}
     assert names == {"taskyard-live", "taskyard-theirs"}
     other.close()
@@ -192,9 +192,9 @@ def test_real_cluster_launch_poll_terminate_gc() -> None:
         assert real.poll(handle) in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.GONE)
         real.terminate(handle)
         assert real.poll(handle) is WorkerState.GONE
-        assert real.collect_garbage(set()) == []
+        assert real.collect_garbage(set) == []
     finally:
-        real.collect_garbage(set())
+        real.collect_garbage(set)
         real.close()
 
 
@@ -223,9 +223,21 @@ def contract_server(kubeconfig, tmp_path_factory) -> Iterator[Server]:
     config = tmp_path_factory.mktemp("k8s-plane") / "server.toml"
     config.write_text(f'backend = "kubernetes"\n[backends.kubernetes]\ntype = "kubernetes"\n'
                       f'kubeconfig = "{kubeconfig}"\n' 'images = { python = "python:3.12-slim" }\n')
-    server = start_control_plane(config.parent / "home", TASKYARD_KILL_GRACE="1", TASKYARD_CONFIG=str(config))
+    server = start_control_plane(
+        config.parent / "home", TASKYARD_KILL_GRACE="1", TASKYARD_CONFIG=str(config), TASKYARD_GARBAGE_SECONDS="1"
+    )
     yield server
     server.stop()
+
+
+def test_the_control_plane_removes_its_pods_that_no_worker_of_its_own(contract_server, kubeconfig, cluster):
+    """A pod (and its secret) with this control plane's label and no worker in its store goes."""
+    stray = from_settings(contract_settings(kubeconfig), BackendContext("kubernetes", contract_server.home))
+    stray.launch(request("stray"))
+    name = manifests.object_name("stray")
+    assert ("pods", "default", name) in cluster.cluster.objects
+    wait_for(lambda: not {key for key in cluster.cluster.objects if key[2] == name}, timeout=20)
+    stray.close()
 
 
 class TestKubernetesBackend(BackendContract):

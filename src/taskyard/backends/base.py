@@ -8,7 +8,7 @@ needs to find a worker again is in the handle that :meth:`Backend.launch` return
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -90,6 +90,15 @@ class Backend(ABC):
         worker does not have ends Runtime Error. Cheap: called at each submission that names one.
         """
         return None
+
+    def collect_garbage(self, live: Callable[[], set[str]]) -> list[str]:
+        """Remove what this backend holds for workers that are not live; the workers' names, or their objects'.
+
+        Optional (the default holds nothing to collect). ``live`` gives the names of the workers the
+        control plane still has; call it *after* listing what the backend holds, so that a worker
+        started in between is never taken for garbage. Called now and then, off the scheduler's thread.
+        """
+        return []
 
     def close(self) -> None:  # noqa: B027  (most backends hold nothing between calls)
         """Let go of what this backend object holds between calls. Workers are not stopped: they go on."""

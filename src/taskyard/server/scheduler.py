@@ -85,7 +85,7 @@ class Scheduler:
         self.max_workers = max_workers
         self.warm_workers = settings.warm_workers() if warm_workers is None else warm_workers
         self.started_at = utcnow()
-        self._polled_at = self._reconciled_at = self.started_at
+        self._polled_at = self._reconciled_at = self._collected_at = self.started_at
         self.control_plane_url = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -474,6 +474,7 @@ class Scheduler:
         if (now - self._polled_at).total_seconds() < POLL_EVERY:
             return
         self._polled_at = now
+        self._collect_garbage(now)
         with transaction(self.sessions) as session:
             query = select(WorkerRow.name, WorkerRow.handle, WorkerRow.backend).where(
                 WorkerRow.status == WorkerStatus.RUNNING.value, WorkerRow.handle.is_not(None)
@@ -483,6 +484,26 @@ class Scheduler:
             handles = {worker: json.loads(handle) for worker, handle, backend in live if backend == name and handle}
             if handles and not lane.pending("poll"):
                 lane.submit("poll", functools.partial(self._poll, lane, handles))
+
+    def _collect_garbage(self, now) -> None:
+        """Now and then, each backend removes what it holds for workers this store no longer has live."""
+        if (now - self._collected_at).total_seconds() < settings.garbage_seconds():
+            return
+        self._collected_at = now
+        for lane in self.lanes.values():
+            if not lane.pending("garbage"):
+                lane.submit("garbage", functools.partial(self._collect, lane))
+
+    def _collect(self, lane: Lane) -> None:
+        removed = lane.backend.collect_garbage(functools.partial(self._live_names, lane.name))
+        if removed:
+            log.info("backend %s: removed what was left of gone workers: %s", lane.name, ", ".join(removed))
+
+    def _live_names(self, backend: str) -> set[str]:
+        finished = [WorkerStatus.TERMINATED.value, WorkerStatus.FAILED.value]
+        with transaction(self.sessions) as session:
+            query = select(WorkerRow.name).where(WorkerRow.backend == backend, WorkerRow.status.not_in(finished))
+            return set(session.scalars(query))
 
     def _poll(self, lane: Lane, handles: dict[str, dict]) -> None:
         """Poll the workers of one backend (on its lane) and lose those it no longer runs."""

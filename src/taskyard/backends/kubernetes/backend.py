@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -85,13 +86,13 @@ class KubernetesBackend(Backend):
         while self._read(handle) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
 
-    def collect_garbage(self, live: set[str]) -> list[str]:
-        """Delete this control plane's pods (and secrets) whose worker is not in ``live``; their names."""
+    def collect_garbage(self, live: Callable[[], set[str]]) -> list[str]:
+        """Delete this control plane's pods (and secrets) whose worker is not ``live()``; their names."""
         selector = f"{manifests.LABEL_PLANE}={self.plane}"
         owned: set[str] = set()
         for listing in (self.api.list_namespaced_pod, self.api.list_namespaced_secret):
             owned |= {item.metadata.name for item in listing(self.namespace, label_selector=selector).items}
-        stale = sorted(owned - {manifests.object_name(worker) for worker in live})
+        stale = sorted(owned - {manifests.object_name(worker) for worker in live()})
         for name in stale:
             self._delete(name)
         return stale
