@@ -28,7 +28,10 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 MAX_WAIT = 60.0
 
 
-@router.post("", status_code=201, response_model=TaskInfo)
+@router.post(
+    "", status_code=201, response_model=TaskInfo,
+    responses={200: {"model": TaskInfo, "description": "the same task_id again: the task submitted before"}},
+)
 def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -> TaskInfo:
     info, created = submit_spec(plane, user, spec)
     if not created:

@@ -20,7 +20,10 @@ def list_workers(plane: PlaneDep, user: UserDep, all: bool = False) -> list[Work
         return [worker_service.to_info(w, name, _task_id(session, w)) for w, name in rows]
 
 
-@router.post("", status_code=201, response_model=WorkerInfo)
+@router.post(
+    "", status_code=201, response_model=WorkerInfo,
+    responses={200: {"model": WorkerInfo, "description": "with reuse: a live worker made alike"}},
+)
 def create(body: WorkerRequest, plane: PlaneDep, user: UserDep, response: Response) -> WorkerInfo:
     """A worker of the caller's own with no task yet, started when its pool has room (with ``reuse``,
     a live one made alike, answered 200); tasks sent to it with ``worker=`` run there."""
