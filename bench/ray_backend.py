@@ -8,34 +8,15 @@ in one run (``bench/ray_backend_child.py``), inside the private namespaces ``ray
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
-import tempfile
-from dataclasses import asdict
-from pathlib import Path
-
 from .figures import BenchError, Figure, Target, single, spread
 from .plan import Plan
-from .ray_side import NAMESPACES, SCRIPT, _ray_cli, _run_child
+from .ray_side import child_results
 
 SIDES = {"local": "taskyard, local backend", "taskyard on ray": "taskyard, ray backend", "ray jobs": "Ray Jobs"}
 
 
 def run(plan: Plan) -> list[Figure]:
-    work = Path(tempfile.mkdtemp(prefix="tyraybe-"))
-    try:
-        out = work / "results.json"
-        options = {"--out": out, "--plan": json.dumps(asdict(plan)), "--ray-cli": _ray_cli(), "--temp-dir": work / "t"}
-        args = [str(item) for pair in options.items() for item in pair]
-        _run_child([*NAMESPACES, "bash", "-c", SCRIPT.replace("bench.ray_child", "bench.ray_backend_child"),
-                    sys.executable, *args])
-        if not out.exists():
-            raise BenchError("the ray-backend side wrote no results (see its output above)")
-        results = json.loads(out.read_text())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return figures(results, plan)
+    return figures(child_results("bench.ray_backend_child", plan, "the ray-backend side"), plan)
 
 
 def figures(results: dict, plan: Plan) -> list[Figure]:

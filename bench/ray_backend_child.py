@@ -10,7 +10,6 @@ cluster that nothing else holds (taskyard's workers outlive their control plane,
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from taskyard.status import TaskStatus
 from .e2e import hello
 from .harness import EXAMPLES, HELLO, expect_status, expected_warm, progress, running, settle, wait_terminal
 from .plan import Plan
-from .ray_child import DASHBOARD, _start, _stop
+from .ray_child import DASHBOARD, _parse, _start, _stop
 from .ray_child import e2e as jobs_e2e
 from .ray_child import throughput as jobs_throughput
 from .ray_jobs import Jobs
@@ -61,13 +60,6 @@ def main() -> None:
     finally:
         _stop(args.ray_cli)
         Path(args.out).write_text(json.dumps(results))
-
-
-def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    for name in ("--out", "--plan", "--ray-cli", "--temp-dir"):
-        parser.add_argument(name, required=True)
-    return parser.parse_args()
 
 
 def _guarded(side: str, measure) -> dict:

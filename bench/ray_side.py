@@ -27,7 +27,7 @@ from .plan import Plan
 
 TIMEOUT = 1800.0
 NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-SCRIPT = 'ip link set lo up && "$0" -m bench.ray_child "$@"; rc=$?; exit $rc'
+SCRIPT = 'ip link set lo up && "$0" -m {module} "$@"; rc=$?; exit $rc'
 
 # Ray's figure -> the taskyard figures it is compared with (taskyard ÷ Ray).
 PAIRS = {
@@ -71,18 +71,22 @@ def _ray_cli() -> str | None:
 
 def run(plan: Plan, taskyard_figures: list[Figure]) -> tuple[list[Figure], list[str]]:
     """Ray's figures (with taskyard ÷ Ray ratios) and what could not be measured because it failed."""
+    return _figures(child_results("bench.ray_child", plan, "the Ray side"), taskyard_figures)
+
+
+def child_results(module: str, plan: Plan, side: str) -> dict:
+    """Run ``module`` inside the private namespaces, with a Ray cluster of its own; the results it wrote."""
     work = Path(tempfile.mkdtemp(prefix="tyray-"))
     try:
-        out = work / "ray.json"
+        out = work / "results.json"
         options = {"--out": out, "--plan": json.dumps(asdict(plan)), "--ray-cli": _ray_cli(), "--temp-dir": work / "t"}
         args = [str(item) for pair in options.items() for item in pair]
-        _run_child([*NAMESPACES, "bash", "-c", SCRIPT, sys.executable, *args])
+        _run_child([*NAMESPACES, "bash", "-c", SCRIPT.format(module=module), sys.executable, *args])
         if not out.exists():
-            raise BenchError("the Ray side wrote no results (see its output above)")
-        results = json.loads(out.read_text())
+            raise BenchError(f"{side} wrote no results (see its output above)")
+        return json.loads(out.read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _figures(results, taskyard_figures)
 
 
 def _run_child(command: list[str]) -> None:

@@ -192,7 +192,7 @@ class Scheduler:
             return 0, []
         placed, claims = 0, []
         queued = list(session.scalars(_QUEUED, {"pool": pool.name, "free": free}))
-        if queued and warm:
+        if queued and warm and _on_postgresql(session):  # peers may share these workers; SQLite has one server
             warm[:] = _still_warm(session, warm)
         for task in queued:
             outcome = self._place(session, pool, task, warm, ledger)
@@ -500,10 +500,9 @@ class Scheduler:
             log.info("backend %s: removed what was left of gone workers: %s", lane.name, ", ".join(removed))
 
     def _live_names(self, backend: str) -> set[str]:
-        finished = [WorkerStatus.TERMINATED.value, WorkerStatus.FAILED.value]
         with transaction(self.sessions) as session:
-            query = select(WorkerRow.name).where(WorkerRow.backend == backend, WorkerRow.status.not_in(finished))
-            return set(session.scalars(query))
+            live = WorkerRow.status.in_(worker_service.LIVE)
+            return set(session.scalars(select(WorkerRow.name).where(WorkerRow.backend == backend, live)))
 
     def _poll(self, lane: Lane, handles: dict[str, dict]) -> None:
         """Poll the workers of one backend (on its lane) and lose those it no longer runs."""
@@ -584,8 +583,12 @@ def _serialize_placing(session: Session) -> None:
     """On PostgreSQL, wait for another server's placing pass to commit: pool limits and capacity hold across servers.
 
     The pass is one short transaction; tasks are still claimed with ``SKIP LOCKED`` and leases."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _on_postgresql(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACING_LOCK})
+
+
+def _on_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _still_warm(session: Session, warm: list[WorkerRow]) -> list[WorkerRow]:

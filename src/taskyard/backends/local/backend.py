@@ -26,10 +26,10 @@ from taskyard import settings
 from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
 from taskyard.backends.local import host, limits, python_envs
 from taskyard.backends.local.sandbox import make_policy, worker_uid
+from taskyard.backends.process_groups import signal_group, task_group
 
 log = logging.getLogger("taskyard.backends.local")
 
-TASK_PGID_FILE = "task.pgid"  # written by the agent: the process group of the task it runs
 TOKEN_FILE = "agent.token"  # the worker's token, read and removed by its agent as it starts
 # A local machine is never reclaimed; a file of this name in a worker's folder makes it look so (tests).
 PREEMPTED_FILE = "preempted"
@@ -129,13 +129,13 @@ class LocalBackend(Backend):
 
     def terminate(self, handle: dict) -> None:
         pid, workdir = handle["pid"], Path(handle["dir"])
-        task_group = _read_pgid(workdir / TASK_PGID_FILE)
+        group = task_group(workdir)
         if self._alive(handle):
-            _signal_group(pid, signal.SIGTERM)
+            signal_group(pid, signal.SIGTERM)
             self._wait_gone(handle, settings.kill_grace() + 1)
-            _signal_group(pid, signal.SIGKILL)
-        if task_group is not None:  # the agent died (or was killed) before stopping its task
-            _signal_group(task_group, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
+        if group is not None:  # the agent died (or was killed) before stopping its task
+            signal_group(group, signal.SIGKILL)
         limits.remove(handle.get("cgroups", ()))  # whatever is left in the worker's cgroups
         self._cores.release(workdir.name)
         self._wait_gone(handle, 5)
@@ -251,16 +251,6 @@ def _without_settings(environ: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if not key.startswith("TASKYARD_")}
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _read_pgid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _start_time(pid: int) -> int | None:

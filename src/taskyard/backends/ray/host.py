@@ -7,7 +7,8 @@ worker's token reaches the node as an argument of :meth:`WorkerHost.start` (neve
 constructor, which Ray keeps to restart actors, nor in argv or the environment) and waits in a
 file of the folder that the agent reads and removes as it starts.
 
-This module imports only the standard library at the top: Ray loads it on the node by reference.
+This module imports only the standard library and :mod:`taskyard.backends.process_groups` at the top:
+Ray loads it on the node by reference.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-TASK_PGID_FILE = "task.pgid"  # written by the agent: the process group of the task it runs
+from taskyard.backends.process_groups import signal_group, task_group
+
 TOKEN_FILE = "agent.token"  # read and removed by the agent as it starts
 AGENT_LOG = "agent.log"
 PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "HOME")
@@ -99,17 +101,17 @@ class WorkerHost:
         """SIGTERM the agent's group, SIGKILL after ``grace``; then the task's group, and the folder."""
         if worker_name != self.worker:
             return
-        task_group = _read_pgid(self.folder / TASK_PGID_FILE)
+        first = task_group(self.folder)
         if self.agent is not None and self.agent.poll() is None:
-            _signal_group(self.agent.pid, signal.SIGTERM)
+            signal_group(self.agent.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.agent.wait(timeout=grace)
         if self.agent is not None:
-            _signal_group(self.agent.pid, signal.SIGKILL)
+            signal_group(self.agent.pid, signal.SIGKILL)
             self.agent.wait()
-        for group in (task_group, _read_pgid(self.folder / TASK_PGID_FILE)):
+        for group in (first, task_group(self.folder)):
             if group is not None:
-                _signal_group(group, signal.SIGKILL)  # what the agent left when it died before stopping its task
+                signal_group(group, signal.SIGKILL)  # what the agent left when it died before stopping its task
         shutil.rmtree(self.folder, ignore_errors=True)
         self.worker, self.agent, self.place = None, None, {}
         self._idle = threading.Timer(self.idle_seconds, os._exit, (0,))  # not given another worker: end
@@ -140,13 +142,3 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _read_pgid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
