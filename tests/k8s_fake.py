@@ -1,7 +1,9 @@
 """A small Kubernetes API server on 127.0.0.1: the core/v1 pod, secret and node paths the official client calls.
 
 It keeps objects in memory, records every request (method, path, query, body), and lets a test
-set a pod's status as a kubelet or the scheduler would (:meth:`FakeCluster.set_status`).
+set a pod's status as a kubelet or the scheduler would (:meth:`FakeCluster.set_status`), or have
+the next pods made left Pending as a full cluster's scheduler leaves them
+(:attr:`FakeCluster.unschedulable`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class FakeCluster:
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     kubelet: Kubelet | None = None  # None: pods stay Pending until a test sets their status
+    # The scheduler's messages for the next pods made, one each: such a pod stays Pending, PodScheduled False
+    unschedulable: list[str] = field(default_factory=list)
 
     def set_status(self, namespace: str, name: str, **status) -> None:
         with self.lock:
@@ -114,12 +118,21 @@ class Handler(BaseHTTPRequestHandler):
         if key in self.cluster.objects:
             return self._send(409, {"kind": "Status", "apiVersion": "v1", "code": 409, "reason": "AlreadyExists"})
         meta.update(uid=str(uuid.uuid4()), namespace=namespace, creationTimestamp=_now())
-        if kind == "pods":
-            obj["status"] = {"phase": "Pending"}
+        placed = kind == "pods" and not self._left_unscheduled(obj)
         self.cluster.objects[key] = obj
         self._send(201, obj)
-        if kind == "pods" and self.cluster.kubelet is not None:
+        if placed and self.cluster.kubelet is not None:
             self.cluster.kubelet.start(namespace, obj)
+
+    def _left_unscheduled(self, pod: dict) -> bool:
+        """A new pod is Pending; with a message in ``unschedulable``, the scheduler has said it cannot place it."""
+        pod["status"] = {"phase": "Pending"}
+        with self.cluster.lock:
+            message = self.cluster.unschedulable.pop(0) if self.cluster.unschedulable else None
+        if message is not None:
+            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                            "message": message, "lastTransitionTime": _now()}]
+        return message is not None
 
     def do_PATCH(self) -> None:
         kind, namespace, name = self._route()

@@ -10,20 +10,22 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 
+import taskyard
 from k8s_fake import FakeApiServer
-from taskyard.backends.base import LaunchRequest, Resources, WorkerState
+from taskyard.backends.base import LaunchRequest, Provisioning, Resources, WorkerState
 from taskyard.backends.kubernetes import KubernetesBackend, from_settings, manifests
 from taskyard.backends.registry import BackendContext
 from taskyard.backends.settings import KubernetesSettings
+from taskyard.models import WorkerRequest
+from taskyard.status import TaskStatus, WorkerStatus
 
 from contract import BackendContract, start_control_plane
-from support import Server, processes_in, wait_for
+from support import Server, processes_in, wait_for, write
 
 K8S_VERSION = "1.37.0"
 TOKEN = "tyw_secret-token-value"
@@ -145,17 +147,42 @@ def test_a_pod_that_ended_is_gone(fake, backend) -> None:
     assert backend.poll(handle) is WorkerState.GONE
 
 
-def test_a_pod_left_unscheduled_past_the_provisioning_timeout_ends_with_the_schedulers_reason(fake, backend) -> None:
+def test_an_unscheduled_pod_says_the_schedulers_reason_and_is_left_for_the_control_plane(fake, backend) -> None:
     handle = backend.launch(request())
+    assert backend.provisioning(handle) == Provisioning(WorkerState.STARTING)  # nothing to tell yet
     reason = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     fake.cluster.set_status("default", "taskyard-w-1", phase="Pending", conditions=[
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}])
-    assert backend.poll(handle) is WorkerState.STARTING  # younger than the timeout
-    old = (datetime.now(timezone.utc) - timedelta(seconds=61)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fake.cluster.objects[("pods", "default", "taskyard-w-1")]["metadata"]["creationTimestamp"] = old
-    assert backend.poll(handle) is WorkerState.GONE
-    assert reason in backend.reasons["w-1"]
-    assert fake.cluster.objects == {}
+    assert backend.provisioning(handle) == Provisioning(WorkerState.STARTING, f"Unschedulable: {reason}")
+    assert backend.poll(handle) is WorkerState.STARTING
+    assert backend.provisioning_timeout == 60
+    assert ("pods", "default", "taskyard-w-1") in fake.cluster.objects  # given up by the control plane, not here
+
+
+def container(name: str, **state) -> dict:
+    return {"name": name, "image": "python:3.12-slim", "imageID": "", "ready": False, "restartCount": 0,
+            "state": state}
+
+
+def test_an_image_that_cannot_be_pulled_is_told_and_a_container_being_made_is_not(fake, backend) -> None:
+    handle = backend.launch(request())
+    scheduled = [{"type": "PodScheduled", "status": "True"}]
+    fake.cluster.set_status("default", "taskyard-w-1", phase="Pending", conditions=scheduled, containerStatuses=[
+        container("agent", waiting={"reason": "ContainerCreating"})])
+    assert backend.provisioning(handle) == Provisioning(WorkerState.STARTING)
+    pulling = 'Back-off pulling image "python:3.12-slimm"'
+    fake.cluster.set_status("default", "taskyard-w-1", phase="Pending", conditions=scheduled, containerStatuses=[
+        container("agent", waiting={"reason": "ImagePullBackOff", "message": pulling})])
+    assert backend.provisioning(handle) == Provisioning(
+        WorkerState.STARTING, f"container agent: ImagePullBackOff: {pulling}")
+
+
+def test_a_pod_whose_init_container_failed_is_gone_and_says_so(fake, backend) -> None:
+    handle = backend.launch(request())
+    fake.cluster.set_status("default", "taskyard-w-1", phase="Failed", initContainerStatuses=[
+        container("taskyard-init", terminated={"exitCode": 1, "reason": "Error"})])
+    assert backend.provisioning(handle) == Provisioning(
+        WorkerState.GONE, "container taskyard-init exited with code 1: Error")
 
 
 def test_terminate_deletes_pod_and_secret_and_is_idempotent(fake, backend) -> None:
@@ -196,6 +223,69 @@ def test_real_cluster_launch_poll_terminate_gc() -> None:
     finally:
         real.collect_garbage(set)
         real.close()
+
+
+# -- a control plane whose pods the cluster cannot place: what its user reads, through the API --
+
+PROVISIONING = 10  # seconds: the backend's provisioning_timeout, long enough for a placed pod's agent to call in
+FULL_CLUSTER = "0/3 nodes are available: 3 Insufficient cpu."
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> Iterator[tuple[FakeApiServer, Server]]:
+    """A fake cluster whose kubelet runs the pods it places, and a control plane of its own on it."""
+    api = FakeApiServer(kubelet_root=tmp_path_factory.mktemp("full-kubelet"))
+    folder = tmp_path_factory.mktemp("full-plane")
+    kubeconfig = api.kubeconfig(folder / "kubeconfig")
+    (folder / "server.toml").write_text(
+        f'backend = "pods"\n[backends.pods]\ntype = "kubernetes"\nkubeconfig = "{kubeconfig}"\n'
+        f'images = {{ python = "python:3.12-slim" }}\nprovisioning_timeout = {PROVISIONING}\n')
+    server = start_control_plane(folder / "home", TASKYARD_KILL_GRACE="1", TASKYARD_WARM_WORKERS="0",
+                                 TASKYARD_CONFIG=str(folder / "server.toml"))  # no warm worker: each task its pod
+    yield api, server
+    server.stop()
+    api.stop()
+
+
+def waiting_reason(server: Server, task_id: str):
+    """The task's info once its status message says what the cluster said (it is still In Queue then)."""
+    return wait_for(lambda: FULL_CLUSTER in ((info := server.client.task(task_id)).reason or "") and info, timeout=30)
+
+
+def test_a_task_whose_pod_cannot_be_placed_says_why_then_runs_on_a_new_worker(full, tmp_path) -> None:
+    api, server = full
+    api.cluster.unschedulable.append(FULL_CLUSTER)  # the first pod only; the next one is placed and runs
+    write(tmp_path, "hello.py", "print('hello from the second worker')\n")
+    task = taskyard.submit("hello.py", files_path=tmp_path, client=server.client)
+
+    waiting = waiting_reason(server, task.id)
+    first = waiting.worker_name
+    assert waiting.status is TaskStatus.IN_QUEUE
+    assert waiting.reason == f"waiting for worker {first} to start: Unschedulable: {FULL_CLUSTER}"
+    worker = server.client.worker(first)
+    assert (worker.status, worker.reason) == (WorkerStatus.PROVISIONING, f"Unschedulable: {FULL_CLUSTER}")
+
+    assert task.wait(timeout=PROVISIONING + 60) is TaskStatus.SUCCESS
+    info = server.client.task(task.id)
+    assert info.worker_name != first and "hello from the second worker" in task.logs()
+    given_up = f"it did not start within {PROVISIONING} s: Unschedulable: {FULL_CLUSTER}"
+    assert info.reason == f"worker {first} was lost ({given_up}); queued again"
+    assert server.client.worker(first).reason == f"lost: {given_up}"
+    assert manifests.object_name(first) not in {name for (_, _, name) in api.cluster.objects}
+
+
+def test_a_task_sent_to_a_worker_that_is_never_placed_ends_with_the_schedulers_reason(full, tmp_path) -> None:
+    api, server = full
+    api.cluster.unschedulable.append(FULL_CLUSTER)
+    kept = server.client.create_worker(WorkerRequest())
+    write(tmp_path, "hello.py", "print('never runs')\n")
+    task = taskyard.submit("hello.py", files_path=tmp_path, worker=kept.name, client=server.client)
+
+    waiting = waiting_reason(server, task.id)
+    assert waiting.reason == f"waiting for worker {kept.name} to start: Unschedulable: {FULL_CLUSTER}"
+    assert task.wait(timeout=PROVISIONING + 30) is TaskStatus.MACHINE_TERMINATED_IN_QUEUE
+    reason = f"worker {kept.name} was lost: it did not start within {PROVISIONING} s: Unschedulable: {FULL_CLUSTER}"
+    assert server.client.task(task.id).reason == reason
 
 
 # -- the contract suite, through the fake API server, whose kubelet runs each pod's agent here --

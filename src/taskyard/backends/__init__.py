@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.backends.base import Backend, BackendWithProvisioning, LaunchRequest, Provisioning, WorkerState
 
 
 def make_backend(name: str, data_dir: Path, *, sandbox: str = "auto", gpus: tuple[str, ...] | None = None) -> Backend:
@@ -26,4 +26,4 @@ def make_backend(name: str, data_dir: Path, *, sandbox: str = "auto", gpus: tupl
     return registry.make_backend(kind, kind.settings(type=name), context)
 
 
-__all__ = ["Backend", "LaunchRequest", "WorkerState", "make_backend"]
+__all__ = ["Backend", "BackendWithProvisioning", "LaunchRequest", "Provisioning", "WorkerState", "make_backend"]

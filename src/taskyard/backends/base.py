@@ -39,6 +39,14 @@ class WorkerState(str, Enum):
     PREEMPTED = "preempted"  # the provider took the machine back (spot / preemptible capacity)
 
 
+@dataclass(frozen=True)
+class Provisioning:
+    """What a backend says of a worker it has started whose agent has not called in yet."""
+
+    state: WorkerState  # as :meth:`Backend.poll` tells it
+    message: str | None = None  # why it is not up yet, in the provider's words; None: nothing to tell
+
+
 class Backend(ABC):
     """Starts and stops workers; each worker runs one agent, which reports to the control plane."""
 
@@ -102,3 +110,26 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027  (most backends hold nothing between calls)
         """Let go of what this backend object holds between calls. Workers are not stopped: they go on."""
+
+
+class BackendWithProvisioning(Backend):
+    """A backend that tells why a worker it started is not up yet, and how long one may take.
+
+    Optional, found with ``isinstance``. The control plane polls each of this backend's workers in
+    Provisioning (launched, their agent not yet called in) with :meth:`provisioning` about once a
+    second, and shows the message on the worker and as the status message of its task while it
+    waits. A worker whose agent has not called in :attr:`provisioning_timeout` seconds after its
+    launch is given up (terminated), and its task is queued again, or ends, with the last message
+    as the reason; without this mixin, the server's ``TASKYARD_PROVISION_TIMEOUT`` is that limit.
+    """
+
+    #: seconds a worker of this backend may take from its launch until its agent calls in
+    provisioning_timeout: float
+
+    @abstractmethod
+    def provisioning(self, handle: dict) -> Provisioning:
+        """The worker's state and why it is not running yet. Never raises for a worker that is gone.
+
+        As cheap as :meth:`Backend.poll`. It does not give the worker up itself, however long it
+        waits: the control plane does, at :attr:`provisioning_timeout`, by :meth:`Backend.terminate`.
+        """

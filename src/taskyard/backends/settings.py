@@ -88,5 +88,7 @@ class KubernetesSettings(BackendSettings):
     service_account: str | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[dict, ...] = ()  # as the pod spec writes them
-    provisioning_timeout: float = Field(default=600.0, gt=0)  # seconds a pod may stay unscheduled
+    # seconds from a worker's launch until its agent calls in (its pod placed, pulled, started): past it the
+    # worker is given up with the cluster's reason; for this backend's workers it replaces TASKYARD_PROVISION_TIMEOUT
+    provisioning_timeout: float = Field(default=600.0, gt=0)
     time_to_live: int | None = Field(default=None, gt=0)  # seconds: the pod's activeDeadlineSeconds

@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import ColumnElement, bindparam, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskyard import settings
-from taskyard.backends.base import Backend, LaunchRequest, Resources, WorkerState
+from taskyard.backends.base import Backend, BackendWithProvisioning, LaunchRequest, Resources, WorkerState
 from taskyard.config import WorkerConfig
 from taskyard.errors import TaskyardError
 from taskyard.models import PoolSpec, TaskSpec
@@ -34,7 +34,7 @@ from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.lanes import Lane
 from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
-from taskyard.server.services import pools, worker_requests
+from taskyard.server.services import pools, provisioning, worker_requests
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
@@ -420,8 +420,7 @@ class Scheduler:
         if silent_since < self.started_at:
             silent_since = datetime.min.replace(tzinfo=timezone.utc)  # just (re)started: agents get time to call back
         with transaction(self.sessions) as session:
-            provision_deadline = now - timedelta(seconds=settings.provision_timeout())
-            for worker in session.scalars(_stale_workers(provision_deadline, silent_since)):
+            for worker in session.scalars(_stale_workers(self._late_to_start(now), silent_since)):
                 self._lost(session, worker)
             self._expire_requested(session)
             for pool in specs:
@@ -435,6 +434,20 @@ class Scheduler:
                 set_status(session, task, stop_ending(task), reason="its worker did not stop it in time; stopped")
                 worker_service.release_fresh_worker(session, task, force=True)
         self._poll_backend(now)
+
+    def _late_to_start(self, now: datetime) -> ColumnElement[bool]:
+        """Workers launched longer ago than their backend's provisioning timeout (or the server's)."""
+
+        def before(seconds: float) -> ColumnElement[bool]:
+            return WorkerRow.created_at < now - timedelta(seconds=seconds)
+
+        known = [(WorkerRow.backend == name) & before(provisioning.timeout(lane.backend))
+                 for name, lane in self.lanes.items()]
+        return or_(*known, WorkerRow.backend.not_in(list(self.lanes)) & before(settings.provision_timeout()))
+
+    def _provision_timeout(self, backend: str) -> float:
+        lane = self.lanes.get(backend)
+        return provisioning.timeout(lane.backend if lane is not None else None)
 
     def _repair_orphans(self, session: Session) -> None:
         """Tasks In Queue whose worker has ended (which no task should ever be): queued again, or ended.
@@ -476,14 +489,25 @@ class Scheduler:
         self._polled_at = now
         self._collect_garbage(now)
         with transaction(self.sessions) as session:
-            query = select(WorkerRow.name, WorkerRow.handle, WorkerRow.backend).where(
-                WorkerRow.status == WorkerStatus.RUNNING.value, WorkerRow.handle.is_not(None)
+            query = select(WorkerRow.name, WorkerRow.handle, WorkerRow.backend, WorkerRow.status).where(
+                WorkerRow.status.in_(worker_service.RUNNABLE), WorkerRow.handle.is_not(None)
             )
-            live = session.execute(query).all()
-        for name, lane in self.lanes.items():
-            handles = {worker: json.loads(handle) for worker, handle, backend in live if backend == name and handle}
-            if handles and not lane.pending("poll"):
-                lane.submit("poll", functools.partial(self._poll, lane, handles))
+            live = [(name, handle, backend, status) for name, handle, backend, status in session.execute(query)]
+        for lane in self.lanes.values():
+            self._poll_lane(lane, live)
+
+    def _poll_lane(self, lane: Lane, live: list[tuple[str, str | None, str, str]]) -> None:
+        """Poll a backend's running workers, and those not yet up where it tells why they wait."""
+        handles = {(name, status): json.loads(handle) for name, handle, backend, status in live
+                   if backend == lane.name and handle}
+        running = {name: handle for (name, status), handle in handles.items() if status == WorkerStatus.RUNNING.value}
+        if running and not lane.pending("poll"):
+            lane.submit("poll", functools.partial(self._poll, lane, running))
+        if not isinstance(lane.backend, BackendWithProvisioning) or lane.pending("provisioning poll"):
+            return
+        starting = {name: handle for (name, status), handle in handles.items() if status != WorkerStatus.RUNNING.value}
+        if starting:
+            lane.submit("provisioning poll", functools.partial(self._poll_provisioning, lane, lane.backend, starting))
 
     def _collect_garbage(self, now) -> None:
         """Now and then, each backend removes what it holds for workers this store no longer has live."""
@@ -518,24 +542,56 @@ class Scheduler:
                 if state is not WorkerState.RUNNING and worker.status == WorkerStatus.RUNNING.value:
                     self._lost(session, worker, state)
 
-    def _lost(self, session: Session, worker: WorkerRow, state: WorkerState | None = None) -> None:
-        if state is WorkerState.PREEMPTED:
-            reason, ending = "its machine was reclaimed by the provider", TaskStatus.SPOT_RECLAIMED
-        elif state is WorkerState.GONE:
-            reason, ending = "its worker disappeared", TaskStatus.TASK_RUNNER_TERMINATED
-        elif worker.last_seen_at is None:
-            reason, ending = "it did not start in time", TaskStatus.TASK_RUNNER_TERMINATED
-        else:
-            reason, ending = "its agent went silent", TaskStatus.TASK_RUNNER_TERMINATED
+    def _poll_provisioning(self, lane: Lane, backend: BackendWithProvisioning, handles: dict[str, dict]) -> None:
+        """Ask a backend why its workers not yet up wait (on its lane): shown to the user; those gone are lost."""
+        try:
+            said = {name: backend.provisioning(handle) for name, handle in handles.items()}
+        except Exception as exc:
+            lane.failed("provisioning poll", exc)
+            raise
+        lane.answered()
+        with transaction(self.sessions) as session:
+            for name, what in said.items():
+                worker = _worker(session, name, for_update=True)
+                if worker.status != WorkerStatus.PROVISIONING.value:
+                    continue  # its agent called in meanwhile, or it is being stopped
+                if what.state in (WorkerState.GONE, WorkerState.PREEMPTED):
+                    self._lost(session, worker, what.state, what.message)
+                else:
+                    provisioning.show(session, worker, what.message)
+
+    def _lost(
+        self, session: Session, worker: WorkerRow, state: WorkerState | None = None, message: str | None = None
+    ) -> None:
+        reason, ending = self._why_lost(worker, state, message)
+        worker.reason = None  # what its backend said while it waited (if anything) is part of ``reason`` now
         worker_service.mark_terminating(session, worker, reason=f"lost: {reason}")
         task = task_service.task_of_worker(session, worker)
         if task is None:
             return
-        if task.status == TaskStatus.IN_QUEUE.value:  # it never started: it goes to another worker
+        if task.status == TaskStatus.IN_QUEUE.value and task.target_worker is not None:  # sent to this very worker
+            reason = f"worker {worker.name} was lost: {reason}"
+            set_status(session, task, TaskStatus.MACHINE_TERMINATED_IN_QUEUE, reason=reason)
+        elif task.status == TaskStatus.IN_QUEUE.value:  # it never started: it goes to another worker
             task.worker_name, task.reason = None, f"worker {worker.name} was lost ({reason}); queued again"
             notify_on_commit(session, SCHEDULER)
         else:
             task_service.end_on_lost_worker(session, task, ending, f"worker {worker.name} was lost: {reason}")
+
+    def _why_lost(self, worker: WorkerRow, state: WorkerState | None, message: str | None) -> tuple[str, TaskStatus]:
+        """Why a worker is lost, with its backend's message, and how a task it ran ends."""
+        ending = TaskStatus.TASK_RUNNER_TERMINATED
+        if state is WorkerState.PREEMPTED:
+            reason, ending = "its machine was reclaimed by the provider", TaskStatus.SPOT_RECLAIMED
+        elif state is WorkerState.GONE:
+            reason = "its worker disappeared"
+        elif worker.last_seen_at is None:  # never called in: its backend's last word on why, if it said one
+            message = message or (worker.reason if worker.status == WorkerStatus.PROVISIONING.value else None)
+            timeout = self._provision_timeout(worker.backend)
+            reason = f"it did not start within {timeout:g} s" if message else "it did not start in time"
+        else:
+            reason = "its agent went silent"
+        return (f"{reason}: {message}" if message else reason), ending
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -615,12 +671,12 @@ def _worker(session: Session, name: str, *, for_update: bool = False) -> WorkerR
     return worker
 
 
-def _stale_workers(provision_deadline, silent_since):
+def _stale_workers(late_to_start: ColumnElement[bool], silent_since):
     never_up = (
         (WorkerRow.status == WorkerStatus.PROVISIONING.value)
         & WorkerRow.last_seen_at.is_(None)
         & WorkerRow.requested.is_(False)  # one waiting for room is not started yet: it cannot be late
-        & (WorkerRow.created_at < provision_deadline)
+        & late_to_start
     )
     silent = (WorkerRow.status == WorkerStatus.RUNNING.value) & (WorkerRow.last_seen_at < silent_since)
     return select(WorkerRow).where(never_up | silent).with_for_update(skip_locked=True)

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from taskyard import settings as taskyard_settings
-from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.backends.base import BackendWithProvisioning, LaunchRequest, Provisioning, WorkerState
 from taskyard.backends.kubernetes import manifests
 from taskyard.backends.settings import KubernetesSettings
 
-log = logging.getLogger("taskyard.backends.kubernetes")
-
 # Why a pod ended that means its node was taken away, not that its worker failed.
 RECLAIMED_REASONS = frozenset({"Evicted", "Preempting", "NodeLost", "NodeShutdown", "Terminated"})
+# Why a container of a scheduled pod waits that is only its start under way, nothing to tell.
+STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(BackendWithProvisioning):
+    """Each worker a pod; while one waits, :meth:`provisioning` says why, in the cluster's words."""
+
     name = "kubernetes"
 
     def __init__(self, api: k8s.CoreV1Api, settings: KubernetesSettings, plane: str) -> None:
@@ -31,7 +31,7 @@ class KubernetesBackend(Backend):
         self.settings, self.plane = settings, plane
         self.images = {name: f"container image {image}" for name, image in settings.images.items()}
         self.default_image = settings.default_image or next(iter(settings.images))
-        self.reasons: dict[str, str] = {}  # worker name -> why its pod never ran (the scheduler's words)
+        self.provisioning_timeout = settings.provisioning_timeout
 
     @property
     def namespace(self) -> str:
@@ -58,27 +58,21 @@ class KubernetesBackend(Backend):
         return {"pod": name, "namespace": self.namespace, "uid": created.metadata.uid, "worker": request.worker_name}
 
     def poll(self, handle: dict) -> WorkerState:
+        return self.provisioning(handle).state
+
+    def provisioning(self, handle: dict) -> Provisioning:
+        """The pod's state; while it is pending, why (the scheduler's words, or an image it cannot pull)."""
         pod = self._read(handle)
         if pod is None:
-            return WorkerState.GONE
+            return Provisioning(WorkerState.GONE)
         if reclaimed(pod) or self._node_gone(pod):
-            return WorkerState.PREEMPTED
+            return Provisioning(WorkerState.PREEMPTED, pod.status.message if pod.status else None)
         phase = pod.status.phase if pod.status else None
         if phase in ("Succeeded", "Failed"):
-            return WorkerState.GONE
+            return Provisioning(WorkerState.GONE, ended(pod))
         if phase == "Running":
-            return WorkerState.RUNNING
-        return self._pending(handle, pod)
-
-    def _pending(self, handle: dict, pod: Any) -> WorkerState:
-        """A pod not yet running: starting, unless the scheduler has kept it waiting too long."""
-        reason = unschedulable(pod)
-        if reason is None or _age(pod) < self.settings.provisioning_timeout:
-            return WorkerState.STARTING
-        self.reasons[handle["worker"]] = f"not scheduled in {self.settings.provisioning_timeout:g} s: {reason}"
-        log.warning("worker %s: %s", handle["worker"], self.reasons[handle["worker"]])
-        self._delete(handle["pod"])
-        return WorkerState.GONE
+            return Provisioning(WorkerState.RUNNING)
+        return Provisioning(WorkerState.STARTING, unschedulable(pod) or stuck_container(pod))
 
     def terminate(self, handle: dict) -> None:
         self._delete(handle["pod"], grace=int(taskyard_settings.kill_grace()) + 1)
@@ -142,15 +136,35 @@ def reclaimed(pod: Any) -> bool:
 
 
 def unschedulable(pod: Any) -> str | None:
-    """The scheduler's message for a pod it could not place; None when it is placed or still trying."""
+    """The scheduler's reason and message for a pod it could not place; None when it is placed or still trying."""
     for condition in (pod.status.conditions if pod.status else None) or ():
         if condition.type == "PodScheduled" and condition.status == "False":
-            return condition.message or condition.reason or "Unschedulable"
+            return _said(condition.reason or "Unschedulable", condition.message)
     return None
 
 
-def _age(pod: Any) -> float:
-    created = pod.metadata.creation_timestamp
-    if created is None:
-        return 0.0
-    return (datetime.now(timezone.utc) - created).total_seconds()
+def stuck_container(pod: Any) -> str | None:
+    """Why a container of a scheduled pod waits, when it is more than being made (ErrImagePull, ImagePullBackOff...)."""
+    for container in _containers(pod):
+        waiting = container.state.waiting if container.state else None
+        if waiting is not None and waiting.reason not in STARTING_REASONS:
+            return _said(f"container {container.name}: {waiting.reason or 'waiting'}", waiting.message)
+    return None
+
+
+def ended(pod: Any) -> str | None:
+    """Why a pod ended: the first container that failed (the init container, when the agent never started)."""
+    for container in _containers(pod):
+        done = container.state.terminated if container.state else None
+        if done is not None and done.exit_code:
+            return _said(f"container {container.name} exited with code {done.exit_code}", done.reason)
+    return _said(pod.status.reason, pod.status.message) if pod.status and pod.status.reason else None
+
+
+def _containers(pod: Any) -> list[Any]:
+    status = pod.status
+    return [*(status.init_container_statuses or ()), *(status.container_statuses or ())] if status else []
+
+
+def _said(what: str, detail: str | None) -> str:
+    return f"{what}: {detail}" if detail else what

@@ -11,7 +11,7 @@ from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
-from taskyard.server.services import logs, pools, worker_requests, workers
+from taskyard.server.services import logs, pools, provisioning, worker_requests, workers
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
@@ -42,6 +42,7 @@ def touch(worker: WorkerRow) -> None:
     worker.last_seen_at = utcnow()
     if worker.status == WorkerStatus.PROVISIONING.value:
         worker.status = WorkerStatus.RUNNING.value
+        worker.reason = None  # why its backend said it waited (services.provisioning): it is up now
 
 
 def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | None:
@@ -54,6 +55,7 @@ def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | N
     task = session.scalar(query.order_by(TaskRow.created_at).limit(1).with_for_update())
     if task is not None:
         task.attempt += 1
+        provisioning.clear(task)
         set_status(session, task, TaskStatus.PREPARING)
         try:
             return NextTask(task=_assignment(session, task, vault, worker))
