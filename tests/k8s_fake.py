@@ -47,6 +47,11 @@ class FakeCluster:
         with self.lock:
             self.objects[("pods", namespace, name)]["status"] = status
 
+    def place(self, namespace: str, name: str) -> None:
+        """The scheduler finds a node for a pod it had left unschedulable: the kubelet starts it."""
+        assert self.kubelet is not None
+        self.kubelet.start(namespace, self.objects[("pods", namespace, name)])
+
     def calls(self, method: str, kind: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and f"/{kind}" in r.path]
 

@@ -274,6 +274,20 @@ def test_a_task_whose_pod_cannot_be_placed_says_why_then_runs_on_a_new_worker(fu
     assert manifests.object_name(first) not in {name for (_, _, name) in api.cluster.objects}
 
 
+def test_a_task_whose_pod_is_placed_at_last_runs_there_and_the_waiting_message_goes(full, tmp_path) -> None:
+    api, server = full
+    api.cluster.unschedulable.append(FULL_CLUSTER)
+    write(tmp_path, "hello.py", "print('hello')\n")
+    task = taskyard.submit("hello.py", files_path=tmp_path, client=server.client)
+    worker = waiting_reason(server, task.id).worker_name
+    api.cluster.place("default", manifests.object_name(worker))  # a node was added
+    assert task.wait(timeout=60) is TaskStatus.SUCCESS
+    info = server.client.task(task.id)
+    assert (info.worker_name, info.reason) == (worker, None)
+    assert all(change.reason is None for change in info.status_history)
+    assert server.client.worker(worker).reason == f"task {task.id} ended"  # no longer the cluster's words
+
+
 def test_a_task_sent_to_a_worker_that_is_never_placed_ends_with_the_schedulers_reason(full, tmp_path) -> None:
     api, server = full
     api.cluster.unschedulable.append(FULL_CLUSTER)
