@@ -37,7 +37,8 @@ def waiting_note(worker_name: str, message: str) -> str:
 
 def show(session: Session, worker: WorkerRow, message: str | None) -> None:
     """Put the backend's ``message`` (None: nothing to tell now) on a Provisioning worker and its queued task."""
-    worker.reason = message
+    if worker.reason != message:  # once a second per worker: only a change is written
+        worker.reason = message
     task = task_of_worker(session, worker)
     if task is None or task.status != TaskStatus.IN_QUEUE.value:
         return
