@@ -1,0 +1,89 @@
+"""Commands to kept workers in the store, on SQLite and PostgreSQL: each handed once, answered only by
+its own worker's agent, removed by its sender or swept once its sender stopped waiting."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from taskyard.server.db.models import WorkerCommandRow, WorkerRow, utcnow
+from taskyard.server.db.session import transaction
+from taskyard.server.services import worker_commands as commands
+from taskyard.server.services.worker_commands import Sealed
+from taskyard.status import WorkerStatus
+
+ORDER = Sealed(b"sealed order", "k1")
+ANSWER = Sealed(b"sealed answer", "k1")
+
+
+def _worker(db, name: str) -> str:
+    with transaction(db) as session:
+        session.add(
+            WorkerRow(name=name, pool="default", backend="local", status=WorkerStatus.RUNNING.value, size="X-Small",
+                      image="python", token_hash=name.ljust(64, "0"), keep=True)
+        )  # fmt: skip
+    return name
+
+
+def _send(db, worker: str, command_id: str, seconds: float = 60) -> None:
+    with transaction(db) as session:
+        commands.send(session, worker, command_id, ORDER, utcnow() + timedelta(seconds=seconds))
+
+
+def _hand(db, worker: str) -> list[Sealed]:
+    with transaction(db) as session:
+        return commands.hand(session, worker)
+
+
+def _settle(db, worker: str, command_id: str) -> bool:
+    with transaction(db) as session:
+        return commands.settle(session, worker, command_id, ANSWER)
+
+
+def test_an_order_is_handed_once_even_to_heartbeats_at_the_same_time(db):
+    worker = _worker(db, "tw-once")
+    for number in range(5):
+        _send(db, worker, f"c{number}")
+    handed: list[Sealed] = []
+    barrier = threading.Barrier(4)
+
+    def heartbeat() -> None:
+        barrier.wait()
+        found = _hand(db, worker)
+        handed.extend(found)
+
+    threads = [threading.Thread(target=heartbeat) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert handed == [ORDER] * 5
+    assert _hand(db, worker) == []
+
+
+def test_only_its_own_workers_agent_answers_a_command_and_only_once_handed(db):
+    mine, other = _worker(db, "tw-mine"), _worker(db, "tw-other")
+    _send(db, mine, "c1")
+    assert not _settle(db, mine, "c1")  # not handed yet: no agent has it
+    assert _hand(db, mine) == [ORDER] and _hand(db, other) == []
+    assert not _settle(db, other, "c1")
+    with transaction(db) as session:
+        assert commands.answer_of(session, "c1") is None
+    assert _settle(db, mine, "c1")
+    assert not _settle(db, mine, "c1")  # answered already
+    with transaction(db) as session:
+        assert commands.answer_of(session, "c1") == ANSWER
+        commands.forget(session, "c1")
+    with transaction(db) as session:
+        assert session.scalar(select(WorkerCommandRow.id)) is None
+
+
+def test_a_command_whose_sender_stopped_waiting_is_not_handed_and_is_swept(db):
+    worker = _worker(db, "tw-late")
+    _send(db, worker, "gone", seconds=-1)  # its sender's wait is over (its server died)
+    assert _hand(db, worker) == []
+    _send(db, worker, "new")  # the next command sweeps it
+    with transaction(db) as session:
+        assert list(session.scalars(select(WorkerCommandRow.id))) == ["new"]
