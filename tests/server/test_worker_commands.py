@@ -3,16 +3,23 @@ its own worker's agent, removed by its sender or swept once its sender stopped w
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 
 from sqlalchemy import select
 
+from taskyard.server import worker_commands as broker_module
 from taskyard.server.db.models import WorkerCommandRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
+from taskyard.server.notifier import Notifier, command_key
 from taskyard.server.services import worker_commands as commands
 from taskyard.server.services.worker_commands import Sealed
+from taskyard.server.vault import Vault
+from taskyard.server.worker_commands import CommandBroker
 from taskyard.status import WorkerStatus
+
+from support import wait_for
 
 ORDER = Sealed(b"sealed order", "k1")
 ANSWER = Sealed(b"sealed answer", "k1")
@@ -87,3 +94,29 @@ def test_a_command_whose_sender_stopped_waiting_is_not_handed_and_is_swept(db):
     _send(db, worker, "new")  # the next command sweeps it
     with transaction(db) as session:
         assert list(session.scalars(select(WorkerCommandRow.id))) == ["new"]
+
+
+def test_the_broker_keeps_the_order_and_the_answer_sealed_and_removes_them_once_read(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(broker_module, "RECHECK", 60.0)  # the sender wakes when this test says, not on its own
+    worker, notifier = _worker(db, "tw-sealed"), Notifier()
+    broker = CommandBroker(db, notifier, Vault.load(tmp_path, None))
+    stored: dict[str, bytes | None] = {}
+
+    def agent() -> None:  # a heartbeat hands the order, the agent answers, the commit wakes the sender
+        handed = wait_for(lambda: _hand(db, worker))
+        order = asyncio.run(broker.orders(handed))[0]
+        assert asyncio.run(broker.answer(worker, order["id"], {"result": {"stdout": f"{order['argv'][0]} back"}}))
+        with transaction(db) as session:
+            row = session.get(WorkerCommandRow, order["id"])
+            stored.update(order=row.order, answer=row.answer)
+        notifier.notify(command_key(order["id"]))
+
+    thread = threading.Thread(target=agent)
+    thread.start()
+    result = asyncio.run(broker.ask(worker, {"kind": "exec", "argv": ["the user's data"]}, timeout=60))
+    thread.join(10)
+    assert result == {"stdout": "the user's data back"}
+    assert stored["order"] and b"user's data" not in stored["order"]
+    assert stored["answer"] and b"user's data" not in stored["answer"]
+    with transaction(db) as session:
+        assert session.scalar(select(WorkerCommandRow.id)) is None
