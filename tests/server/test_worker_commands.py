@@ -77,21 +77,22 @@ def test_only_its_own_workers_agent_answers_a_command_and_only_once_handed(db):
     assert _hand(db, mine) == [ORDER] and _hand(db, other) == []
     assert not _settle(db, other, "c1")
     with transaction(db) as session:
-        assert commands.answer_of(session, "c1") is None
+        assert commands.take_answer(session, "c1") is None
     assert _settle(db, mine, "c1")
     assert not _settle(db, mine, "c1")  # answered already
     with transaction(db) as session:
-        assert commands.answer_of(session, "c1") == ANSWER
-        commands.forget(session, "c1")
+        assert commands.take_answer(session, "c1") == ANSWER
     with transaction(db) as session:
-        assert session.scalar(select(WorkerCommandRow.id)) is None
+        assert session.scalar(select(WorkerCommandRow.id)) is None  # the answer went with its row
 
 
 def test_a_command_whose_sender_stopped_waiting_is_not_handed_and_is_swept(db):
     worker = _worker(db, "tw-late")
     _send(db, worker, "gone", seconds=-1)  # its sender's wait is over (its server died)
     assert _hand(db, worker) == []
-    _send(db, worker, "new")  # the next command sweeps it
+    _send(db, worker, "new")
+    with transaction(db) as session:
+        commands.sweep(session)
     with transaction(db) as session:
         assert list(session.scalars(select(WorkerCommandRow.id))) == ["new"]
 

@@ -329,7 +329,8 @@ class WorkerCommandRow(Base):
     __tablename__ = "worker_commands"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the id the agent answers to
-    worker_name: Mapped[str] = mapped_column(ForeignKey("workers.name", ondelete="CASCADE"))
+    # No foreign key: checking one would wait for the heartbeat, which holds its worker's row locked.
+    worker_name: Mapped[str] = mapped_column(String(64))
     order: Mapped[bytes] = mapped_column(LargeBinary)  # a Fernet token of the order's JSON
     order_key: Mapped[str] = mapped_column(String(16))  # the vault key that sealed ``order``
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

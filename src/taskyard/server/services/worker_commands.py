@@ -1,11 +1,17 @@
 """Commands to kept workers in the store: who may send one, and the rows that carry it between servers.
 
-A command row goes through three steps, each a short transaction that any server of the database
+A command row goes through four steps, each a short transaction that any server of the database
 may run: :func:`send` (its sender), :func:`hand` (the heartbeat that carries it to the agent; each
-row is handed once, by the ``UPDATE ... WHERE handed_at IS NULL`` of one server), and :func:`settle`
-(the agent's answer). The sender then reads the answer (:func:`answer_of`) and :func:`forget`\\ s the
-row. Orders and answers arrive here sealed (:class:`Sealed`): opening and sealing them is the
-broker's (:mod:`taskyard.server.worker_commands`), outside any transaction.
+row is handed once, by the ``UPDATE ... WHERE handed_at IS NULL`` of one server), :func:`settle`
+(the agent's answer), and :func:`take_answer` (its sender again, which reads the answer and removes
+the row at once; :func:`forget` when it stops waiting without one). Orders and answers arrive here
+sealed (:class:`Sealed`): opening and sealing them is the broker's
+(:mod:`taskyard.server.worker_commands`), outside any transaction.
+
+A command's row lives no longer than its sender's wait, and its sender is gone when a crash of the
+database would lose it: on PostgreSQL, the sender's and the agent's steps commit without waiting
+for the WAL to reach the disk (``synchronous_commit = off``), which a person at a terminal waits for
+otherwise, on every command.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict
@@ -44,7 +50,7 @@ def reachable(session: Session, user: UserRow, name: str) -> str:
 
 def send(session: Session, worker: str, command_id: str, order: Sealed, expires_at: datetime) -> None:
     """Queue ``order`` for ``worker`` until ``expires_at``, and wake its heartbeat (on whichever server)."""
-    sweep(session)
+    _passing(session)
     session.add(Row(id=command_id, worker_name=worker, order=order.token, order_key=order.key_id,
                     created_at=utcnow(), expires_at=expires_at))  # fmt: skip
     notify_on_commit(session, worker_key(worker))
@@ -65,6 +71,7 @@ def hand(session: Session, worker: str) -> list[Sealed]:
 
 def settle(session: Session, worker: str, command_id: str, answer: Sealed) -> bool:
     """Store the agent's answer and wake its sender; False if ``worker`` has no such command waiting for one."""
+    _passing(session)
     query = (
         update(Row)
         .where(Row.id == command_id, Row.worker_name == worker, Row.handed_at.is_not(None), Row.answered_at.is_(None))
@@ -78,18 +85,25 @@ def settle(session: Session, worker: str, command_id: str, answer: Sealed) -> bo
     return True
 
 
-def answer_of(session: Session, command_id: str) -> Sealed | None:
-    """The command's sealed answer; None while it has none."""
-    found = session.execute(select(Row.answer, Row.answer_key).where(Row.id == command_id)).first()
-    if found is None or found.answer is None or found.answer_key is None:
-        return None
-    return Sealed(found.answer, found.answer_key)
+def take_answer(session: Session, command_id: str) -> Sealed | None:
+    """The command's sealed answer, its row removed with it; None (and the row kept) while it has none."""
+    _passing(session)
+    query = delete(Row).where(Row.id == command_id, Row.answered_at.is_not(None)).returning(Row.answer, Row.answer_key)
+    found = session.execute(query.execution_options(synchronize_session=False)).first()
+    return None if found is None else Sealed(found.answer, found.answer_key)
 
 
 def forget(session: Session, command_id: str) -> None:
+    _passing(session)
     session.execute(delete(Row).where(Row.id == command_id))
 
 
 def sweep(session: Session) -> None:
     """Remove the commands whose sender stopped waiting without removing them (its server died)."""
     session.execute(delete(Row).where(Row.expires_at < utcnow()))
+
+
+def _passing(session: Session) -> None:
+    """This transaction only moves a command along: on PostgreSQL, its commit need not wait for the disk."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))

@@ -28,7 +28,6 @@ def upgrade() -> None:
         sa.Column("answer", sa.LargeBinary(), nullable=True),
         sa.Column("answer_key", sa.String(length=16), nullable=True),
         sa.Column("answered_at", UTCDateTime(), nullable=True),
-        sa.ForeignKeyConstraint(["worker_name"], ["workers.name"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_worker_commands_worker", "worker_commands", ["worker_name", "handed_at"], unique=False)
