@@ -8,10 +8,10 @@ the row at once; :func:`forget` when it stops waiting without one). Orders and a
 sealed (:class:`Sealed`): opening and sealing them is the broker's
 (:mod:`taskyard.server.worker_commands`), outside any transaction.
 
-A command's row lives no longer than its sender's wait, and its sender is gone when a crash of the
-database would lose it: on PostgreSQL, the sender's and the agent's steps commit without waiting
-for the WAL to reach the disk (``synchronous_commit = off``), which a person at a terminal waits for
-otherwise, on every command.
+A command's row lives no longer than its sender's wait, which a crash of the database ends
+anyway (a command lost so times out for its sender). So on PostgreSQL the sender's and the agent's
+steps commit without waiting for the WAL to reach the disk (``synchronous_commit = off``): that
+wait would add to every command a person at a terminal sends.
 """
 
 from __future__ import annotations
