@@ -13,6 +13,7 @@ from taskyard.server import worker_commands as broker_module
 from taskyard.server.db.models import WorkerCommandRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.notifier import Notifier, command_key
+from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import worker_commands as commands
 from taskyard.server.services.worker_commands import Sealed
 from taskyard.server.vault import Vault
@@ -121,3 +122,15 @@ def test_the_broker_keeps_the_order_and_the_answer_sealed_and_removes_them_once_
     assert stored["answer"] and b"user's data" not in stored["answer"]
     with transaction(db) as session:
         assert session.scalar(select(WorkerCommandRow.id)) is None
+
+
+def test_a_key_rotation_seals_the_commands_on_their_way_again(db, tmp_path):
+    worker, vault = _worker(db, "tw-rotated"), Vault.load(tmp_path, None)
+    with transaction(db) as session:
+        commands.send(session, worker, "c1", Sealed(*vault.seal('{"kind": "exec"}')), utcnow() + timedelta(minutes=1))
+    vault.add_key()
+    with transaction(db) as session:
+        assert secret_service.reseal(session, vault) == 1
+    vault.drop_old_keys()
+    (order,) = _hand(db, worker)
+    assert order.key_id == vault.key_id and vault.open(*order) == '{"kind": "exec"}'
