@@ -16,25 +16,26 @@ import pytest
 
 import taskyard
 from taskyard import TaskStatus, WorkerStatus
+from taskyard.client import Client
 from taskyard.errors import Conflict, NotFound
 
+from foreground import Foreground
 from support import Server, processes_in, wait_for, write
 
 KEPT_TASK = "import os\nopen('my_log.txt', 'w').write('written by the task\\n')\nprint('task done')\n"
 
 
-def kept_worker(server: Server, folder: Path, **options) -> taskyard.Worker:
+def kept_worker(client: Client, folder: Path, **options) -> taskyard.Worker:
     """A worker whose task wrote ``my_log.txt`` in its folder and ended, kept for us."""
     write(folder, "task.py", KEPT_TASK)
-    task = taskyard.submit("task.py", files_path=folder, client=server.client, terminate_on_completion=False,
-                           **options)
+    task = taskyard.submit("task.py", files_path=folder, client=client, terminate_on_completion=False, **options)
     assert task.wait(timeout=120) is TaskStatus.SUCCESS, task.logs()
-    return taskyard.Worker(task.worker_name or "", client=server.client)
+    return taskyard.Worker(task.worker_name or "", client=client)
 
 
 @pytest.fixture
 def worker(server, tmp_path):
-    kept = kept_worker(server, tmp_path)
+    kept = kept_worker(server.client, tmp_path)
     yield kept
     kept.terminate()
 
@@ -83,7 +84,7 @@ def test_another_user_cannot_send_commands_to_the_worker(server, worker):
 
 
 def test_a_terminated_worker_takes_no_command(server, tmp_path):
-    kept = kept_worker(server, tmp_path)
+    kept = kept_worker(server.client, tmp_path)
     kept.terminate()
     wait_for(lambda: kept.status.is_finished(), timeout=30)
     with pytest.raises(Conflict, match="only a running worker takes commands"):
@@ -158,12 +159,59 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+# -- two servers on one PostgreSQL ---------------------------------------------------------------
+
+
+@pytest.fixture
+def two_servers(tmp_path, fresh_pg_url):
+    """Two peer servers sharing one home and one database, each worker's agent talking to one of them:
+    ``(first, second, worker whose agent talks to first, worker whose agent talks to second)``.
+
+    The first starts alone and places the first worker; the second starts then, and places the
+    second worker because the first, whose one worker is kept, is full."""
+    home = tmp_path / "home"
+    solo = {"TASKYARD_MAX_WORKERS": "1", "TASKYARD_WARM_WORKERS": "0"}
+    first = Foreground(home, "--db-url", fresh_pg_url, env=solo).start()
+    servers = [first]
+    try:
+        worker_of_first = kept_worker(first.client(), tmp_path / "first")
+        second = Foreground(home, "--db-url", fresh_pg_url, env={**solo, "TASKYARD_MAX_WORKERS": "2"}).start()
+        servers.append(second)
+        worker_of_second = kept_worker(second.client(first.token), tmp_path / "second")
+        yield first, second, worker_of_first, worker_of_second
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+@pytest.mark.postgres
+def test_a_command_sent_through_one_server_reaches_an_agent_that_talks_to_the_other(two_servers, tmp_path):
+    first, second, worker_of_first, worker_of_second = two_servers
+    for worker, through in ((worker_of_first, second), (worker_of_second, first)):
+        there = taskyard.Worker(worker.name, client=through.client(first.token))
+        result = there.exec("sh", "-c", "cat my_log.txt; echo $TASKYARD_WORKER_NAME >&2; exit 4")
+        assert (result.exit_code, result.stdout) == (4, "written by the task\n")
+        write(tmp_path / worker.name, "sent.txt", f"for {worker.name}\n")
+        assert there.upload_files(tmp_path / worker.name / "sent.txt") == ["sent.txt"]
+        assert there.exec("cat", "sent.txt").stdout == f"for {worker.name}\n"
+        assert there.download_files("my_log.txt", tmp_path / "back" / worker.name) == ["my_log.txt"]
+
+
+@pytest.mark.postgres
+def test_another_user_cannot_send_commands_to_a_worker_through_the_other_server(two_servers):
+    first, second, worker_of_first, worker_of_second = two_servers
+    stranger_token = first.client().add_user("stranger").token
+    for worker, through in ((worker_of_first, second), (worker_of_second, first)):
+        with pytest.raises(NotFound):
+            taskyard.Worker(worker.name, client=through.client(stranger_token)).exec("true")
+
+
 @pytest.mark.parametrize("network", [True, False], ids=["network", "no-network"])
 def test_open_notebook_serves_jupyter_with_its_token_only_and_stops_with_the_worker(server, tmp_path, capsys,
                                                                                    network):
     pytest.importorskip("jupyter_server")
     config = taskyard.WorkerConfig(network=network)
-    kept = kept_worker(server, tmp_path, worker_config=config)
+    kept = kept_worker(server.client, tmp_path, worker_config=config)
     try:
         url = kept.open_notebook()
         assert url in capsys.readouterr().out

@@ -89,5 +89,10 @@ def worker_key(name: str) -> str:
     return f"worker:{name}"
 
 
+def command_key(command_id: str) -> str:
+    """A command to a kept worker was answered: what its sender waits for."""
+    return f"command:{command_id}"
+
+
 SCHEDULER = "scheduler"
 FLOWS = "flows"  # wakes the flow driver (taskyard.server.flows): a task ended, a run was submitted or killed

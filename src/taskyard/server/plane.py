@@ -46,10 +46,10 @@ class Plane:
     peers: PeerWakeups | None = None  # PostgreSQL: wake-ups to and from the other servers on the database
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
-    commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
+    commands: CommandBroker = field(init=False)  # commands for kept workers, on their way through the store
 
     def __post_init__(self) -> None:
-        self.commands = CommandBroker(self.notifier)
+        self.commands = CommandBroker(self.sessions, self.notifier, self.vault)
 
     def transaction(self):
         return transaction(self.sessions)

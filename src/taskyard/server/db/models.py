@@ -317,3 +317,30 @@ class ServerLeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(64))  # a random id of the holding process
     description: Mapped[str] = mapped_column(String(255))  # host and pid, for the refusal message
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerCommandRow(Base):
+    """A command to a kept worker on its way (``taskyard.server.worker_commands``): kept until its sender
+    has its answer or gives up, so that any server of the database may hand it and take the answer.
+
+    The order and the answer may hold a user's data (files, a command's output): both are sealed by
+    the vault, as secrets are."""
+
+    __tablename__ = "worker_commands"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the id the agent answers to
+    # No foreign key: checking one would wait for the heartbeat, which holds its worker's row locked.
+    worker_name: Mapped[str] = mapped_column(String(64))
+    order: Mapped[bytes] = mapped_column(LargeBinary)  # a Fernet token of the order's JSON
+    order_key: Mapped[str] = mapped_column(String(16))  # the vault key that sealed ``order``
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # its sender waits until then; swept after
+    handed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set once: a heartbeat answer carried it
+    answer: Mapped[bytes | None] = mapped_column(LargeBinary)  # a Fernet token of the agent's answer
+    answer_key: Mapped[str | None] = mapped_column(String(16))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_worker_commands_worker", "worker_name", "handed_at"),
+        Index("ix_worker_commands_expires", "expires_at"),
+    )

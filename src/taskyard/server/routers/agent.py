@@ -6,6 +6,7 @@ import base64
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from taskyard import settings
 from taskyard.errors import NotFound
@@ -14,7 +15,9 @@ from taskyard.server.notifier import worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.routers.params import Seconds
 from taskyard.server.services import agent as agent_service
+from taskyard.server.services import worker_commands as command_service
 from taskyard.server.services import worker_output
+from taskyard.server.services.worker_commands import Sealed
 from taskyard.server.storage import bundle_key, outputs_key
 from taskyard.status import WorkerStatus
 
@@ -45,9 +48,12 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ne
 async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> AgentCommands:
     """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
 
+    def orders_in(session: Session) -> tuple[AgentCommands, list[Sealed]]:
+        return agent_service.commands(session, _worker(session, worker)), command_service.hand(session, worker)
+
     async def check() -> tuple[bool, AgentCommands]:
-        orders = await plane.run(lambda s: agent_service.commands(s, _worker(s, worker)))
-        orders.commands = plane.commands.pending(worker)
+        orders, sealed = await plane.run(orders_in)
+        orders.commands = await plane.commands.orders(sealed)
         return bool(orders.kill) or orders.terminate or bool(orders.commands), orders
 
     # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
@@ -105,6 +111,6 @@ def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) 
 @router.post("/commands/{command_id}")
 async def command_answer(command_id: str, body: AgentCommandAnswer, plane: PlaneDep, worker: WorkerDep) -> dict:
     """The agent's answer to a command sent to its worker (see taskyard.server.worker_commands)."""
-    if not plane.commands.answer(worker, command_id, body.model_dump()):
+    if not await plane.commands.answer(worker, command_id, body.model_dump()):
         raise NotFound(f"worker {worker} has no command {command_id!r} waiting")
     return {}

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from taskyard.config import WorkerConfig, secret_ref
 from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
 from taskyard.models import KeyRotation, SecretInfo, SecretValue, check_id
-from taskyard.server.db.models import CallbackTargetRow, SecretRow, SigningSecretRow, UserRow, utcnow
+from taskyard.server.db.models import CallbackTargetRow, SecretRow, SigningSecretRow, UserRow, WorkerCommandRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.vault import KeyUnknown, Vault
 
@@ -255,6 +255,12 @@ SEALED = (
     (SigningSecretRow, SigningSecretRow.value, SigningSecretRow.key_id),
     (CallbackTargetRow, CallbackTargetRow.token, CallbackTargetRow.key_id),
 )
+#: values sealed for a few minutes at most (commands to kept workers on their way): sealed again by a
+#: rotation, so that it does not lose them, but no reason to refuse a start (an unreadable one times out)
+IN_FLIGHT = (
+    (WorkerCommandRow, WorkerCommandRow.order, WorkerCommandRow.order_key),
+    (WorkerCommandRow, WorkerCommandRow.answer, WorkerCommandRow.answer_key),
+)
 
 
 def reseal(session: Session, vault: Vault) -> int:
@@ -263,7 +269,7 @@ def reseal(session: Session, vault: Vault) -> int:
     if not older:
         return 0
     count = 0
-    for model, value, key_id in SEALED:
+    for model, value, key_id in SEALED + IN_FLIGHT:
         for row in session.scalars(select(model).where(key_id.in_(older)).with_for_update()):
             sealed, key = vault.seal(vault.open(getattr(row, value.key), getattr(row, key_id.key)))
             setattr(row, value.key, sealed)
