@@ -134,6 +134,10 @@ class Client:
         conn.settimeout(timeout)
         return conn
 
+    def close(self) -> None:
+        """Close this thread's kept-alive connection (the next call opens another)."""
+        self._drop()
+
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
