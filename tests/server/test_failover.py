@@ -14,6 +14,7 @@ import secrets
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ from taskyard.batch import submit_many
 from taskyard.status import TaskStatus
 
 from foreground import Foreground
-from support import wait_for, write
+from support import environ_of, processes_in, wait_for, write
 
 pytestmark = pytest.mark.postgres
 
@@ -34,7 +35,7 @@ import os, time
 task = os.environ["TASKYARD_TASK_ID"]
 for number in range(LINES):
     print(f"{task} line {number}", flush=True)
-time.sleep(0.2)
+time.sleep(0.1)
 with open(RAN, "a") as ran:
     ran.write(task + "\\n")
 """
@@ -74,7 +75,11 @@ def test_killing_one_of_two_servers_loses_no_task(two_servers, tmp_path):
         client = clients[(start // BATCH) % 2]
         submit_many("main.py", folder, task_ids=ids[start:start + BATCH], client=client)
 
-    wait_for(lambda: ran.exists() and len(ran.read_text().split()) >= KILL_AFTER, timeout=120)
+    def time_to_kill() -> bool:  # some tasks done, and one running on a worker A started (whose agent knew A)
+        done = ran.exists() and len(ran.read_text().split()) >= KILL_AFTER
+        return done and _task_runs_under(a.process.pid, a.home / "workers")
+
+    wait_for(time_to_kill, timeout=120)
     a.process.send_signal(signal.SIGKILL)  # never restarted
     a.process.wait(timeout=10)
     through_b = clients[1]
@@ -93,6 +98,26 @@ def test_killing_one_of_two_servers_loses_no_task(two_servers, tmp_path):
         log = through_b.tail(task_id, 1 << 20)
         printed = [line for line in log.splitlines() if line.startswith(task_id)]
         assert printed == [f"{task_id} line {number}" for number in range(LINES)], (task_id, log)
+
+
+def _task_runs_under(server_pid: int, workers: Path) -> bool:
+    """Whether a task process runs on a worker that the server ``server_pid`` started (through its zygote)."""
+    for pid in processes_in(workers):
+        if "TASKYARD_TASK_ID" in (environ_of(pid) or {}) and server_pid in _ancestors(pid):
+            return True
+    return False
+
+
+def _ancestors(pid: int) -> list[int]:
+    found = []
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        found.append(pid)
+    return found
 
 
 def _ended(client, task_id: str, deadline: float):
