@@ -20,7 +20,7 @@ from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
 from taskyard.server.lanes import Lane
 from taskyard.server.lease import ServerLease
-from taskyard.server.notifier import Notifier
+from taskyard.server.notifier import SCHEDULER, Notifier
 from taskyard.server.peer_wakeups import PeerWakeups
 from taskyard.server.roster import Roster
 from taskyard.server.scheduler import Scheduler
@@ -174,8 +174,11 @@ def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier, pe
         keys = session.info.pop("notify", None)
         if keys:
             notifier.notify(*keys)
-            if peers is not None:
-                peers.publish(tuple(keys))
+            # This server's scheduler answers its own changes; a peer's would only queue behind it for
+            # the placing lock (each also looks every RECONCILE_EVERY, and so after this one's death)
+            shared = tuple(key for key in keys if key != SCHEDULER)
+            if peers is not None and shared:
+                peers.publish(shared)
 
     @event.listens_for(sessions, "after_rollback")
     def _after_rollback(session: Session) -> None:
