@@ -4,7 +4,9 @@ One untimed task first uploads the folder. Submission uses a few threads (the SD
 one shared client); then every task is long-polled until it ends. Default concurrency: the pool
 runs as many workers as the machine has cores. Next to the rate, from the same run: the machine's
 limit (cores ÷ bare python time) and the control plane's own CPU per task (utime + stime of the
-server process from ``/proc/<pid>/stat`` across the batch), on SQLite and on PostgreSQL.
+server process from ``/proc/<pid>/stat`` across the batch), on SQLite and on PostgreSQL. On
+PostgreSQL, in the same run, the same batch through two servers on one database (the
+high-availability setup: submitted and awaited alternately through each), against one server.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from taskyard.status import TaskStatus
 from .e2e import bare_runs
 from .figures import BenchError, Figure, Target, single
 from .harness import EXAMPLES, HELLO, expect_status, expected_warm, progress, running, settle, wait_terminal
+from .peers import peers_running
 from .plan import Plan
 
 THREADS = 8
@@ -51,28 +54,50 @@ def _postgres(plan: Plan) -> list[Figure]:
             progress(f"throughput: no PostgreSQL at {PG_ADMIN_URL}, its CPU figure left out")
             return []
         rate, cpu_ms, note = batch(plan, "throughput-pg", TASKYARD_DB_URL=url)
-    return [single("throughput", "control-plane CPU per hello task, PostgreSQL", "ms", cpu_ms,
-                   target=Target("<=", 5), note=f"{rate:.1f} tasks/s; {note}")]
+    with _pg_database() as url:
+        assert url is not None
+        two, two_cpu_ms, two_note = peer_batch(plan, url)
+    return [
+        single("throughput", "control-plane CPU per hello task, PostgreSQL", "ms", cpu_ms,
+               target=Target("<=", 5), note=f"{rate:.1f} tasks/s; {note}"),
+        single("throughput", "two servers on one PostgreSQL: tasks/s ÷ one server's, same run", "×", two / rate,
+               target=Target(">=", 0.8), note=f"two servers {two:.1f} tasks/s, one {rate:.1f} tasks/s; "
+               f"both servers' CPU {two_cpu_ms:.2f} ms per task; {two_note}"),
+    ]
 
 
 def batch(plan: Plan, label: str, **env: str) -> tuple[float, float, str]:
     """tasks/s of one batch, the server's CPU ms per task over it, and a note."""
-    count = plan.throughput_tasks
     with running(label, **env) as server:
         client = server.client()
-        warmup = submit(HELLO, EXAMPLES, client=client)  # uploads the folder once; the batch finds it
-        expect_status(wait_terminal(client, warmup.id), TaskStatus.SUCCESS)
-        settle(client, expected_warm(server.env))
-        cpu_before = cpu_seconds(server.pid)
-        began = time.perf_counter()
-        with ThreadPoolExecutor(THREADS) as pool:
-            ids = list(pool.map(lambda _: submit(HELLO, EXAMPLES, client=client).id, range(count)))
-        submitted = time.perf_counter() - began
-        deadline = time.monotonic() + TIMEOUT
-        with ThreadPoolExecutor(THREADS) as pool:
-            ends = list(pool.map(lambda task_id: _end(client, task_id, deadline), ids))
-        seconds = time.perf_counter() - began
-        cpu = cpu_seconds(server.pid) - cpu_before
+        return _timed(plan, label, [client], [server.pid], expected_warm(server.env))
+
+
+def peer_batch(plan: Plan, db_url: str) -> tuple[float, float, str]:
+    """:func:`batch` through two servers on one PostgreSQL (``db_url``), alternately: tasks/s, both servers'
+    CPU ms per task, and a note."""
+    with peers_running("throughput-peers", db_url) as peers:
+        return _timed(plan, "throughput-peers", peers.clients(), peers.pids(), expected_warm(peers.env))
+
+
+def _timed(plan: Plan, label: str, clients: list, pids: list[int], warm: int) -> tuple[float, float, str]:
+    """Submit the batch through ``clients`` in turn and await each task through the next one."""
+    count = plan.throughput_tasks
+    warmup = submit(HELLO, EXAMPLES, client=clients[0])  # uploads the folder once; the batch finds it
+    expect_status(wait_terminal(clients[-1], warmup.id), TaskStatus.SUCCESS)
+    settle(clients[0], warm)
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
+    began = time.perf_counter()
+    through = [clients[number % len(clients)] for number in range(count)]
+    with ThreadPoolExecutor(THREADS) as pool:
+        ids = list(pool.map(lambda client: submit(HELLO, EXAMPLES, client=client).id, through))
+    submitted = time.perf_counter() - began
+    deadline = time.monotonic() + TIMEOUT
+    awaited = list(zip(through[1:] + through[:1], ids))
+    with ThreadPoolExecutor(THREADS) as pool:
+        ends = list(pool.map(lambda pair: _end(pair[0], pair[1], deadline), awaited))
+    seconds = time.perf_counter() - began
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
     failed = [f"{task_id}: {status.alias}" for task_id, status in zip(ids, ends) if status is not TaskStatus.SUCCESS]
     if failed:
         raise BenchError(f"{len(failed)} of {count} hello tasks did not succeed: {failed[:5]}")

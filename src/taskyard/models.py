@@ -467,6 +467,7 @@ class AgentCommands(BaseModel):
     kill: list[str] = []
     terminate: bool = False
     commands: list[dict[str, Any]] = []  # orders for a kept worker (taskyard.agent.commands), each with its "id"
+    servers: list[str] = []  # the live servers' agent URLs, this one's first; empty: only this one (SQLite)
 
 
 class AgentCommandAnswer(BaseModel):

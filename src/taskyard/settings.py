@@ -23,6 +23,10 @@
 ``TASKYARD_TOKEN_CACHE_SECONDS`` how long a server trusts a token it has checked before asking the
                                database again (1); changes made through the same server apply at once
 ``TASKYARD_SERVER_LEASE_SECONDS`` how long a server's hold on its database outlives it, should it die (15)
+``TASKYARD_CLAIM_SECONDS``     how long a server's claim of a task for a worker it is starting holds; past it, with
+                               the worker never started nor heard from, another server takes the task back (60)
+``TASKYARD_ROSTER_SECONDS``    how often a server on PostgreSQL says in the ``servers`` table that it lives (3);
+                               one silent for 4 times that is left out of the URLs agents are given
 ``TASKYARD_ADMIN_TOKEN``       the admin's token, for a server that should not make one (``taskyard server``)
 ``TASKYARD_ENV_CACHE_MB``      the most the cached Python environments built from requirements
                                take (5000); the least recently used are removed past it
@@ -121,3 +125,11 @@ def garbage_seconds() -> float:
 
 def server_lease_seconds() -> float:
     return float(_get("SERVER_LEASE_SECONDS", "15"))
+
+
+def claim_seconds() -> float:
+    return float(_get("CLAIM_SECONDS", "60"))
+
+
+def roster_seconds() -> float:
+    return float(_get("ROSTER_SECONDS", "3"))

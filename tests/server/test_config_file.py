@@ -189,6 +189,7 @@ def test_taskyard_config_names_the_file_and_a_given_path_wins(tmp_path, monkeypa
         ("[pools.big]\ncolour = 'red'\n", "taskyard.toml: pools.big.colour: unknown key; the keys are: backend"),
         ("[pools.default]\nmax_workers = 2\n", "taskyard.toml: pools.default: the default pool is set by"),
         ("advertise_url = 'ftp://x'\n", "taskyard.toml: advertise_url: 'ftp://x' is not an http(s) URL"),
+        ("advertise_url = 'http://a:1,http://b'\n", "taskyard.toml: advertise_url: 'http://a:1,http://b': one URL,"),
         ("max_workers = 0\n", "taskyard.toml: max_workers: Input should be greater than or equal to 1 (got 0)"),
         ('warm_workers = "two"\n', "taskyard.toml: warm_workers: Input should be a valid integer"),
         ('sandbox = "on"\n', "taskyard.toml: sandbox: Input should be 'auto', 'required' or 'off' (got 'on')"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,15 @@ from sqlalchemy import select
 
 from taskyard.backends.base import Backend, LaunchRequest, WorkerState
 from taskyard.server.config import ServerConfig
-from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
+from taskyard.server.db.models import ServerRow, TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.notifier import Notifier
 from taskyard.server.peer_wakeups import PeerWakeups
-from taskyard.server.scheduler import Scheduler
+from taskyard.server.roster import Roster
+from taskyard.server.scheduler import STOPPED_BEFORE_LAUNCH, Scheduler
 from taskyard.status import WorkerStatus
+
+from support import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -42,6 +47,22 @@ class CountingBackend(Backend):
 
     def terminate(self, handle: dict) -> None:
         pass
+
+
+class SlowBackend(CountingBackend):
+    """Its launches wait until released: the backend of a server alive but slow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.terminated: list[str] = []
+
+    def launch(self, request: LaunchRequest) -> dict:
+        self.release.wait(30)
+        return super().launch(request)
+
+    def terminate(self, handle: dict) -> None:
+        self.terminated.append(handle["name"])
 
 
 @pytest.fixture
@@ -115,3 +136,67 @@ def test_a_wake_up_reaches_the_peer_servers_and_not_back(pg_url):
     finally:
         mine.stop()
         theirs.stop()
+
+
+def _close(*schedulers: Scheduler) -> None:
+    for scheduler in schedulers:
+        for lane in scheduler.lanes.values():
+            lane.close()
+
+
+def test_a_claim_that_lapses_unlaunched_is_taken_back_and_a_late_launch_stopped(db, make_user, make_task, monkeypatch):
+    monkeypatch.setenv("TASKYARD_CLAIM_SECONDS", "0.2")
+    task_id = make_task(make_user()).id
+    slow, other = SlowBackend(), CountingBackend()
+    config = ServerConfig(data_dir=Path("unused"))
+    a, b = (Scheduler(db, Notifier(), each, max_workers=1, warm_workers=0, sizes=config) for each in (slow, other))
+    try:
+        a.tick()  # A claims a worker for the task; its launch hangs (A is slow, or dead)
+        with transaction(db) as session:
+            claimed = session.get(TaskRow, task_id).worker_name
+        assert claimed is not None
+        time.sleep(0.6)  # the claim lapses, and B's next pass looks for faults
+        b.tick()
+        with transaction(db) as session:
+            task, worker = session.get(TaskRow, task_id), session.get(WorkerRow, claimed)
+            assert (task.worker_name, task.lease_token) == (None, None)
+            assert task.reason == f"worker {claimed}: {STOPPED_BEFORE_LAUNCH}; queued again"
+            assert (worker.status, worker.reason) == (WorkerStatus.FAILED.value, STOPPED_BEFORE_LAUNCH)
+        b.tick()  # B gives it a worker of its own
+        wait_for(lambda: other.launched)
+        slow.release.set()  # A's launch ends after all: the worker it started is stopped again
+        wait_for(lambda: slow.terminated == [claimed])
+        with transaction(db) as session:
+            assert session.get(TaskRow, task_id).worker_name == other.launched[0]
+            assert session.get(WorkerRow, claimed).status == WorkerStatus.FAILED.value
+    finally:
+        slow.release.set()
+        _close(a, b)
+
+
+def test_the_roster_gives_each_server_the_live_ones_its_own_first(db):
+    a, b = Roster(db, every=0.1), Roster(db, every=0.1)
+    a.start("http://a.test:1")
+    b.start("http://b.test:2")
+    try:
+        wait_for(lambda: a.urls() == ["http://a.test:1", "http://b.test:2"])
+        assert b.agent_urls() == "http://b.test:2,http://a.test:1"
+        b.stop()
+        wait_for(lambda: a.urls() == ["http://a.test:1"])
+    finally:
+        a.stop()
+
+
+def test_a_server_silent_too_long_is_left_out_of_the_roster(db):
+    with transaction(db) as session:  # a server killed a while ago: its row was not refreshed since
+        long_ago = utcnow() - timedelta(seconds=5)
+        session.add(ServerRow(id="gone", url="http://gone.test:1", description="x", started_at=long_ago,
+                              seen_at=long_ago))  # fmt: skip
+    roster = Roster(db, every=0.1)
+    roster.start("http://a.test:1")
+    try:
+        assert roster.urls() == ["http://a.test:1"]
+        with transaction(db) as session:
+            assert session.get(ServerRow, "gone") is None  # and removed
+    finally:
+        roster.stop()

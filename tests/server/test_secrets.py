@@ -301,3 +301,16 @@ def test_a_start_without_the_key_the_database_needs_is_refused(db, tmp_path, vau
     stranger = Vault.load(tmp_path / "other-home", None)
     with pytest.raises(ConfigError, match=f"{vault.key_id} \\(1 secret\\)"):
         secret_service.settle_keys(db, stranger)
+
+
+def test_a_task_handed_out_whose_answer_was_lost_is_handed_out_again(db, vault, make_user, make_task):
+    """The agent asks again (through another server, say): the task it never got comes again, as the same attempt."""
+    task = make_task(make_user("alice"))
+    with transaction(db) as session:
+        first = agent_service.next_task(session, _running_worker(session, task), vault)
+    with transaction(db) as session:
+        again = agent_service.next_task(session, session.get(WorkerRow, "tw-secrets"), vault)
+        row = session.get(TaskRow, task.id)
+        assert first is not None and again is not None and again.task is not None
+        assert again.task.task_id == first.task.task_id == task.id
+        assert (row.status, row.attempt) == ("preparing", 1)

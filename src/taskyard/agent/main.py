@@ -78,6 +78,7 @@ class Agent:
             except (Refused, Unreachable):
                 self.stop()
                 return
+            self.client.learn(orders.get("servers", ()))  # the servers live now, should this one die
             run = self.current
             if run is not None and run.task_id in orders.get("kill", ()):
                 run.kill()

@@ -33,61 +33,124 @@ class _ServerError(Exception):
     pass
 
 
-class Client:
-    def __init__(self, url: str, token: str) -> None:
+class _Endpoint:
+    """One control plane's URL, taken apart once."""
+
+    def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self._https = parts.scheme == "https"
-        self._address = (parts.hostname or "127.0.0.1", parts.port or (443 if self._https else 80))
-        self._prefix = parts.path.rstrip("/") + "/api/v1/agent"
+        self.url = url
+        self.https = parts.scheme == "https"
+        self.address = (parts.hostname or "127.0.0.1", parts.port or (443 if self.https else 80))
+        self.prefix = parts.path.rstrip("/") + "/api/v1/agent"
+
+
+class Client:
+    """Calls the control plane; with several servers on one database, the one that answers.
+
+    ``url`` is one URL, or the URLs of every server sharing the database, comma-separated. A call
+    that cannot reach a server (or gets a 5xx) goes to the next one at once, and the client keeps
+    to the one that answered; it waits (backoff) only after a whole round of them failed.
+    """
+
+    def __init__(self, url: str, token: str) -> None:
+        self._endpoints = [_Endpoint(part.strip()) for part in url.split(",") if part.strip()]
+        if not self._endpoints:
+            raise ValueError("no control plane URL given")
+        self._current = 0
+        self._state = threading.Lock()  # over the endpoints and which one is in use
         self._auth = f"Bearer {token}"
         self._local = threading.local()
 
+    @property
+    def urls(self) -> list[str]:
+        """The servers this client knows, the one in use first."""
+        with self._state:
+            endpoints, current = self._endpoints, self._current
+        return [e.url for e in endpoints[current:] + endpoints[:current]]
+
+    def learn(self, urls) -> None:
+        """Take the live servers' URLs (as a heartbeat answer gives them); the one in use stays in use."""
+        known = [url for url in dict.fromkeys(urls) if url]
+        if not known or known == self.urls:
+            return
+        with self._state:
+            in_use = self._endpoints[self._current]
+            self._endpoints = [in_use, *(_Endpoint(url) for url in known if url != in_use.url)]
+            self._current = 0
+
     def call(self, method: str, path: str, body=None, *, timeout: float = 30, raw: bytes | None = None):
-        """Send a request, retrying connection failures and 5xx answers with backoff; return JSON or bytes."""
+        """Send a request, retrying connection failures and 5xx answers on the next server, with backoff
+        after each round of them; return JSON or bytes."""
         delay, deadline = 0.05, time.monotonic() + RETRY_FOR
         data, kind = _encode(body, raw)
+        failures = 0
         while True:
+            endpoint, count = self._in_use()
             try:
-                status, ctype, payload = self._exchange(method, self._prefix + path, data, kind, timeout)
+                status, ctype, payload = self._exchange(endpoint, method, path, data, kind, timeout)
                 return _decode(status, ctype, payload)
             except (OSError, ValueError, _ServerError):
                 self._drop()
                 if time.monotonic() > deadline:
                     raise Unreachable(f"no answer from the control plane for {RETRY_FOR:.0f} s") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                self._move_on(endpoint)
+                failures += 1
+                if failures % count == 0:  # every server was tried once more: wait before the next round
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
 
-    def _exchange(self, method: str, target: str, data: bytes, kind: str | None, timeout: float):
-        if self._https:
-            return self._exchange_https(method, target, data, kind, timeout)
-        conn = self._connection(timeout)
-        head = [f"{method} {target} HTTP/1.1", f"Host: {self._address[0]}", f"Authorization: {self._auth}"]
+    def _in_use(self) -> tuple[_Endpoint, int]:
+        with self._state:
+            return self._endpoints[self._current], len(self._endpoints)
+
+    def _move_on(self, failed: _Endpoint) -> None:
+        """The next server, unless another thread has moved on from ``failed`` already."""
+        with self._state:
+            if self._endpoints[self._current] is failed:
+                self._current = (self._current + 1) % len(self._endpoints)
+
+    def _exchange(self, endpoint: _Endpoint, method: str, path: str, data: bytes, kind: str | None, timeout: float):
+        target = endpoint.prefix + path
+        if endpoint.https:
+            return self._exchange_https(endpoint, method, target, data, kind, timeout)
+        conn = self._connection(endpoint, timeout)
+        head = [f"{method} {target} HTTP/1.1", f"Host: {endpoint.address[0]}", f"Authorization: {self._auth}"]
         head.append(f"Content-Length: {len(data)}")
         if kind:
             head.append(f"Content-Type: {kind}")
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
         return _read_response(self._local.reader, self)
 
-    def _connection(self, timeout: float) -> socket.socket:
+    def _connection(self, endpoint: _Endpoint, timeout: float) -> socket.socket:
+        """This thread's kept-alive connection to ``endpoint`` (one to another server is closed)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.endpoint is not endpoint:
+            self._drop()
+            conn = None
         if conn is None:
-            conn = socket.create_connection(self._address, timeout=timeout)
+            conn = socket.create_connection(endpoint.address, timeout=timeout)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._local.conn, self._local.reader = conn, conn.makefile("rb")
+            self._local.conn, self._local.reader, self._local.endpoint = conn, conn.makefile("rb"), endpoint
         conn.settimeout(timeout)
         return conn
+
+    def close(self) -> None:
+        """Close this thread's kept-alive connection (the next call opens another)."""
+        self._drop()
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.reader.close()
             conn.close()
-        self._local.conn = self._local.reader = None
+        self._local.conn = self._local.reader = self._local.endpoint = None
 
-    def _exchange_https(self, method: str, target: str, data: bytes, kind: str | None, timeout: float):
+    def _exchange_https(
+        self, endpoint: _Endpoint, method: str, target: str, data: bytes, kind: str | None, timeout: float
+    ):
         import http.client
 
-        conn = http.client.HTTPSConnection(*self._address, timeout=timeout)
+        conn = http.client.HTTPSConnection(*endpoint.address, timeout=timeout)
         try:
             headers = {"Authorization": self._auth, **({"Content-Type": kind} if kind else {})}
             conn.request(method, target, body=data, headers=headers)

@@ -26,6 +26,8 @@ class Resources:
 class LaunchRequest:
     worker_name: str
     agent_token: str
+    # Where the agent calls: one URL, or every live server's (comma-separated, PostgreSQL peers), passed on
+    # unchanged in TASKYARD_AGENT_URL
     control_plane_url: str
     size: str
     image: str
@@ -63,7 +65,8 @@ class Backend(ABC):
         and until then the worker is "not yet" running, which is not an error. Returns a JSON-able
         handle for :meth:`poll` and :meth:`terminate`. Not idempotent: call it once per worker
         name. Raises on a start that cannot happen (no capacity, bad image); nothing is left
-        behind when it raises.
+        behind when it raises. The worker must outlive the control plane that started it: another
+        server of the same database polls and terminates it by its handle.
         """
 
     @abstractmethod

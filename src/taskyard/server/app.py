@@ -79,6 +79,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
             plane.lease.release()
         if plane.peers is not None:
             plane.peers.stop()
+        if plane.roster is not None:
+            plane.roster.stop()
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane

@@ -343,6 +343,8 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f"{value!r} is not an http(s) URL of the control plane, e.g. http://taskyard.example.com:8642")
+    if "," in value:  # agents are given the servers' URLs as one comma-separated list
+        raise ValueError(f"{value!r}: one URL, without a comma (each server of a database advertises its own)")
     return value.rstrip("/")
 
 

@@ -1,7 +1,8 @@
 """Wake-ups between servers on one PostgreSQL, through ``LISTEN/NOTIFY``.
 
 A commit that wakes keys on this server (see :class:`~taskyard.server.notifier.Notifier`) is
-published to its peers too: a publisher thread sends the keys with ``pg_notify`` on a connection
+published to its peers too (but the scheduler's key: each server places what its own changes
+queue, see :mod:`taskyard.server.plane`): a publisher thread sends the keys with ``pg_notify`` on a connection
 of its own (batched, off the request's path), and a listener thread hands what the peers send to
 this server's notifier. A long poll or a log follow on one server so wakes on a change made
 through another. A lost wake-up (a server killed between its commit and the publish) only costs

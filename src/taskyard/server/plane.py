@@ -20,8 +20,9 @@ from taskyard.server.config import ServerConfig
 from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
 from taskyard.server.lanes import Lane
 from taskyard.server.lease import ServerLease
-from taskyard.server.notifier import Notifier
+from taskyard.server.notifier import SCHEDULER, Notifier
 from taskyard.server.peer_wakeups import PeerWakeups
+from taskyard.server.roster import Roster
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import pools, worker_output
 from taskyard.server.services import secrets as secret_service
@@ -44,12 +45,24 @@ class Plane:
     callbacks: CallbackSender  # sends the callback outbox; started with the scheduler
     lease: ServerLease | None = None  # SQLite only: held while this server runs, no second server on it
     peers: PeerWakeups | None = None  # PostgreSQL: wake-ups to and from the other servers on the database
+    roster: Roster | None = None  # PostgreSQL: the live servers, whose URLs workers are given
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way through the store
 
     def __post_init__(self) -> None:
         self.commands = CommandBroker(self.sessions, self.notifier, self.vault)
+
+    def start(self, agents_at: str) -> None:
+        """Join the roster (PostgreSQL), then start scheduling and sending callbacks; workers call ``agents_at``."""
+        if self.roster is not None:
+            self.roster.start(agents_at)
+        self.scheduler.start(agents_at, self.roster.agent_urls if self.roster is not None else None)
+        self.callbacks.start()
+
+    def agent_urls(self) -> list[str]:
+        """The URLs of the live servers agents may call, this one's first (empty on SQLite: only this one)."""
+        return self.roster.urls() if self.roster is not None else []
 
     def transaction(self):
         return transaction(self.sessions)
@@ -126,7 +139,10 @@ def build_plane(config: ServerConfig) -> Plane:
         lease.start()
     if peers is not None:
         peers.start()
-    return Plane(config, sessions, notifier, storage, scheduler, vault, callbacks, lease=lease, peers=peers)
+    roster = Roster(sessions, settings.roster_seconds()) if lease is None else None
+    return Plane(
+        config, sessions, notifier, storage, scheduler, vault, callbacks, lease=lease, peers=peers, roster=roster
+    )
 
 
 def pool_limits(config: ServerConfig) -> tuple[int, int]:
@@ -158,8 +174,11 @@ def _notify_after_commit(sessions: sessionmaker[Session], notifier: Notifier, pe
         keys = session.info.pop("notify", None)
         if keys:
             notifier.notify(*keys)
-            if peers is not None:
-                peers.publish(tuple(keys))
+            # This server's scheduler answers its own changes; a peer's would only queue behind it for
+            # the placing lock (each also looks every RECONCILE_EVERY, and so after this one's death)
+            shared = tuple(key for key in keys if key != SCHEDULER)
+            if peers is not None and shared:
+                peers.publish(shared)
 
     @event.listens_for(sessions, "after_rollback")
     def _after_rollback(session: Session) -> None:

@@ -46,8 +46,7 @@ def serve(
 
     @asynccontextmanager
     async def lifespan(a):
-        plane.scheduler.start(agents_at)
-        plane.callbacks.start()
+        plane.start(agents_at)
         if state_file is not None:
             _write_state(state_file, url)
         async with inner(a):

@@ -43,12 +43,12 @@ from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
 
-LEASE = timedelta(seconds=60)
 MIN_GAP = 0.005  # seconds from the start of one pass to the next, however often the scheduler is woken
 RECONCILE_EVERY = 0.5  # seconds between looks for lost workers, timeouts and unanswered kills
 POLL_EVERY = 1.0  # seconds between asking the backend which workers still exist
 KILL_SLACK = 5.0  # seconds past the kill grace before the control plane stops a worker itself
 WARM_BACKOFF = 10.0  # seconds without warm workers after one could not be started
+STOPPED_BEFORE_LAUNCH = "the server that claimed it stopped before launching it"  # a lapsed claim's reason
 
 
 class Sizes(Protocol):
@@ -87,13 +87,21 @@ class Scheduler:
         self.started_at = utcnow()
         self._polled_at = self._reconciled_at = self._collected_at = self.started_at
         self.control_plane_url = ""
+        self.agent_urls: Callable[[], str] = lambda: self.control_plane_url  # what workers are launched with
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._terminating: set[str] = set()
         self._lock = threading.Lock()
 
-    def start(self, control_plane_url: str) -> None:
+    def start(self, control_plane_url: str, agent_urls: Callable[[], str] | None = None) -> None:
+        """Schedule on a thread of its own; workers call ``control_plane_url``.
+
+        ``agent_urls``: on PostgreSQL, every live server's URL (comma-separated, this one's first) for
+        each worker launched from now on, so that its agent can call another server when this one dies.
+        """
         self.control_plane_url = control_plane_url
+        if agent_urls is not None:
+            self.agent_urls = agent_urls
         self._thread = threading.Thread(target=self._run, name="taskyard-scheduler", daemon=True)
         self._thread.start()
 
@@ -260,8 +268,8 @@ class Scheduler:
         )
         task.worker_name = worker.name
         task.lease_token = secrets.token_hex(8)
-        task.lease_expires_at = utcnow() + LEASE
-        request = LaunchRequest(worker.name, token, self.control_plane_url, size, image, self._resources(size, gpus))
+        task.lease_expires_at = utcnow() + timedelta(seconds=settings.claim_seconds())
+        request = LaunchRequest(worker.name, token, self.agent_urls(), size, image, self._resources(size, gpus))
         return task.id, task.lease_token, request
 
     def _warm_up(
@@ -282,7 +290,7 @@ class Scheduler:
                 gpus=gpus, keep=False,
             )
             resources = self._resources(size, gpus)
-            requests.append(LaunchRequest(worker.name, token, self.control_plane_url, size, image, resources))
+            requests.append(LaunchRequest(worker.name, token, self.agent_urls(), size, image, resources))
         return requests
 
     def _backend_name(self, pool: PoolSpec) -> str:
@@ -314,7 +322,7 @@ class Scheduler:
     def _launched(self, task_id: str | None, lease: str | None, worker_name: str, handle: dict) -> bool:
         """Store the handle; False when the worker was given up meanwhile (its launch timed out)."""
         with transaction(self.sessions) as session:
-            worker = _worker(session, worker_name)
+            worker = _worker(session, worker_name, for_update=True)  # not taken over meanwhile (_take_over_claims)
             if worker.status not in worker_service.LIVE:
                 return False
             worker.handle = json.dumps(handle)
@@ -380,7 +388,7 @@ class Scheduler:
         worker.token_hash, worker.requested, worker.backend = hash_token(token), False, lane.name
         worker.gpus, worker.created_at = ",".join(gpus) or None, utcnow()  # its start: the provisioning clock
         resources = self._resources(worker.size, gpus)
-        return LaunchRequest(worker.name, token, self.control_plane_url, worker.size, worker.image, resources)
+        return LaunchRequest(worker.name, token, self.agent_urls(), worker.size, worker.image, resources)
 
     def _expire_requested(self, session: Session) -> None:
         """Stop the requested workers whose time to live has passed; a task running there ends with them."""
@@ -429,6 +437,7 @@ class Scheduler:
             for task in session.scalars(_past_deadline(now)):
                 request_stop(session, task, "timeout")
             self._repair_orphans(session)
+            self._take_over_claims(session, now)
             overdue = now - timedelta(seconds=settings.kill_grace() + KILL_SLACK)
             for task in session.scalars(_unanswered_stops(overdue)):
                 set_status(session, task, stop_ending(task), reason="its worker did not stop it in time; stopped")
@@ -463,6 +472,21 @@ class Scheduler:
             task.worker_name, task.lease_token, task.lease_expires_at = None, None, None
             task.reason = f"{reason}; queued again"
             log.warning("task %s was In Queue on ended worker %s; queued again", task.id, worker)
+            notify_on_commit(session, SCHEDULER)
+
+    def _take_over_claims(self, session: Session, now: datetime) -> None:
+        """Claims whose lease ran out while their worker was neither started nor heard from: the server
+        that made them stopped before launching it (on PostgreSQL, any server of the database may
+        have). The worker is given up and the task waits In Queue for another.
+
+        A server alive but slow that starts the worker after all finds it given up in :meth:`_launched`
+        and stops it again: the task runs once, on the worker it gets next.
+        """
+        for task, worker in session.execute(_LAPSED_CLAIMS, {"now": now}):
+            worker_service.mark_ended(session, worker, WorkerStatus.FAILED, reason=STOPPED_BEFORE_LAUNCH)
+            task.worker_name = task.lease_token = task.lease_expires_at = None
+            task.reason = f"worker {worker.name}: {STOPPED_BEFORE_LAUNCH}; queued again"
+            log.warning("task %s: the claim of worker %s lapsed unlaunched; queued again", task.id, worker.name)
             notify_on_commit(session, SCHEDULER)
 
     def _expire(self, session: Session, pool: PoolSpec, born_before) -> None:
@@ -721,6 +745,20 @@ _ORPHANS = (
         WorkerRow.status.in_((WorkerStatus.TERMINATED.value, WorkerStatus.FAILED.value)),
     )
     .with_for_update(of=TaskRow, skip_locked=True)
+)
+# Tasks claimed for a new worker whose lease ran out before it was launched or called in (_take_over_claims).
+_LAPSED_CLAIMS = (
+    select(TaskRow, WorkerRow)
+    .join(WorkerRow, WorkerRow.name == TaskRow.worker_name)
+    .where(
+        TaskRow.status == TaskStatus.IN_QUEUE.value,
+        TaskRow.lease_token.is_not(None),
+        TaskRow.lease_expires_at < bindparam("now"),
+        WorkerRow.handle.is_(None),
+        WorkerRow.last_seen_at.is_(None),
+        WorkerRow.status.in_(worker_service.LIVE),
+    )
+    .with_for_update(skip_locked=True)
 )
 # Tasks sent to a given worker, found through their own index (the queue may be long, they are few).
 # A range, not IS NOT NULL, and nothing else to filter or sort by: SQLite would use another index.

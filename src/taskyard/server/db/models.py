@@ -344,3 +344,15 @@ class WorkerCommandRow(Base):
         Index("ix_worker_commands_worker", "worker_name", "handed_at"),
         Index("ix_worker_commands_expires", "expires_at"),
     )
+
+
+class ServerRow(Base):
+    """A server process on this database, with the URL its agents reach it at (``taskyard.server.roster``)."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random, one per process
+    url: Mapped[str] = mapped_column(Text)  # its advertised agent URL
+    description: Mapped[str] = mapped_column(String(255))  # host and pid, for people
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # refreshed while it runs

@@ -58,7 +58,9 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ag
 
     # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
     longest = settings.heartbeat_timeout() / 3
-    return await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
+    orders = await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
+    orders.servers = plane.agent_urls()  # so that its agent knows whom to call should this server die
+    return orders
 
 
 @router.get("/tasks/{task_id}/bundle")

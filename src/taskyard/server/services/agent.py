@@ -45,18 +45,24 @@ def touch(worker: WorkerRow) -> None:
         worker.reason = None  # why its backend said it waited (services.provisioning): it is up now
 
 
+_HANDED_OR_QUEUED = (TaskStatus.IN_QUEUE.value, TaskStatus.PREPARING.value)
+
+
 def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | None:
     """The task to run now, an order to stop, or None for "nothing yet".
 
     A task whose secrets cannot be had any more ends Runtime Error, and the next one is looked for.
     """
     touch(worker)
-    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status == TaskStatus.IN_QUEUE.value)
+    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status.in_(_HANDED_OR_QUEUED))
     task = session.scalar(query.order_by(TaskRow.created_at).limit(1).with_for_update())
     if task is not None:
-        task.attempt += 1
-        provisioning.clear(task)
-        set_status(session, task, TaskStatus.PREPARING)
+        if task.status == TaskStatus.IN_QUEUE.value:
+            task.attempt += 1
+            provisioning.clear(task)
+            set_status(session, task, TaskStatus.PREPARING)
+        # else it was handed out already, and the answer was lost (its server died before sending it,
+        # say): an agent asks for work only between tasks, so it is handed out again, as the same attempt
         try:
             return NextTask(task=_assignment(session, task, vault, worker))
         except secret_service.SecretUnavailable as exc:
