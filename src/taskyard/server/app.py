@@ -84,7 +84,8 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
     app.state.plane = plane
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     add_docs(app)
-    for module in (meta, tasks, workers, worker_commands, pools, groups, sizes, users, secrets, agent, callbacks,
+    # Routes are matched in turn: the agents' calls, most of all, come first, then the tasks'.
+    for module in (agent, tasks, meta, workers, worker_commands, pools, groups, sizes, users, secrets, callbacks,
                    task_runner, folders, flow_router, worker_files, images):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     _document_errors_as_json(app)

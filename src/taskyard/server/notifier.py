@@ -86,7 +86,15 @@ def ended_key(task_id: str) -> str:
 
 
 def worker_key(name: str) -> str:
+    """An order for the worker's agent (a kill, a command, terminate): what its heartbeat listens for."""
     return f"worker:{name}"
+
+
+def assignment_key(name: str) -> str:
+    """A task given to the worker, or its end: what its agent's ``next`` listens for.
+
+    Apart from :func:`worker_key`, so that giving a task does not wake the heartbeat too."""
+    return f"next:{name}"
 
 
 SCHEDULER = "scheduler"

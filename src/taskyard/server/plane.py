@@ -17,7 +17,7 @@ from taskyard.errors import ConfigError, InvalidInput
 from taskyard.models import PoolSpec
 from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
-from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, read_transaction, transaction
 from taskyard.server.lanes import Lane
 from taskyard.server.lease import ServerLease
 from taskyard.server.notifier import Notifier
@@ -29,6 +29,7 @@ from taskyard.server.storage import Storage
 from taskyard.server.token_cache import TokenCache
 from taskyard.server.vault import Vault
 from taskyard.server.worker_commands import CommandBroker
+from taskyard.server.worker_tokens import WorkerTokens
 
 T = TypeVar("T")
 
@@ -45,20 +46,34 @@ class Plane:
     lease: ServerLease | None = None  # SQLite only: held while this server runs, no second server on it
     peers: PeerWakeups | None = None  # PostgreSQL: wake-ups to and from the other servers on the database
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
-    worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
+    worker_tokens: WorkerTokens = field(init=False)  # agent token -> worker name, told by the scheduler
 
     def __post_init__(self) -> None:
         self.commands = CommandBroker(self.notifier)
+        self.worker_tokens = self.scheduler.worker_tokens
 
     def transaction(self):
         return transaction(self.sessions)
+
+    def reading(self):
+        """A transaction that only reads (see :func:`read_transaction`): it waits for no writer."""
+        return read_transaction(self.sessions)
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction on a worker thread (for async endpoints)."""
 
         def unit() -> T:
             with transaction(self.sessions) as session:
+                return work(session)
+
+        return await run_in_threadpool(unit)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run ``work``, which only reads, in one read transaction on a worker thread (for async endpoints)."""
+
+        def unit() -> T:
+            with read_transaction(self.sessions) as session:
                 return work(session)
 
         return await run_in_threadpool(unit)

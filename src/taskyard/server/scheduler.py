@@ -33,12 +33,13 @@ from taskyard.server.admission import Ledger, Need
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.lanes import Lane
-from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
+from taskyard.server.notifier import SCHEDULER, Notifier, assignment_key
 from taskyard.server.services import pools, worker_requests
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
 from taskyard.server.services.users import hash_token, new_token
+from taskyard.server.worker_tokens import WorkerTokens
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
@@ -91,6 +92,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._terminating: set[str] = set()
         self._lock = threading.Lock()
+        self.worker_tokens = WorkerTokens()  # each launched worker's token: its agent's calls skip the lookup
 
     def start(self, control_plane_url: str) -> None:
         self.control_plane_url = control_plane_url
@@ -300,6 +302,7 @@ class Scheduler:
     def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest, lane: Lane | None = None) -> None:
         """Start the worker (blocking, on the backend's lane) and record its handle where it is still wanted."""
         lane = lane or self.lanes[self.default_backend]
+        self.worker_tokens.put(request.agent_token, request.worker_name)
         try:
             handle = lane.backend.launch(request)
         except Exception as exc:
@@ -409,7 +412,7 @@ class Scheduler:
             return
         if task_service.task_of_worker(session, worker) is None:
             task.worker_name = worker.name
-            notify_on_commit(session, worker_key(worker.name))
+            notify_on_commit(session, assignment_key(worker.name))
 
     # -- faults ---------------------------------------------------------------------------------
 

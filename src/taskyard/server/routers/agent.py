@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from taskyard import settings
 from taskyard.errors import NotFound
 from taskyard.models import AgentAck, AgentCommandAnswer, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
-from taskyard.server.notifier import worker_key
+from taskyard.server.notifier import assignment_key, worker_key
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.routers.params import Seconds
 from taskyard.server.services import agent as agent_service
@@ -33,7 +33,7 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ne
         found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker), plane.vault))
         return found is not None, found or NextTask()
 
-    answer = await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
+    answer = await plane.notifier.poll(assignment_key(worker), check, min(wait, MAX_WAIT))
     if answer.task is not None and answer.task.bundle_key is not None:
         path = plane.storage.path(answer.task.bundle_key)
         if path.stat().st_size <= agent_service.INLINE_BUNDLE:  # its measured size: the declared one may lie

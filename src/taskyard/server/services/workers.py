@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from taskyard.errors import NotFound
 from taskyard.models import WorkerInfo
 from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
-from taskyard.server.notifier import SCHEDULER, worker_key
+from taskyard.server.notifier import SCHEDULER, assignment_key, worker_key
 from taskyard.server.services import logs
 from taskyard.server.services.lifecycle import notify_on_commit, set_status
 from taskyard.server.services.users import hash_token, new_token
@@ -95,7 +95,7 @@ def give_task(session: Session, worker: WorkerRow, task: TaskRow) -> None:
     worker.user_id = task.user_id
     worker.keep = not task.terminate_on_completion
     task.worker_name = worker.name
-    notify_on_commit(session, worker_key(worker.name))
+    notify_on_commit(session, assignment_key(worker.name))
 
 
 def get_worker(session: Session, user: UserRow, name: str) -> WorkerRow:
@@ -128,14 +128,14 @@ def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = N
         return
     worker.status = WorkerStatus.TERMINATING.value
     worker.reason = worker.reason or reason
-    notify_on_commit(session, SCHEDULER, worker_key(worker.name))
+    notify_on_commit(session, SCHEDULER, worker_key(worker.name), assignment_key(worker.name))
 
 
 def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason: str | None = None) -> None:
     worker.status = status.value
     worker.terminated_at = utcnow()
     worker.reason = worker.reason or reason
-    notify_on_commit(session, worker_key(worker.name))
+    notify_on_commit(session, worker_key(worker.name), assignment_key(worker.name))
 
 
 def request_terminate(session: Session, user: UserRow, name: str) -> WorkerRow:
