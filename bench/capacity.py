@@ -4,7 +4,7 @@ Its pool's backend is the ``idle`` plug-in (``bench/plugin``): its agents, all i
 their own, speak the real agent protocol, and each task succeeds at once with a one-line log.
 What is left is the control plane's own work per task: the submit, the scheduler's claim, the
 worker's launch and end, the agent's calls (heartbeats, next, events, finish). Tasks go in with
-``submit_many`` (a batch of up to 1,000 a call); the end is when the agents hold the control
+``submit_many`` (250 a call); the end is when the agents hold the control
 plane's acknowledgement of every finish (counted in a file, so counting costs the server
 nothing). Next to the rate: the server's CPU per task (utime + stime, not its children), and the
 rate that CPU would allow on one core of its own. On SQLite, then on PostgreSQL.
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from taskyard.batch import submit_many
-from taskyard.models import MAX_BATCH
 from taskyard.sdk import submit
 from taskyard.status import TaskStatus
 
@@ -31,6 +30,7 @@ PLUGIN = Path(__file__).resolve().parent / "plugin"
 FINISHED = "idle-agents.finished"  # written by plugin/idle_agents.py in the control plane's folder
 WORKERS = 32  # agents at once: a remote backend's pool is not bound by this machine's cores
 WARM = 16
+BATCH = 250  # tasks a submit_many call: the first are running while the rest go in
 TIMEOUT = 600.0
 CONFIG = f"""
 backend = "idle"
@@ -74,8 +74,8 @@ def batch(plan: Plan, label: str, **env: str) -> tuple[float, float, str]:
             settle(client, WARM)
             finished = server.home / FINISHED
             before, cpu_before, began = _count(finished), cpu_seconds(server.pid), time.perf_counter()
-            ids = [task.id for start in range(0, count, MAX_BATCH)
-                   for task in submit_many(HELLO, EXAMPLES, count=min(MAX_BATCH, count - start), client=client)]
+            ids = [task.id for start in range(0, count, BATCH)
+                   for task in submit_many(HELLO, EXAMPLES, count=min(BATCH, count - start), client=client)]
             submitted = time.perf_counter() - began
             _wait_count(finished, before + count)
             seconds = time.perf_counter() - began

@@ -79,6 +79,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
             plane.lease.release()
         if plane.peers is not None:
             plane.peers.stop()
+        plane.database_threads.shutdown(wait=False)
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane

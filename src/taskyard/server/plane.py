@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
 from taskyard.backends import Backend
@@ -32,6 +33,7 @@ from taskyard.server.worker_commands import CommandBroker
 from taskyard.server.worker_tokens import WorkerTokens
 
 T = TypeVar("T")
+DATABASE_THREADS = 32
 
 
 @dataclass
@@ -48,6 +50,11 @@ class Plane:
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way
     worker_tokens: WorkerTokens = field(init=False)  # agent token -> worker name, told by the scheduler
+    # Where run and read do their transactions: a plain pool is a cheaper hop from the event loop than
+    # anyio's thread pool (which sync endpoints use), and the calls of agents go through it.
+    database_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="taskyard-db")
+    )
 
     def __post_init__(self) -> None:
         self.commands = CommandBroker(self.notifier)
@@ -61,22 +68,22 @@ class Plane:
         return read_transaction(self.sessions)
 
     async def run(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one transaction on a worker thread (for async endpoints)."""
+        """Run ``work`` in one transaction on a database thread (for async endpoints)."""
 
         def unit() -> T:
             with transaction(self.sessions) as session:
                 return work(session)
 
-        return await run_in_threadpool(unit)
+        return await asyncio.get_running_loop().run_in_executor(self.database_threads, unit)
 
     async def read(self, work: Callable[[Session], T]) -> T:
-        """Run ``work``, which only reads, in one read transaction on a worker thread (for async endpoints)."""
+        """Run ``work``, which only reads, in one read transaction on a database thread (for async endpoints)."""
 
         def unit() -> T:
             with read_transaction(self.sessions) as session:
                 return work(session)
 
-        return await run_in_threadpool(unit)
+        return await asyncio.get_running_loop().run_in_executor(self.database_threads, unit)
 
     @property
     def backend(self) -> Backend:

@@ -316,19 +316,12 @@ class Scheduler:
 
     def _launched(self, task_id: str | None, lease: str | None, worker_name: str, handle: dict) -> bool:
         """Store the handle; False when the worker was given up meanwhile (its launch timed out)."""
-        with transaction(self.sessions) as session:
-            worker = _worker(session, worker_name)
-            if worker.status not in worker_service.LIVE:
+        with transaction(self.sessions) as session:  # statements alone: every launch comes through here
+            if not worker_service.store_handle(session, worker_name, handle):
                 return False
-            worker.handle = json.dumps(handle)
-            worker.sandboxed, worker.limits = handle.get("sandboxed"), handle.get("limits")
-            if task_id is None:
-                return True
-            task = session.get(TaskRow, task_id)
-            if task is None or task.lease_token != lease:
+            if task_id is not None and not task_service.release_lease(session, task_id, lease):
+                worker = _worker(session, worker_name)
                 worker_service.mark_terminating(session, worker, reason="its task ended before it started")
-            else:
-                task.lease_token = task.lease_expires_at = None
             return True
 
     def _launch_failed(
@@ -561,8 +554,7 @@ class Scheduler:
             if handle is not None and lane is not None:
                 self._stop_worker(lane, name, json.loads(handle))
             with transaction(self.sessions) as session:
-                worker = _worker(session, name)
-                worker_service.mark_ended(session, worker, WorkerStatus.TERMINATED)
+                worker_service.end_worker(session, name, WorkerStatus.TERMINATED)
             self.on_worker_ended(name)
         except Exception:
             log.exception("could not terminate worker %s; will retry", name)

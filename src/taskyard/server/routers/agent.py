@@ -6,6 +6,7 @@ import base64
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from taskyard import settings
 from taskyard.errors import NotFound
@@ -55,26 +56,28 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ag
     return await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
 
 
+# The agents' calls are async, their transactions on the plane's database threads (see Plane.run).
+
+
 @router.get("/tasks/{task_id}/bundle")
-def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileResponse:
-    with plane.transaction() as session:
+async def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileResponse:
+    def key(session: Session) -> str:
         task = agent_service.own_task(session, _worker(session, worker), task_id)
-        key = bundle_key(task.user_id, task.bundle_sha256)
-    return FileResponse(plane.storage.path(key), media_type="application/gzip")
+        return bundle_key(task.user_id, task.bundle_sha256)
+
+    return FileResponse(plane.storage.path(await plane.run(key)), media_type="application/gzip")
 
 
 @router.post("/tasks/{task_id}/events", response_model=AgentAck)
-def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
-    with plane.transaction() as session:
-        kill = agent_service.event(session, _worker(session, worker), task_id, body)
-        return AgentAck(acked=0, kill=kill)
+async def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    kill = await plane.run(lambda s: agent_service.event(s, _worker(s, worker), task_id, body))
+    return AgentAck(acked=0, kill=kill)
 
 
 @router.post("/tasks/{task_id}/logs", response_model=AgentAck)
-def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
-    with plane.transaction() as session:
-        acked, kill = agent_service.append_logs(session, _worker(session, worker), task_id, body.chunks)
-        return AgentAck(acked=acked, kill=kill)
+async def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    acked, kill = await plane.run(lambda s: agent_service.append_logs(s, _worker(s, worker), task_id, body.chunks))
+    return AgentAck(acked=acked, kill=kill)
 
 
 @router.post("/tasks/{task_id}/worker-log", response_model=AgentAck)
@@ -95,11 +98,13 @@ async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker
 
 
 @router.post("/tasks/{task_id}/finish", response_model=AgentAck)
-def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
-    with plane.transaction() as session:
+async def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+    def apply(session: Session) -> AgentAck:
         row = _worker(session, worker)
         task = agent_service.finish(session, row, task_id, body)
         return AgentAck(acked=task.log_seq, terminate=row.status != WorkerStatus.RUNNING.value)
+
+    return await plane.run(apply)
 
 
 @router.post("/commands/{command_id}")

@@ -123,9 +123,8 @@ def _info(session: Session, user, task_id: str) -> TaskInfo:
 
 
 @router.get("/{task_id}", response_model=TaskInfo)
-def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
-    with plane.reading() as session:
-        return _info(session, user, task_id)
+async def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
+    return await plane.read(lambda s: _info(s, user, task_id))
 
 
 @router.get("/{task_id}/wait", response_model=TaskInfo)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from taskyard.errors import NotFound
@@ -129,6 +130,23 @@ def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = N
     worker.status = WorkerStatus.TERMINATING.value
     worker.reason = worker.reason or reason
     notify_on_commit(session, SCHEDULER, worker_key(worker.name), assignment_key(worker.name))
+
+
+def end_worker(session: Session, name: str, status: WorkerStatus) -> None:
+    """:func:`mark_ended` in one UPDATE, without loading the row: how the scheduler ends each worker it stopped."""
+    values = {"status": status.value, "terminated_at": utcnow()}
+    session.connection().execute(_by_name(name).values(values))
+    notify_on_commit(session, worker_key(name), assignment_key(name))
+
+
+def store_handle(session: Session, name: str, handle: dict) -> bool:
+    """Keep a launched worker's handle, in one UPDATE; False when the worker is no longer live."""
+    values = {"handle": json.dumps(handle), "sandboxed": handle.get("sandboxed"), "limits": handle.get("limits")}
+    return session.connection().execute(_by_name(name).where(WorkerRow.status.in_(LIVE)).values(values)).rowcount == 1
+
+
+def _by_name(name: str) -> Update:
+    return update(WorkerRow).where(WorkerRow.name == name)
 
 
 def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason: str | None = None) -> None:
