@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,7 @@ from taskyard import settings
 from taskyard.errors import NotFound
 from taskyard.models import AgentAck, AgentCommandAnswer, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
 from taskyard.server.notifier import assignment_key, worker_key
+from taskyard.server.routers.answers import answer as json_answer
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.routers.params import Seconds
 from taskyard.server.services import agent as agent_service
@@ -27,7 +28,7 @@ _worker = agent_service.live_worker
 
 
 @router.get("/next", response_model=NextTask)
-async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> NextTask:
+async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
     """The next task for this worker, held up to ``wait`` seconds until there is one."""
 
     async def check() -> tuple[bool, NextTask]:
@@ -39,11 +40,11 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ne
         path = plane.storage.path(answer.task.bundle_key)
         if path.stat().st_size <= agent_service.INLINE_BUNDLE:  # its measured size: the declared one may lie
             answer.task.bundle = base64.b64encode(path.read_bytes()).decode()
-    return answer
+    return json_answer(answer)
 
 
 @router.post("/heartbeat", response_model=AgentCommands)
-async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> AgentCommands:
+async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
     """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
 
     async def check() -> tuple[bool, AgentCommands]:
@@ -53,7 +54,7 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ag
 
     # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
     longest = settings.heartbeat_timeout() / 3
-    return await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
+    return json_answer(await plane.notifier.poll(worker_key(worker), check, min(wait, longest)))
 
 
 # The agents' calls are async, their transactions on the plane's database threads (see Plane.run).
@@ -69,15 +70,15 @@ async def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileRespon
 
 
 @router.post("/tasks/{task_id}/events", response_model=AgentAck)
-async def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+async def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> Response:
     kill = await plane.run(lambda s: agent_service.event(s, _worker(s, worker), task_id, body))
-    return AgentAck(acked=0, kill=kill)
+    return json_answer(AgentAck(acked=0, kill=kill))
 
 
 @router.post("/tasks/{task_id}/logs", response_model=AgentAck)
-async def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+async def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> Response:
     acked, kill = await plane.run(lambda s: agent_service.append_logs(s, _worker(s, worker), task_id, body.chunks))
-    return AgentAck(acked=acked, kill=kill)
+    return json_answer(AgentAck(acked=acked, kill=kill))
 
 
 @router.post("/tasks/{task_id}/worker-log", response_model=AgentAck)
@@ -98,13 +99,13 @@ async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker
 
 
 @router.post("/tasks/{task_id}/finish", response_model=AgentAck)
-async def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
+async def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> Response:
     def apply(session: Session) -> AgentAck:
         row = _worker(session, worker)
         task = agent_service.finish(session, row, task_id, body)
         return AgentAck(acked=task.log_seq, terminate=row.status != WorkerStatus.RUNNING.value)
 
-    return await plane.run(apply)
+    return json_answer(await plane.run(apply))
 
 
 @router.post("/commands/{command_id}")

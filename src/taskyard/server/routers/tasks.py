@@ -14,6 +14,7 @@ from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import TaskRow, UserRow
 from taskyard.server.notifier import ended_key, task_key
 from taskyard.server.plane import Plane
+from taskyard.server.routers.answers import answer as json_answer
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.routers.params import Limit, MaxBytes, Seconds, Seq
 from taskyard.server.services import logs as log_service
@@ -123,12 +124,12 @@ def _info(session: Session, user, task_id: str) -> TaskInfo:
 
 
 @router.get("/{task_id}", response_model=TaskInfo)
-async def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
-    return await plane.read(lambda s: _info(s, user, task_id))
+async def show(task_id: str, plane: PlaneDep, user: UserDep) -> Response:
+    return json_answer(await plane.read(lambda s: _info(s, user, task_id)))
 
 
 @router.get("/{task_id}/wait", response_model=TaskInfo)
-async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 30) -> TaskInfo:
+async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 30) -> Response:
     """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
 
     async def check() -> tuple[bool, None]:  # the status alone: the full answer is built once, at the end
@@ -136,7 +137,7 @@ async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 
         return TaskStatus(status).is_terminal(), None
 
     await plane.notifier.poll(ended_key(task_id), check, min(timeout, MAX_WAIT))  # not woken by each change
-    return await plane.read(lambda s: _info(s, user, task_id))
+    return json_answer(await plane.read(lambda s: _info(s, user, task_id)))
 
 
 @router.get("/{task_id}/logs", response_model=LogPage)
