@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import (
     callbacks,
+    capacity,
     dashboard,
     e2e,
     envs,
@@ -38,6 +39,7 @@ MEASUREMENTS = {
     "e2e": e2e.run,
     "sandbox": sandbox.run,
     "throughput": throughput.run,
+    "capacity": capacity.run,
     "logs": logs.run,
     "kill": kill.run,
     "scale": scale.run,

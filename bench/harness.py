@@ -179,7 +179,7 @@ def running(label: str, **env: str) -> Iterator[Server]:
 
 @contextmanager
 def _environment(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: v for k, v in os.environ.items() if k.startswith("TASKYARD_")}
+    saved = {k: v for k, v in os.environ.items() if k.startswith("TASKYARD_") or k in env}
     for key in saved:
         del os.environ[key]
     os.environ.update(env)

@@ -12,6 +12,7 @@ class Plan:
     e2e_runs: int = 20
     bare_runs: int = 20
     throughput_tasks: int = 200
+    capacity_tasks: int = 2_000  # capacity: tasks run by agents that do no work
     ticks: int = 60  # log latency: lines printed 50 ms apart (~3 s)
     log_bytes: int = 50_000_000  # log throughput: about this much stdout
     kill_runs: int = 10
@@ -41,6 +42,7 @@ SMOKE = Plan(
     e2e_runs=3,
     bare_runs=3,
     throughput_tasks=20,
+    capacity_tasks=60,
     ticks=20,
     log_bytes=1_000_000,
     kill_runs=3,

@@ -49,12 +49,12 @@ def run(plan: Plan) -> list[Figure]:
 
 
 def _postgres(plan: Plan) -> list[Figure]:
-    with _pg_database() as url:
+    with pg_database() as url:
         if url is None:
             progress(f"throughput: no PostgreSQL at {PG_ADMIN_URL}, its CPU figure left out")
             return []
         rate, cpu_ms, note = batch(plan, "throughput-pg", TASKYARD_DB_URL=url)
-    with _pg_database() as url:
+    with pg_database() as url:
         assert url is not None
         two, two_cpu_ms, two_note = peer_batch(plan, url)
     return [
@@ -114,7 +114,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def _pg_database() -> Iterator[str | None]:
+def pg_database() -> Iterator[str | None]:
     """A fresh PostgreSQL database for one control plane, dropped afterwards; None when unreachable."""
     try:
         import psycopg

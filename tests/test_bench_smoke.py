@@ -10,8 +10,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MEASUREMENTS = {
-    "e2e", "sandbox", "throughput", "log latency", "log throughput", "kill", "scale", "footprint", "vault", "envs",
-    "notebooks", "callbacks", "workflow", "outage", "dashboard",
+    "e2e", "sandbox", "throughput", "capacity", "log latency", "log throughput", "kill", "scale", "footprint", "vault",
+    "envs", "notebooks", "callbacks", "workflow", "outage", "dashboard",
 }
 
 

@@ -81,12 +81,14 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
             plane.peers.stop()
         if plane.roster is not None:
             plane.roster.stop()
+        plane.database_threads.shutdown(wait=False)
 
     app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     add_docs(app)
-    for module in (meta, tasks, workers, worker_commands, pools, groups, sizes, users, secrets, agent, callbacks,
+    # Routes are matched in turn: the agents' calls, most of all, come first, then the tasks'.
+    for module in (agent, tasks, meta, workers, worker_commands, pools, groups, sizes, users, secrets, callbacks,
                    task_runner, folders, flow_router, worker_files, images):
         app.include_router(module.router, prefix=API, responses=ERROR_RESPONSES)
     _document_errors_as_json(app)

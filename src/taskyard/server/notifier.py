@@ -86,12 +86,20 @@ def ended_key(task_id: str) -> str:
 
 
 def worker_key(name: str) -> str:
+    """An order for the worker's agent (a kill, a command, terminate): what its heartbeat listens for."""
     return f"worker:{name}"
 
 
 def command_key(command_id: str) -> str:
     """A command to a kept worker was answered: what its sender waits for."""
     return f"command:{command_id}"
+
+
+def assignment_key(name: str) -> str:
+    """A task given to the worker, or its end: what its agent's ``next`` listens for.
+
+    Apart from :func:`worker_key`, so that giving a task does not wake the heartbeat too."""
+    return f"next:{name}"
 
 
 SCHEDULER = "scheduler"

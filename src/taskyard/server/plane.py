@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from taskyard import settings
 from taskyard.backends import Backend
@@ -17,7 +18,7 @@ from taskyard.errors import ConfigError, InvalidInput
 from taskyard.models import PoolSpec
 from taskyard.server.callbacks.sender import CallbackSender
 from taskyard.server.config import ServerConfig
-from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, transaction
+from taskyard.server.db.session import make_engine, make_sessionmaker, migrate, read_transaction, transaction
 from taskyard.server.lanes import Lane
 from taskyard.server.lease import ServerLease
 from taskyard.server.notifier import SCHEDULER, Notifier
@@ -30,8 +31,10 @@ from taskyard.server.storage import Storage
 from taskyard.server.token_cache import TokenCache
 from taskyard.server.vault import Vault
 from taskyard.server.worker_commands import CommandBroker
+from taskyard.server.worker_tokens import WorkerTokens
 
 T = TypeVar("T")
+DATABASE_THREADS = 32
 
 
 @dataclass
@@ -47,11 +50,17 @@ class Plane:
     peers: PeerWakeups | None = None  # PostgreSQL: wake-ups to and from the other servers on the database
     roster: Roster | None = None  # PostgreSQL: the live servers, whose URLs workers are given
     tokens: TokenCache = field(default_factory=lambda: TokenCache(settings.token_cache_seconds()))
-    worker_names: dict[str, str] = field(default_factory=dict)  # agent token -> worker name
     commands: CommandBroker = field(init=False)  # commands for kept workers, on their way through the store
+    worker_tokens: WorkerTokens = field(init=False)  # agent token -> worker name, told by the scheduler
+    # Where run and read do their transactions: a plain pool is a cheaper hop from the event loop than
+    # anyio's thread pool (which sync endpoints use), and the calls of agents go through it.
+    database_threads: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="taskyard-db")
+    )
 
     def __post_init__(self) -> None:
         self.commands = CommandBroker(self.sessions, self.notifier, self.vault)
+        self.worker_tokens = self.scheduler.worker_tokens
 
     def start(self, agents_at: str) -> None:
         """Join the roster (PostgreSQL), then start scheduling and sending callbacks; workers call ``agents_at``."""
@@ -67,14 +76,27 @@ class Plane:
     def transaction(self):
         return transaction(self.sessions)
 
+    def reading(self):
+        """A transaction that only reads (see :func:`read_transaction`): it waits for no writer."""
+        return read_transaction(self.sessions)
+
     async def run(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one transaction on a worker thread (for async endpoints)."""
+        """Run ``work`` in one transaction on a database thread (for async endpoints)."""
 
         def unit() -> T:
             with transaction(self.sessions) as session:
                 return work(session)
 
-        return await run_in_threadpool(unit)
+        return await asyncio.get_running_loop().run_in_executor(self.database_threads, unit)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run ``work``, which only reads, in one read transaction on a database thread (for async endpoints)."""
+
+        def unit() -> T:
+            with read_transaction(self.sessions) as session:
+                return work(session)
+
+        return await asyncio.get_running_loop().run_in_executor(self.database_threads, unit)
 
     @property
     def backend(self) -> Backend:

@@ -33,12 +33,13 @@ from taskyard.server.admission import Ledger, Need
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.lanes import Lane
-from taskyard.server.notifier import SCHEDULER, Notifier, worker_key
+from taskyard.server.notifier import SCHEDULER, Notifier, assignment_key
 from taskyard.server.services import pools, provisioning, worker_requests
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status, stop_ending
 from taskyard.server.services.users import hash_token, new_token
+from taskyard.server.worker_tokens import WorkerTokens
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 log = logging.getLogger("taskyard.scheduler")
@@ -92,6 +93,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._terminating: set[str] = set()
         self._lock = threading.Lock()
+        self.worker_tokens = WorkerTokens()  # each launched worker's token: its agent's calls skip the lookup
 
     def start(self, control_plane_url: str, agent_urls: Callable[[], str] | None = None) -> None:
         """Schedule on a thread of its own; workers call ``control_plane_url``.
@@ -308,6 +310,7 @@ class Scheduler:
     def _launch(self, task_id: str | None, lease: str | None, request: LaunchRequest, lane: Lane | None = None) -> None:
         """Start the worker (blocking, on the backend's lane) and record its handle where it is still wanted."""
         lane = lane or self.lanes[self.default_backend]
+        self.worker_tokens.put(request.agent_token, request.worker_name)
         try:
             handle = lane.backend.launch(request)
         except Exception as exc:
@@ -321,19 +324,12 @@ class Scheduler:
 
     def _launched(self, task_id: str | None, lease: str | None, worker_name: str, handle: dict) -> bool:
         """Store the handle; False when the worker was given up meanwhile (its launch timed out)."""
-        with transaction(self.sessions) as session:
-            worker = _worker(session, worker_name, for_update=True)  # not taken over meanwhile (_take_over_claims)
-            if worker.status not in worker_service.LIVE:
+        with transaction(self.sessions) as session:  # statements alone: every launch comes through here
+            if not worker_service.store_handle(session, worker_name, handle):
                 return False
-            worker.handle = json.dumps(handle)
-            worker.sandboxed, worker.limits = handle.get("sandboxed"), handle.get("limits")
-            if task_id is None:
-                return True
-            task = session.get(TaskRow, task_id)
-            if task is None or task.lease_token != lease:
+            if task_id is not None and not task_service.release_lease(session, task_id, lease):
+                worker = _worker(session, worker_name)
                 worker_service.mark_terminating(session, worker, reason="its task ended before it started")
-            else:
-                task.lease_token = task.lease_expires_at = None
             return True
 
     def _launch_failed(
@@ -417,7 +413,7 @@ class Scheduler:
             return
         if task_service.task_of_worker(session, worker) is None:
             task.worker_name = worker.name
-            notify_on_commit(session, worker_key(worker.name))
+            notify_on_commit(session, assignment_key(worker.name))
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -638,8 +634,7 @@ class Scheduler:
             if handle is not None and lane is not None:
                 self._stop_worker(lane, name, json.loads(handle))
             with transaction(self.sessions) as session:
-                worker = _worker(session, name)
-                worker_service.mark_ended(session, worker, WorkerStatus.TERMINATED)
+                worker_service.end_worker(session, name, WorkerStatus.TERMINATED)
             self.on_worker_ended(name)
         except Exception:
             log.exception("could not terminate worker %s; will retry", name)

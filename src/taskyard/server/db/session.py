@@ -21,8 +21,14 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+READ_ONLY = "taskyard_read_only"  # the execution option of a read transaction's connection
+
+
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # Readers run side by side (WAL): the pool holds enough connections for the threads that serve requests.
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8, max_overflow=40
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -33,8 +39,9 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail at once
-        # with "database is locked" instead of waiting for the busy timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # with "database is locked" instead of waiting for the busy timeout. A read transaction
+        # takes none: in WAL mode it reads its snapshot beside the writer.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -53,6 +60,16 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         lock = session.info["write_lock"]
         with lock if lock is not None else nullcontext(), session.begin():
             yield session
+
+
+@contextmanager
+def read_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work that only reads: one snapshot, without the write lock or waiting for the writer.
+
+    Nothing may be written in it (on SQLite a write would have to take the lock it skipped)."""
+    with sessions() as session, session.begin():
+        session.connection(execution_options={READ_ONLY: True})
+        yield session
 
 
 def migrate(engine: Engine) -> None:

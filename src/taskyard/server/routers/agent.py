@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from taskyard import settings
 from taskyard.errors import NotFound
 from taskyard.models import AgentAck, AgentCommandAnswer, AgentCommands, AgentEvent, AgentFinish, AgentLogs, NextTask
-from taskyard.server.notifier import worker_key
+from taskyard.server.notifier import assignment_key, worker_key
+from taskyard.server.routers.answers import answer as json_answer
 from taskyard.server.routers.deps import PlaneDep, WorkerDep
 from taskyard.server.routers.params import Seconds
 from taskyard.server.services import agent as agent_service
@@ -29,23 +30,23 @@ _worker = agent_service.live_worker
 
 
 @router.get("/next", response_model=NextTask)
-async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> NextTask:
+async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
     """The next task for this worker, held up to ``wait`` seconds until there is one."""
 
     async def check() -> tuple[bool, NextTask]:
         found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker), plane.vault))
         return found is not None, found or NextTask()
 
-    answer = await plane.notifier.poll(worker_key(worker), check, min(wait, MAX_WAIT))
+    answer = await plane.notifier.poll(assignment_key(worker), check, min(wait, MAX_WAIT))
     if answer.task is not None and answer.task.bundle_key is not None:
         path = plane.storage.path(answer.task.bundle_key)
         if path.stat().st_size <= agent_service.INLINE_BUNDLE:  # its measured size: the declared one may lie
             answer.task.bundle = base64.b64encode(path.read_bytes()).decode()
-    return answer
+    return json_answer(answer)
 
 
 @router.post("/heartbeat", response_model=AgentCommands)
-async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> AgentCommands:
+async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
     """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
 
     def orders_in(session: Session) -> tuple[AgentCommands, list[Sealed]]:
@@ -60,29 +61,31 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Ag
     longest = settings.heartbeat_timeout() / 3
     orders = await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
     orders.servers = plane.agent_urls()  # so that its agent knows whom to call should this server die
-    return orders
+    return json_answer(orders)
+
+
+# The agents' calls are async, their transactions on the plane's database threads (see Plane.run).
 
 
 @router.get("/tasks/{task_id}/bundle")
-def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileResponse:
-    with plane.transaction() as session:
+async def bundle(task_id: str, plane: PlaneDep, worker: WorkerDep) -> FileResponse:
+    def key(session: Session) -> str:
         task = agent_service.own_task(session, _worker(session, worker), task_id)
-        key = bundle_key(task.user_id, task.bundle_sha256)
-    return FileResponse(plane.storage.path(key), media_type="application/gzip")
+        return bundle_key(task.user_id, task.bundle_sha256)
+
+    return FileResponse(plane.storage.path(await plane.run(key)), media_type="application/gzip")
 
 
 @router.post("/tasks/{task_id}/events", response_model=AgentAck)
-def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
-    with plane.transaction() as session:
-        kill = agent_service.event(session, _worker(session, worker), task_id, body)
-        return AgentAck(acked=0, kill=kill)
+async def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerDep) -> Response:
+    kill = await plane.run(lambda s: agent_service.event(s, _worker(s, worker), task_id, body))
+    return json_answer(AgentAck(acked=0, kill=kill))
 
 
 @router.post("/tasks/{task_id}/logs", response_model=AgentAck)
-def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
-    with plane.transaction() as session:
-        acked, kill = agent_service.append_logs(session, _worker(session, worker), task_id, body.chunks)
-        return AgentAck(acked=acked, kill=kill)
+async def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> Response:
+    acked, kill = await plane.run(lambda s: agent_service.append_logs(s, _worker(s, worker), task_id, body.chunks))
+    return json_answer(AgentAck(acked=acked, kill=kill))
 
 
 @router.post("/tasks/{task_id}/worker-log", response_model=AgentAck)
@@ -103,11 +106,13 @@ async def upload_outputs(task_id: str, request: Request, plane: PlaneDep, worker
 
 
 @router.post("/tasks/{task_id}/finish", response_model=AgentAck)
-def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> AgentAck:
-    with plane.transaction() as session:
+async def finish(task_id: str, body: AgentFinish, plane: PlaneDep, worker: WorkerDep) -> Response:
+    def apply(session: Session) -> AgentAck:
         row = _worker(session, worker)
         task = agent_service.finish(session, row, task_id, body)
         return AgentAck(acked=task.log_seq, terminate=row.status != WorkerStatus.RUNNING.value)
+
+    return json_answer(await plane.run(apply))
 
 
 @router.post("/commands/{command_id}")

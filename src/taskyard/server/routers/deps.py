@@ -31,7 +31,7 @@ async def current_user(request: Request, plane: Annotated[Plane, Depends(get_pla
     token = bearer(request)
     user = plane.tokens.get(token)
     if user is None:
-        user = await plane.run(lambda session: user_service.authenticate(session, token))
+        user = await plane.read(lambda session: user_service.authenticate(session, token))
         plane.tokens.put(token, user)
     return user
 
@@ -43,17 +43,16 @@ async def admin_user(user: Annotated[UserRow, Depends(current_user)]) -> UserRow
 
 
 async def current_worker(request: Request, plane: Annotated[Plane, Depends(get_plane)]) -> str:
-    """The name of the worker whose agent calls; a token names one worker for good, so it is cached.
+    """The name of the worker whose agent calls; a token names one worker for good, so it is cached
+    (see taskyard.server.worker_tokens).
 
     Whether that worker may still call is checked in each request's own transaction.
     """
     token = bearer(request)
-    name = plane.worker_names.get(token)
+    name = plane.worker_tokens.get(token)
     if name is None:
-        name = await plane.run(lambda session: agent_service.authenticate(session, token).name)
-        if len(plane.worker_names) > 100_000:
-            plane.worker_names.clear()
-        plane.worker_names[token] = name
+        name = await plane.read(lambda session: agent_service.authenticate(session, token).name)
+        plane.worker_tokens.put(token, name)
     return name
 
 

@@ -14,6 +14,7 @@ from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import TaskRow, UserRow
 from taskyard.server.notifier import ended_key, task_key
 from taskyard.server.plane import Plane
+from taskyard.server.routers.answers import answer as json_answer
 from taskyard.server.routers.deps import PlaneDep, UserDep
 from taskyard.server.routers.params import Limit, MaxBytes, Seconds, Seq
 from taskyard.server.services import logs as log_service
@@ -110,7 +111,7 @@ async def upload_bundle(task_id: str, request: Request, plane: PlaneDep, user: U
 def list_tasks(
     plane: PlaneDep, user: UserDep, limit: Limit = 50, cursor: str | None = None, status: str | None = None
 ) -> TaskPage:
-    with plane.transaction() as session:
+    with plane.reading() as session:
         rows, next_cursor = task_service.list_tasks(session, user, limit=limit, cursor=cursor, status=status)
         return TaskPage(tasks=[task_service.to_info(t, name) for t, name in rows], next_cursor=next_cursor)
 
@@ -123,21 +124,20 @@ def _info(session: Session, user, task_id: str) -> TaskInfo:
 
 
 @router.get("/{task_id}", response_model=TaskInfo)
-def show(task_id: str, plane: PlaneDep, user: UserDep) -> TaskInfo:
-    with plane.transaction() as session:
-        return _info(session, user, task_id)
+async def show(task_id: str, plane: PlaneDep, user: UserDep) -> Response:
+    return json_answer(await plane.read(lambda s: _info(s, user, task_id)))
 
 
 @router.get("/{task_id}/wait", response_model=TaskInfo)
-async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 30) -> TaskInfo:
+async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 30) -> Response:
     """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
 
     async def check() -> tuple[bool, None]:  # the status alone: the full answer is built once, at the end
-        status = await plane.run(lambda s: task_service.get_task(s, user, task_id).status)
+        status = await plane.read(lambda s: task_service.get_task(s, user, task_id).status)
         return TaskStatus(status).is_terminal(), None
 
     await plane.notifier.poll(ended_key(task_id), check, min(timeout, MAX_WAIT))  # not woken by each change
-    return await plane.run(lambda s: _info(s, user, task_id))
+    return json_answer(await plane.read(lambda s: _info(s, user, task_id)))
 
 
 @router.get("/{task_id}/logs", response_model=LogPage)
@@ -150,7 +150,7 @@ async def logs(
         return log_service.page(session, task_service.get_task(session, user, task_id), after, max_bytes)
 
     async def check() -> tuple[bool, LogPage]:
-        result = await plane.run(page)
+        result = await plane.read(page)
         return bool(result.chunks) or result.done, result
 
     return await plane.notifier.poll(task_key(task_id), check, min(wait, MAX_WAIT))
@@ -158,7 +158,7 @@ async def logs(
 
 @router.get("/{task_id}/logs/tail", response_class=PlainTextResponse)
 def tail(task_id: str, plane: PlaneDep, user: UserDep, max_bytes: MaxBytes = 1 << 20) -> str:
-    with plane.transaction() as session:
+    with plane.reading() as session:
         task_service.get_task(session, user, task_id)
         return log_service.tail(session, task_id, max_bytes)
 

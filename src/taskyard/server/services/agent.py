@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,6 +22,7 @@ from taskyard.server.vault import Vault
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 AGENT_STATUSES = (TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING)
+TOUCH_EVERY = 1.0  # seconds: how fresh a worker's last_seen_at is kept, at most (see touch)
 INLINE_BUNDLE = 256 * 1024  # bundles up to this size travel with the assignment: one round trip less
 
 
@@ -39,7 +42,12 @@ def live_worker(session: Session, name: str) -> WorkerRow:
 
 
 def touch(worker: WorkerRow) -> None:
-    worker.last_seen_at = utcnow()
+    """Record that the worker's agent lives. Written at most every tenth of the heartbeat timeout (and
+    every second): a write at each of its calls would cost more than it tells."""
+    now = utcnow()
+    every = timedelta(seconds=min(TOUCH_EVERY, settings.heartbeat_timeout() / 10))
+    if worker.last_seen_at is None or now - worker.last_seen_at >= every:
+        worker.last_seen_at = now
     if worker.status == WorkerStatus.PROVISIONING.value:
         worker.status = WorkerStatus.RUNNING.value
         worker.reason = None  # why its backend said it waited (services.provisioning): it is up now

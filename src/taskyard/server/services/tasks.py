@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -154,6 +154,16 @@ def _check_target_worker(session: Session, user: UserRow, name: str) -> None:
     worker = worker_service.get_worker(session, user, name)
     if WorkerStatus(worker.status) not in (WorkerStatus.PROVISIONING, WorkerStatus.RUNNING):
         raise Conflict(f"worker {name!r} is {worker.status}; it cannot run tasks", field="worker")
+
+
+def release_lease(session: Session, task_id: str, lease: str | None) -> bool:
+    """Drop the lease the scheduler took on a task, in one UPDATE, where it still holds; False when it does not."""
+    query = (
+        update(TaskRow)
+        .where(TaskRow.id == task_id, TaskRow.lease_token == lease)
+        .values(lease_token=None, lease_expires_at=None)
+    )
+    return session.connection().execute(query).rowcount == 1
 
 
 def get_task(session: Session, user: UserRow, task_id: str, *, for_update: bool = False) -> TaskRow:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from taskyard.errors import NotFound
 from taskyard.models import WorkerInfo
 from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
-from taskyard.server.notifier import SCHEDULER, worker_key
+from taskyard.server.notifier import SCHEDULER, assignment_key, worker_key
 from taskyard.server.services import logs
 from taskyard.server.services.lifecycle import notify_on_commit, set_status
 from taskyard.server.services.users import hash_token, new_token
@@ -95,7 +96,7 @@ def give_task(session: Session, worker: WorkerRow, task: TaskRow) -> None:
     worker.user_id = task.user_id
     worker.keep = not task.terminate_on_completion
     task.worker_name = worker.name
-    notify_on_commit(session, worker_key(worker.name))
+    notify_on_commit(session, assignment_key(worker.name))
 
 
 def get_worker(session: Session, user: UserRow, name: str) -> WorkerRow:
@@ -128,14 +129,31 @@ def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = N
         return
     worker.status = WorkerStatus.TERMINATING.value
     worker.reason = worker.reason or reason
-    notify_on_commit(session, SCHEDULER, worker_key(worker.name))
+    notify_on_commit(session, SCHEDULER, worker_key(worker.name), assignment_key(worker.name))
+
+
+def end_worker(session: Session, name: str, status: WorkerStatus) -> None:
+    """:func:`mark_ended` in one UPDATE, without loading the row: how the scheduler ends each worker it stopped."""
+    values = {"status": status.value, "terminated_at": utcnow()}
+    session.connection().execute(_by_name(name).values(values))
+    notify_on_commit(session, worker_key(name), assignment_key(name))
+
+
+def store_handle(session: Session, name: str, handle: dict) -> bool:
+    """Keep a launched worker's handle, in one UPDATE; False when the worker is no longer live."""
+    values = {"handle": json.dumps(handle), "sandboxed": handle.get("sandboxed"), "limits": handle.get("limits")}
+    return session.connection().execute(_by_name(name).where(WorkerRow.status.in_(LIVE)).values(values)).rowcount == 1
+
+
+def _by_name(name: str) -> Update:
+    return update(WorkerRow).where(WorkerRow.name == name)
 
 
 def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason: str | None = None) -> None:
     worker.status = status.value
     worker.terminated_at = utcnow()
     worker.reason = worker.reason or reason
-    notify_on_commit(session, worker_key(worker.name))
+    notify_on_commit(session, worker_key(worker.name), assignment_key(worker.name))
 
 
 def request_terminate(session: Session, user: UserRow, name: str) -> WorkerRow:

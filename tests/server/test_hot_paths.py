@@ -1,0 +1,136 @@
+"""What the control plane does on the calls every task makes, kept cheap without giving up a guarantee.
+
+Reads run beside a writer; a task given to a worker wakes only its agent's ``next``; a worker's
+``last_seen_at`` is not rewritten on every call; the scheduler tells the server each token it launches.
+Every test runs on both databases through the ``db`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.server.config import ServerConfig
+from taskyard.server.db.models import UserRow, WorkerRow, utcnow
+from taskyard.server.db.session import read_transaction, transaction
+from taskyard.server.notifier import Notifier, assignment_key, worker_key
+from taskyard.server.scheduler import Scheduler
+from taskyard.server.services import agent as agent_service
+from taskyard.server.services import pools, users
+from taskyard.server.services import workers as worker_service
+
+
+def test_a_read_runs_while_a_write_holds_the_lock_and_sees_only_what_is_committed(db, make_user):
+    make_user("alice")
+    holding, done = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with transaction(db) as session:
+            users.create_user(session, "bob")
+            session.flush()
+            holding.set()
+            done.wait(10)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        began = time.monotonic()
+        with read_transaction(db) as session:
+            names = set(session.scalars(select(UserRow.name)))
+        assert time.monotonic() - began < 2  # not held up until the writer commits
+        assert names == {"alice"}
+    finally:
+        done.set()
+        writer.join()
+    with read_transaction(db) as session:
+        assert session.scalar(select(func.count()).select_from(UserRow)) == 2
+
+
+def _worker(db, **fields) -> WorkerRow:
+    with transaction(db) as session:
+        row, _ = worker_service.create_worker(
+            session, user_id=None, pool="default", backend="local", size="X-Small", image="python", keep=False
+        )
+        for name, value in fields.items():
+            setattr(row, name, value)
+        return row
+
+
+def test_last_seen_is_written_at_most_every_second(db):
+    worker = _worker(db)
+    agent_service.touch(worker)
+    first = worker.last_seen_at
+    assert first is not None and worker.status == "Running"
+    agent_service.touch(worker)
+    assert worker.last_seen_at == first
+    worker.last_seen_at = utcnow() - timedelta(seconds=1.5)
+    agent_service.touch(worker)
+    assert worker.last_seen_at > first
+
+
+def test_last_seen_keeps_within_a_tenth_of_a_short_heartbeat_timeout(db, monkeypatch):
+    monkeypatch.setenv("TASKYARD_HEARTBEAT_TIMEOUT", "2")
+    worker = _worker(db, last_seen_at=utcnow() - timedelta(seconds=0.3))
+    before = worker.last_seen_at
+    agent_service.touch(worker)
+    assert worker.last_seen_at > before
+
+
+def test_a_task_given_wakes_the_agents_next_and_an_end_wakes_its_heartbeat_too(db, make_user, make_task):
+    alice = make_user()
+    task = make_task(alice)
+    worker = _worker(db)
+    with transaction(db) as session:
+        worker_service.give_task(session, session.merge(worker), session.merge(task))
+        given = set(session.info["notify"])
+    assert assignment_key(worker.name) in given and worker_key(worker.name) not in given
+    with transaction(db) as session:
+        worker_service.mark_terminating(session, session.merge(worker))
+        ending = set(session.info["notify"])
+    assert {assignment_key(worker.name), worker_key(worker.name)} <= ending
+
+
+class _Started(Backend):
+    name = "started"
+    images = {"python": "nothing at all"}
+    default_image = "python"
+
+    def launch(self, request: LaunchRequest) -> dict:
+        return {"worker": request.worker_name}
+
+    def poll(self, handle: dict) -> WorkerState:
+        return WorkerState.RUNNING
+
+    def terminate(self, handle: dict) -> None:
+        pass
+
+
+def test_the_scheduler_tells_each_launched_token_and_stores_the_handle_and_the_end(db):
+    sizes = ServerConfig(data_dir=Path("unused"))
+    scheduler = Scheduler(db, Notifier(), _Started(), max_workers=1, sizes=sizes, warm_workers=1)
+    try:
+        with transaction(db) as session:
+            live = worker_service.live_workers(session)
+            _, warm = scheduler._fill(session, pools.default_spec(), live, scheduler.ledger(live))
+        (request,) = warm
+        assert scheduler.worker_tokens.get(request.agent_token) is None
+        scheduler._launch(None, None, request)
+        assert scheduler.worker_tokens.get(request.agent_token) == request.worker_name
+        assert scheduler.worker_tokens.get(request.agent_token + "x") is None
+        with read_transaction(db) as session:
+            row = session.get(WorkerRow, request.worker_name)
+            assert row is not None and json.loads(row.handle) == {"worker": request.worker_name}
+        scheduler._terminate(scheduler.lanes["started"], request.worker_name, row.handle)
+        with read_transaction(db) as session:
+            row = session.get(WorkerRow, request.worker_name)
+            assert row is not None and row.status == "Terminated" and row.terminated_at is not None
+    finally:
+        for lane in scheduler.lanes.values():
+            lane.close()
