@@ -7,6 +7,7 @@ test's own folder, apart from the database, as it does in a server's home.
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskyard.config import GitConfig, WorkerConfig
 from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
-from taskyard.models import PoolSpec
+from taskyard.models import AgentEvent, PoolSpec
 from taskyard.server.config import builtin_sizes
 from taskyard.server.db.models import SecretRow, TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
@@ -24,6 +25,7 @@ from taskyard.server.services import agent as agent_service
 from taskyard.server.services import pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.vault import KEY_FILE, Vault, key_id
+from taskyard.status import TaskStatus
 
 VALUE = "vault-test-value-9f3c1e"
 
@@ -314,3 +316,17 @@ def test_a_task_handed_out_whose_answer_was_lost_is_handed_out_again(db, vault, 
         assert first is not None and again is not None and again.task is not None
         assert again.task.task_id == first.task.task_id == task.id
         assert (row.status, row.attempt) == ("preparing", 1)
+
+
+def test_a_status_said_again_after_its_answer_was_lost_is_acknowledged(db, vault, make_user, make_task):
+    """The agent repeats "In Progress" (to another server, say): the task stays as it is, no 409."""
+    task = make_task(make_user("alice"))
+    started = AgentEvent(status=TaskStatus.IN_PROGRESS, at=time.time())
+    with transaction(db) as session:
+        agent_service.next_task(session, _running_worker(session, task), vault)
+    for _ in range(2):
+        with transaction(db) as session:
+            assert agent_service.event(session, session.get(WorkerRow, "tw-secrets"), task.id, started) is False
+    with transaction(db) as session:
+        row = session.get(TaskRow, task.id)
+        assert (row.status, row.attempt) == (TaskStatus.IN_PROGRESS.value, 1)

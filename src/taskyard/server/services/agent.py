@@ -142,6 +142,8 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
         raise Conflict(f"an agent cannot set a task to {ev.status.alias}", field="status")
     if TaskStatus(task.status).is_terminal():
         return True
+    if task.status == ev.status.value:  # said again: the answer to the first was lost (its server died, say)
+        return False
     set_status(session, task, ev.status, reason=ev.reason, seen_at=ev.at)
     return False
 
