@@ -13,6 +13,7 @@ from pathlib import Path
 from . import (
     callbacks,
     dashboard,
+    deep_queue,
     e2e,
     envs,
     footprint,
@@ -50,6 +51,7 @@ MEASUREMENTS = {
     "outage": outage.run,
     "uploads": uploads.run,
     "dashboard": dashboard.run,
+    "deep-queue": deep_queue.run,
 }
 NAMES = [*MEASUREMENTS, "ray", "ray-backend"]
 RAY_PARTS = {"ray", "ray-backend"}  # parts that start a Ray cluster

@@ -46,7 +46,7 @@ def run(plan: Plan) -> list[Figure]:
 
 
 def _postgres(plan: Plan) -> list[Figure]:
-    with _pg_database() as url:
+    with pg_database() as url:
         if url is None:
             progress(f"throughput: no PostgreSQL at {PG_ADMIN_URL}, its CPU figure left out")
             return []
@@ -89,7 +89,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def _pg_database() -> Iterator[str | None]:
+def pg_database() -> Iterator[str | None]:
     """A fresh PostgreSQL database for one control plane, dropped afterwards; None when unreachable."""
     try:
         import psycopg
