@@ -6,7 +6,6 @@ import hashlib
 import secrets
 import string
 from collections.abc import Collection, Mapping
-from contextlib import nullcontext
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from taskyard.backends.base import Resources
 from taskyard.errors import Conflict, InvalidInput, NotFound
-from taskyard.models import OutputsInfo, StatusChange, TaskInfo, TaskSpec
+from taskyard.models import OutputsInfo, PoolSpec, StatusChange, TaskInfo, TaskSpec
 from taskyard.server.config import Size, match_size
 from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER
@@ -48,12 +47,14 @@ def create_task(
     sizes: Mapping[str, Size],
     capacity: Resources | None,
     venvs: Mapping[str, str] | None = None,
+    pools_seen: dict[str, PoolSpec] | None = None,
 ) -> tuple[TaskRow, bool]:
     """Create a task, or return the existing one for a repeated ``task_id``: ``(row, created)``.
 
     ``images`` and ``sizes`` are what the backend and the server config offer; ``capacity`` is
     what the backend holds (None: no bound); ``venvs`` the Python virtual environments it has
-    (None: it cannot tell). The worker size is stored in its canonical spelling.
+    (None: it cannot tell). The worker size is stored in its canonical spelling. ``pools_seen``
+    keeps the pools already found usable by ``user`` in this transaction (a batch looks each up once).
     """
     spec = _canonical_size(spec, sizes)
     digest = spec_hash(spec)
@@ -62,7 +63,7 @@ def create_task(
         if existing is not None:
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images, sizes, capacity)
-    pool = pools.usable_spec(session, user, spec.pool)  # the pool must exist and be shared with the user
+    pool = _usable_pool(session, user, spec.pool, pools_seen)  # it must exist and be shared with the user
     effective = pools.effective_config(pool, spec.worker_config)
     secret_service.check_task_config(session, user, effective)
     environments.check(spec, effective, venvs)
@@ -70,20 +71,40 @@ def create_task(
         _check_target_worker(session, user, spec.worker)
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
     task = _new_row(spec, user, digest, status)
+    if spec.task_id is not None:
+        winner = _insert_given_id(session, task)
+        if winner is not None:
+            return _same_task(winner, user, digest), False
+    else:  # a generated id is new: inserted at the next flush, with the rest of its batch
+        session.add(task)
+    session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
+    notify_on_commit(session, SCHEDULER)
+    return task, True
+
+
+def _usable_pool(session: Session, user: UserRow, name: str, seen: dict[str, PoolSpec] | None) -> PoolSpec:
+    if seen is None:
+        return pools.usable_spec(session, user, name)
+    if name not in seen:
+        seen[name] = pools.usable_spec(session, user, name)
+    return seen[name]
+
+
+def _insert_given_id(session: Session, task: TaskRow) -> TaskRow | None:
+    """Insert a task whose id the client gave; the task stored under that id if it was there first.
+
+    The same id may be submitted twice at once (one wins): the insert is flushed in a savepoint.
+    """
     try:
-        # The task row first: its history refers to it. A task_id given by the client may be
-        # submitted twice at once (one wins); a generated one is new, so it needs no savepoint.
-        with session.begin_nested() if spec.task_id is not None else nullcontext():
+        with session.begin_nested():
             session.add(task)
             session.flush()
     except IntegrityError:
         winner = session.get(TaskRow, task.id)
         if winner is None:  # not a twin submission: some other constraint failed
             raise
-        return _same_task(winner, user, digest), False
-    session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
-    notify_on_commit(session, SCHEDULER)
-    return task, True
+        return winner
+    return None
 
 
 def _new_row(spec: TaskSpec, user: UserRow, digest: str, status: TaskStatus) -> TaskRow:
