@@ -271,6 +271,11 @@ def position_in_queue(session: Session, task: TaskRow) -> int | None:
 
 def _queued_ahead(session: Session, task: TaskRow, *, assigned: bool) -> int:
     """Queued tasks of ``task``'s pool with (or without) a worker, before it; all those with one if it has none."""
+    return session.scalar(queued_ahead_query(task, assigned=assigned)) or 0
+
+
+def queued_ahead_query(task: TaskRow, *, assigned: bool):
+    """The count :func:`_queued_ahead` makes: a range of the queue's index (status, worker_name, pool, created_at)."""
     with_worker = TaskRow.worker_name.is_not(None) if assigned else TaskRow.worker_name.is_(None)
     query = select(func.count()).select_from(TaskRow).where(
         TaskRow.pool == task.pool, TaskRow.status == TaskStatus.IN_QUEUE.value, with_worker, TaskRow.id != task.id
@@ -280,7 +285,7 @@ def _queued_ahead(session: Session, task: TaskRow, *, assigned: bool) -> int:
             (TaskRow.created_at == task.created_at) & (TaskRow.id < task.id)
         )
         query = query.where(earlier)
-    return session.scalar(query) or 0
+    return query
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
