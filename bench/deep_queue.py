@@ -103,7 +103,7 @@ def _check_queued(client: Client, expected: int) -> None:
 def _figures(plan: Plan, store: str, levels: list[Level]) -> list[Figure]:
     figures = [figure for level in levels for figure in _level_figures(plan, store, level)]
     first, last = levels[0], levels[-1]
-    name = f"submit_many cost per task flatness, {last.queued:,} vs {first.queued:,} queued, {store}"
+    name = f"submit_many cost per task flatness, {store}: {last.queued:,} vs {first.queued:,} queued"
     note = f"{last.ms_per_task:.3f} ÷ {first.ms_per_task:.3f} ms/task"
     figures.append(single("deep-queue", name, "×", last.ms_per_task / first.ms_per_task,
                           target=Target("<=", 1.5), note=note))
