@@ -28,8 +28,20 @@ from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
+_ID_LENGTH = 20
+_ID_SPACE = len(_ALPHABET) ** _ID_LENGTH
+
+
 def new_task_id() -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(20))
+    """20 characters of ``[a-z0-9]``, uniformly random: one draw per id, not one per character (a batch makes many)."""
+    number = secrets.randbits(_ID_SPACE.bit_length())
+    while number >= _ID_SPACE:  # rejected, not folded: every id stays as likely as any other
+        number = secrets.randbits(_ID_SPACE.bit_length())
+    characters = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ALPHABET))
+        characters.append(_ALPHABET[digit])
+    return "".join(characters)
 
 
 def spec_hash(spec: TaskSpec) -> str:
