@@ -14,6 +14,7 @@ from . import (
     callbacks,
     capacity,
     dashboard,
+    deep_queue,
     e2e,
     envs,
     footprint,
@@ -52,6 +53,7 @@ MEASUREMENTS = {
     "outage": outage.run,
     "uploads": uploads.run,
     "dashboard": dashboard.run,
+    "deep-queue": deep_queue.run,
 }
 NAMES = [*MEASUREMENTS, "ray", "ray-backend"]
 RAY_PARTS = {"ray", "ray-backend"}  # parts that start a Ray cluster

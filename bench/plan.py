@@ -32,6 +32,8 @@ class Plan:
     submit_threads: int = 4
     dashboard_tasks: int = 10_000  # dashboard: tasks in the store while its pages are timed
     dashboard_runs: int = 20
+    deep_levels: tuple[int, ...] = (1_000, 10_000, 100_000)  # deep-queue: tasks In Queue at each measure
+    deep_batch: int = 1_000  # deep-queue: tasks of the timed submit_many call at each level
 
 
 FULL = Plan()
@@ -61,4 +63,6 @@ SMOKE = Plan(
     outage_seconds=2.0,
     dashboard_tasks=500,
     dashboard_runs=3,
+    deep_levels=(100, 300),
+    deep_batch=50,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MEASUREMENTS = {
     "e2e", "sandbox", "throughput", "capacity", "log latency", "log throughput", "kill", "scale", "footprint", "vault",
-    "envs", "notebooks", "callbacks", "workflow", "outage", "dashboard",
+    "envs", "notebooks", "callbacks", "workflow", "outage", "dashboard", "deep-queue",
 }
 
 
@@ -36,6 +36,25 @@ def test_bench_smoke_reports_every_measurement(tmp_path):
     assert log_throughput and all("lost: 0" in figure["note"] for figure in log_throughput)
     assert all(figure["extra"]["lost"] == 0 and figure["extra"]["sha256_match"] for figure in log_throughput)
     assert "taskyard benchmarks" in done.stdout  # the table
+
+
+def test_bench_smoke_scale_and_deep_queue_report_each_level_on_each_store(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench", "--smoke", "--only", "scale,deep-queue", "--json", str(out)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["errors"] == {}
+    deep = [figure for figure in results["figures"] if figure["measurement"] == "deep-queue"]
+    stores = ["SQLite", "PostgreSQL"] if any(f["name"].endswith("PostgreSQL") for f in deep) else ["SQLite"]
+    for store in stores:
+        for level in ("100", "300"):
+            mine = [f["name"] for f in deep if f["name"].endswith(f" {level} queued, {store}")]
+            assert len(mine) == 3, (store, level, mine)  # the batch rate, its cost per task, the first page
+        assert any(f["name"].startswith("submit_many cost per task flatness") and store in f["name"] for f in deep)
+    for figure in deep:
+        assert _number(figure["median"]) and figure["median"] > 0, figure
+    assert any(figure["measurement"] == "scale" for figure in results["figures"])
 
 
 def _number(value) -> bool:

@@ -47,7 +47,8 @@ def submit_many(
     with bundle.pack(folder, max_bytes=client.upload_limit()) as packed:
         base = dict(file_name=file_name, worker_config=config, pool=pool_name, bundle_sha256=packed.sha256,
                     bundle_size=packed.size, **options)
-        specs = [TaskSpec(**base, **run) for run in runs]
+        same = TaskSpec(**base)  # the spec of every run that adds no field of its own (a plain count)
+        specs = [TaskSpec(**base, **run) if run else same for run in runs]
         infos = [info for start in range(0, len(specs), MAX_BATCH)
                  for info in client.submit_batch(specs[start:start + MAX_BATCH])]
         infos = _uploaded(client, infos, packed.path)

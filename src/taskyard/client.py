@@ -67,8 +67,12 @@ class Client:
         return TaskInfo.model_validate_json(self.request("POST", "/tasks", json=body).content)
 
     def submit_batch(self, specs: list[TaskSpec]) -> list[TaskInfo]:
-        """Submit up to ``models.MAX_BATCH`` tasks in one request: their infos, in order."""
-        body = {"tasks": [spec.model_dump(mode="json", exclude_none=True) for spec in specs]}
+        """Submit up to ``models.MAX_BATCH`` tasks in one request: their infos, in order.
+
+        A spec given more than once (the same object: ``submit_many`` with a count) is dumped once.
+        """
+        dumped = {id(spec): spec.model_dump(mode="json", exclude_none=True) for spec in specs}
+        body = {"tasks": [dumped[id(spec)] for spec in specs]}
         return TaskBatchInfo.model_validate_json(self.request("POST", "/tasks/batch", json=body).content).tasks
 
     def upload_limit(self) -> int:

@@ -732,11 +732,14 @@ _QUEUED = (
     .with_for_update(skip_locked=True)
 )
 # Tasks In Queue that name a worker which has ended: a state to repair (see Scheduler._repair_orphans).
+# ``worker_name > ''`` (a range, not IS NOT NULL): the queued tasks with a worker, found through the
+# queue's index, not by walking the whole queue every reconcile.
 _ORPHANS = (
     select(TaskRow, WorkerRow.name)
     .join(WorkerRow, WorkerRow.name == TaskRow.worker_name)
     .where(
         TaskRow.status == TaskStatus.IN_QUEUE.value,
+        TaskRow.worker_name > "",
         WorkerRow.status.in_((WorkerStatus.TERMINATED.value, WorkerStatus.FAILED.value)),
     )
     .with_for_update(of=TaskRow, skip_locked=True)

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -114,6 +114,10 @@ class TaskRow(Base):
         Index("ix_tasks_user_created", "user_id", "created_at", "id"),
         Index("ix_tasks_worker", "worker_name"),
         Index("ix_tasks_target_worker", "target_worker"),  # tasks waiting for a given worker: few
+        # The queue: the scheduler's next tasks of a pool (worker_name IS NULL, oldest first), a task's
+        # place in it, and the queued tasks that have a worker (worker_name > ''), each a range of it
+        # however deep the queue is.
+        Index("ix_tasks_queue", "status", "worker_name", "pool", "created_at", "id"),
     )
 
 
@@ -125,6 +129,9 @@ class StatusChangeRow(Base):
     status: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Never loaded (lazy="raise"): it tells a flush to insert a new task before its history, so a batch
+    # of new tasks is inserted at once, not one flush each.
+    task: Mapped[TaskRow] = relationship(lazy="raise")
 
 
 class LogChunkRow(Base):
@@ -210,6 +217,7 @@ class CallbackTargetRow(Base):
     url: Mapped[str] = mapped_column(Text)
     token: Mapped[bytes | None] = mapped_column(LargeBinary)  # a Fernet token, or None: no bearer token
     key_id: Mapped[str | None] = mapped_column(String(16))  # the vault key that sealed ``token``
+    task: Mapped[TaskRow] = relationship(lazy="raise")  # never loaded: a flush inserts the new task first
 
 
 class CallbackDeliveryRow(Base):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
 from fastapi import APIRouter, Request, Response
@@ -7,9 +8,20 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
 from taskyard import settings
+from taskyard.backends.base import Backend
 from taskyard.bundle import raise_limit_hint
 from taskyard.errors import NotFound, TooLarge
-from taskyard.models import LogPage, OutputFiles, TaskBatch, TaskBatchInfo, TaskInfo, TaskMetadata, TaskPage, TaskSpec
+from taskyard.models import (
+    LogPage,
+    OutputFiles,
+    PoolSpec,
+    TaskBatch,
+    TaskBatchInfo,
+    TaskInfo,
+    TaskMetadata,
+    TaskPage,
+    TaskSpec,
+)
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import TaskRow, UserRow
 from taskyard.server.notifier import ended_key, task_key
@@ -57,7 +69,8 @@ def submit_specs(plane: Plane, user: UserRow, specs: list[TaskSpec]) -> list[tup
         _check_size(spec)
     present = {sha: plane.storage.exists(bundle_key(user.id, sha)) for sha in {s.bundle_sha256 for s in specs}}
     with plane.transaction() as session:
-        return [_create(plane, session, user, spec, present[spec.bundle_sha256]) for spec in specs]
+        batch = _Batch(plane, session, user, present)
+        return [batch.create(spec) for spec in specs]
 
 
 def _check_size(spec: TaskSpec) -> None:
@@ -71,22 +84,39 @@ def _check_size(spec: TaskSpec) -> None:
         )
 
 
-def _create(plane: Plane, session: Session, user: UserRow, spec: TaskSpec, present: bool) -> tuple[TaskInfo, bool]:
-    spec, token = outbox.split_token(spec)
-    backend = plane.backend_of_pool(session, spec.pool)
-    task, created = task_service.create_task(
-        session,
-        user,
-        spec,
-        bundle_present=present,
-        images=backend.images,
-        sizes=plane.config.sizes,
-        capacity=backend.capacity(),
-        venvs=backend.python_venvs() if spec.python_venv_name else None,
-    )
-    if created:
-        outbox.register(session, plane.vault, plane.config.callbacks, task, spec, token)
-    return task_service.to_info(task, user.name), created
+@dataclass
+class _Batch:
+    """The tasks of one submission, created in one transaction; each pool and its backend looked up once."""
+
+    plane: Plane
+    session: Session
+    user: UserRow
+    present: dict[str, bool]  # bundle sha256 -> stored already
+    pools: dict[str, PoolSpec] = field(default_factory=dict)
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+    def create(self, spec: TaskSpec) -> tuple[TaskInfo, bool]:
+        spec, token = outbox.split_token(spec)
+        backend = self._backend(spec.pool)
+        task, created = task_service.create_task(
+            self.session,
+            self.user,
+            spec,
+            bundle_present=self.present[spec.bundle_sha256],
+            images=backend.images,
+            sizes=self.plane.config.sizes,
+            capacity=backend.capacity(),
+            venvs=backend.python_venvs() if spec.python_venv_name else None,
+            pools_seen=self.pools,
+        )
+        if created:
+            outbox.register(self.session, self.plane.vault, self.plane.config.callbacks, task, spec, token)
+        return task_service.to_info(task, self.user.name), created
+
+    def _backend(self, pool: str) -> Backend:
+        if pool not in self.backends:
+            self.backends[pool] = self.plane.backend_of_pool(self.session, pool)
+        return self.backends[pool]
 
 
 @router.put("/{task_id}/bundle", response_model=TaskInfo)

@@ -6,7 +6,6 @@ import hashlib
 import secrets
 import string
 from collections.abc import Collection, Mapping
-from contextlib import nullcontext
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select, update
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from taskyard.backends.base import Resources
 from taskyard.errors import Conflict, InvalidInput, NotFound
-from taskyard.models import OutputsInfo, StatusChange, TaskInfo, TaskSpec
+from taskyard.models import OutputsInfo, PoolSpec, StatusChange, TaskInfo, TaskSpec
 from taskyard.server.config import Size, match_size
 from taskyard.server.db.models import StatusChangeRow, TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.notifier import SCHEDULER
@@ -29,8 +28,20 @@ from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
+_ID_LENGTH = 20
+_ID_SPACE = len(_ALPHABET) ** _ID_LENGTH
+
+
 def new_task_id() -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(20))
+    """20 characters of ``[a-z0-9]``, uniformly random: one draw per id, not one per character (a batch makes many)."""
+    number = secrets.randbits(_ID_SPACE.bit_length())
+    while number >= _ID_SPACE:  # rejected, not folded: every id stays as likely as any other
+        number = secrets.randbits(_ID_SPACE.bit_length())
+    characters = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ALPHABET))
+        characters.append(_ALPHABET[digit])
+    return "".join(characters)
 
 
 def spec_hash(spec: TaskSpec) -> str:
@@ -48,12 +59,14 @@ def create_task(
     sizes: Mapping[str, Size],
     capacity: Resources | None,
     venvs: Mapping[str, str] | None = None,
+    pools_seen: dict[str, PoolSpec] | None = None,
 ) -> tuple[TaskRow, bool]:
     """Create a task, or return the existing one for a repeated ``task_id``: ``(row, created)``.
 
     ``images`` and ``sizes`` are what the backend and the server config offer; ``capacity`` is
     what the backend holds (None: no bound); ``venvs`` the Python virtual environments it has
-    (None: it cannot tell). The worker size is stored in its canonical spelling.
+    (None: it cannot tell). The worker size is stored in its canonical spelling. ``pools_seen``
+    keeps the pools already found usable by ``user`` in this transaction (a batch looks each up once).
     """
     spec = _canonical_size(spec, sizes)
     digest = spec_hash(spec)
@@ -62,7 +75,7 @@ def create_task(
         if existing is not None:
             return _same_task(existing, user, digest), False
     _check_worker_config(spec, images, sizes, capacity)
-    pool = pools.usable_spec(session, user, spec.pool)  # the pool must exist and be shared with the user
+    pool = _usable_pool(session, user, spec.pool, pools_seen)  # it must exist and be shared with the user
     effective = pools.effective_config(pool, spec.worker_config)
     secret_service.check_task_config(session, user, effective)
     environments.check(spec, effective, venvs)
@@ -70,20 +83,40 @@ def create_task(
         _check_target_worker(session, user, spec.worker)
     status = TaskStatus.IN_QUEUE if bundle_present else TaskStatus.WAITING_FOR_INPUT
     task = _new_row(spec, user, digest, status)
+    if spec.task_id is not None:
+        winner = _insert_given_id(session, task)
+        if winner is not None:
+            return _same_task(winner, user, digest), False
+    else:  # a generated id is new: inserted at the next flush, with the rest of its batch
+        session.add(task)
+    session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
+    notify_on_commit(session, SCHEDULER)
+    return task, True
+
+
+def _usable_pool(session: Session, user: UserRow, name: str, seen: dict[str, PoolSpec] | None) -> PoolSpec:
+    if seen is None:
+        return pools.usable_spec(session, user, name)
+    if name not in seen:
+        seen[name] = pools.usable_spec(session, user, name)
+    return seen[name]
+
+
+def _insert_given_id(session: Session, task: TaskRow) -> TaskRow | None:
+    """Insert a task whose id the client gave; the task stored under that id if it was there first.
+
+    The same id may be submitted twice at once (one wins): the insert is flushed in a savepoint.
+    """
     try:
-        # The task row first: its history refers to it. A task_id given by the client may be
-        # submitted twice at once (one wins); a generated one is new, so it needs no savepoint.
-        with session.begin_nested() if spec.task_id is not None else nullcontext():
+        with session.begin_nested():
             session.add(task)
             session.flush()
     except IntegrityError:
         winner = session.get(TaskRow, task.id)
         if winner is None:  # not a twin submission: some other constraint failed
             raise
-        return _same_task(winner, user, digest), False
-    session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
-    notify_on_commit(session, SCHEDULER)
-    return task, True
+        return winner
+    return None
 
 
 def _new_row(spec: TaskSpec, user: UserRow, digest: str, status: TaskStatus) -> TaskRow:
@@ -260,6 +293,11 @@ def position_in_queue(session: Session, task: TaskRow) -> int | None:
 
 def _queued_ahead(session: Session, task: TaskRow, *, assigned: bool) -> int:
     """Queued tasks of ``task``'s pool with (or without) a worker, before it; all those with one if it has none."""
+    return session.scalar(queued_ahead_query(task, assigned=assigned)) or 0
+
+
+def queued_ahead_query(task: TaskRow, *, assigned: bool):
+    """The count :func:`_queued_ahead` makes: a range of the queue's index (status, worker_name, pool, created_at)."""
     with_worker = TaskRow.worker_name.is_not(None) if assigned else TaskRow.worker_name.is_(None)
     query = select(func.count()).select_from(TaskRow).where(
         TaskRow.pool == task.pool, TaskRow.status == TaskStatus.IN_QUEUE.value, with_worker, TaskRow.id != task.id
@@ -269,7 +307,7 @@ def _queued_ahead(session: Session, task: TaskRow, *, assigned: bool) -> int:
             (TaskRow.created_at == task.created_at) & (TaskRow.id < task.id)
         )
         query = query.where(earlier)
-    return session.scalar(query) or 0
+    return query
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
