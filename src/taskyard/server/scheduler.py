@@ -550,12 +550,7 @@ class Scheduler:
 
     def _poll(self, lane: Lane, handles: dict[str, dict]) -> None:
         """Poll the workers of one backend (on its lane) and lose those it no longer runs."""
-        try:
-            states = {name: lane.backend.poll(handle) for name, handle in handles.items()}
-        except Exception as exc:
-            lane.failed("poll", exc)
-            raise
-        lane.answered()
+        states = _ask(lane, "poll", lane.backend.poll, handles)
         with transaction(self.sessions) as session:
             for name, state in states.items():
                 worker = _worker(session, name, for_update=True)
@@ -564,12 +559,7 @@ class Scheduler:
 
     def _poll_provisioning(self, lane: Lane, backend: BackendWithProvisioning, handles: dict[str, dict]) -> None:
         """Ask a backend why its workers not yet up wait (on its lane): shown to the user; those gone are lost."""
-        try:
-            said = {name: backend.provisioning(handle) for name, handle in handles.items()}
-        except Exception as exc:
-            lane.failed("provisioning poll", exc)
-            raise
-        lane.answered()
+        said = _ask(lane, "provisioning poll", backend.provisioning, handles)
         with transaction(self.sessions) as session:
             for name, what in said.items():
                 worker = _worker(session, name, for_update=True)
@@ -680,6 +670,17 @@ def _still_warm(session: Session, warm: list[WorkerRow]) -> list[WorkerRow]:
     )
     held = {worker.name for worker in session.scalars(query)}
     return [worker for worker in warm if worker.name in held]
+
+
+def _ask(lane: Lane, what: str, call: Callable[[dict], Any], handles: dict[str, dict]) -> dict[str, Any]:
+    """``call`` of each worker's handle (on the backend's lane), the lane told whether its backend answered."""
+    try:
+        answers = {name: call(handle) for name, handle in handles.items()}
+    except Exception as exc:
+        lane.failed(what, exc)
+        raise
+    lane.answered()
+    return answers
 
 
 def _worker(session: Session, name: str, *, for_update: bool = False) -> WorkerRow:
