@@ -1,24 +1,28 @@
 """The kubernetes backend: its manifests against the Kubernetes OpenAPI schemas, its calls against a fake API server.
 
-With ``TASKYARD_TEST_KUBECONFIG`` set, the tests that need no status set by hand also run against
-that cluster (namespace ``TASKYARD_TEST_NAMESPACE``, default ``default``).
+With ``TASKYARD_TEST_KUBECONFIG`` set, the tests that set no status by hand and read the cluster
+back through its API (the ``cluster`` fixture: launch, an unknown image, terminate, garbage
+collection) run against that cluster too (namespace ``TASKYARD_TEST_NAMESPACE``, default ``default``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
+from kubernetes import client as k8s
 
 import taskyard
 from k8s_fake import FakeApiServer
 from taskyard.backends.base import LaunchRequest, Provisioning, Resources, WorkerState
-from taskyard.backends.kubernetes import KubernetesBackend, from_settings, manifests
+from taskyard.backends.kubernetes import KubernetesBackend, api_client, from_settings, manifests
 from taskyard.backends.registry import BackendContext
 from taskyard.backends.settings import KubernetesSettings
 from taskyard.models import WorkerRequest
@@ -206,23 +210,82 @@ def test_garbage_collection_deletes_only_own_pods_without_a_live_worker(fake, ba
     other.close()
 
 
-@pytest.mark.skipif(not REAL, reason="TASKYARD_TEST_KUBECONFIG is not set: no real cluster to run against")
-def test_real_cluster_launch_poll_terminate_gc() -> None:
-    from kubernetes import client as k8s
+# -- the same tests on the fake and, with TASKYARD_TEST_KUBECONFIG, on a real cluster: read back through its API --
 
-    from taskyard.backends.kubernetes import api_client
+NO_REAL = "TASKYARD_TEST_KUBECONFIG is not set: no real cluster to run against"
+NAMESPACE = os.environ.get("TASKYARD_TEST_NAMESPACE", "default")
 
-    config = KubernetesSettings(kubeconfig=REAL, namespace=os.environ.get("TASKYARD_TEST_NAMESPACE", "default"))
-    real = KubernetesBackend(k8s.CoreV1Api(api_client(config)), config, "taskyard-tests")
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.skipif(not REAL, reason=NO_REAL))])
+def any_cluster(request) -> Iterator[tuple[Callable[[str], KubernetesBackend], Any]]:
+    """A maker of backends (each with a control-plane name of its own) and the API they call, fake or real."""
+    fake = FakeApiServer() if request.param == "fake" else None
+    config = settings() if fake else settings(kubeconfig=REAL, namespace=NAMESPACE)
+    api = fake.core_api() if fake else k8s.CoreV1Api(api_client(config))
+    made: list[KubernetesBackend] = []
+
+    def backend(plane: str) -> KubernetesBackend:
+        made.append(KubernetesBackend(api, config, f"taskyard-tests-{plane}-{secrets.token_hex(3)}"))
+        return made[-1]
+
     try:
-        handle = real.launch(request("real-1"))
-        assert real.poll(handle) in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.GONE)
-        real.terminate(handle)
-        assert real.poll(handle) is WorkerState.GONE
-        assert real.collect_garbage(set) == []
+        yield backend, api
     finally:
-        real.collect_garbage(set)
-        real.close()
+        for each in made:
+            each.collect_garbage(set)
+            each.close()
+        if fake is not None:
+            fake.stop()
+
+
+def owned(backend: KubernetesBackend, api) -> set[tuple[str, str]]:
+    """The pods and secrets of ``backend``'s control plane that the cluster still has, not being deleted."""
+    selector = f"{manifests.LABEL_PLANE}={backend.plane}"
+    listings = (("pod", api.list_namespaced_pod), ("secret", api.list_namespaced_secret))
+    return {(kind, item.metadata.name) for kind, listing in listings
+            for item in listing(backend.namespace, label_selector=selector).items
+            if item.metadata.deletion_timestamp is None}
+
+
+def test_a_launch_leaves_a_pod_and_the_secret_it_owns_and_no_token_in_the_pod(any_cluster) -> None:
+    make, api = any_cluster
+    backend = make("launch")
+    handle = backend.launch(request("own"))
+    pod = api.read_namespaced_pod(handle["pod"], backend.namespace)
+    secret = api.read_namespaced_secret(handle["pod"], backend.namespace)
+    assert [ref.uid for ref in secret.metadata.owner_references] == [pod.metadata.uid]
+    assert pod.metadata.labels[manifests.LABEL_PLANE] == backend.plane
+    assert TOKEN not in str(pod.to_dict())
+    assert backend.poll(handle) in (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.GONE)
+
+
+def test_a_launch_with_an_unknown_image_leaves_nothing_on_the_cluster(any_cluster) -> None:
+    make, api = any_cluster
+    backend = make("image")
+    with pytest.raises(ValueError, match="no image 'cuda'"):
+        backend.launch(LaunchRequest("w-2", TOKEN, "http://p", "small", "cuda"))
+    assert owned(backend, api) == set()
+
+
+def test_terminate_removes_pod_and_secret_and_again_is_harmless(any_cluster) -> None:
+    make, api = any_cluster
+    backend = make("terminate")
+    handle = backend.launch(request("gone"))
+    backend.terminate(handle)
+    wait_for(lambda: owned(backend, api) == set(), timeout=60)
+    backend.terminate(handle)
+    assert backend.poll(handle) is WorkerState.GONE
+
+
+def test_garbage_collection_takes_only_its_own_control_planes_objects_of_gone_workers(any_cluster) -> None:
+    make, api = any_cluster
+    ours, theirs = make("ours"), make("theirs")
+    for name in ("live", "stale"):
+        ours.launch(request(name))
+    theirs.launch(request("theirs"))
+    assert ours.collect_garbage(lambda: {"live"}) == ["taskyard-stale"]
+    wait_for(lambda: owned(ours, api) == {("pod", "taskyard-live"), ("secret", "taskyard-live")}, timeout=60)
+    assert owned(theirs, api) == {("pod", "taskyard-theirs"), ("secret", "taskyard-theirs")}
 
 
 # -- a control plane whose pods the cluster cannot place: what its user reads, through the API --
