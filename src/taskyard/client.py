@@ -37,10 +37,20 @@ from taskyard.task_runner import FolderInfo
 
 
 class Client:
+    """``url``: one server, or several sharing one database, comma-separated (``http://a:8642,http://b:8642``).
+
+    With several, a request that cannot reach one server goes to the next: at once when it could not
+    connect (so it never arrived), and for reads also when the connection broke; the one that
+    answered is asked first from then on.
+    """
+
     def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [part.strip().rstrip("/") for part in url.split(",") if part.strip()]
+        if not self.urls:
+            raise TaskyardError("no taskyard server URL given; set TASKYARD_URL, e.g. http://127.0.0.1:8642")
+        self.url = self.urls[0]  # the server that answered last
         self._http = httpx.Client(
-            base_url=self.url + "/api/v1",
+            base_url=self.url + "/api/v1",  # requests name each server in full; this is for relative ones
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=5.0),
         )
@@ -52,13 +62,24 @@ class Client:
     def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs) -> httpx.Response:
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(f"cannot reach the taskyard server at {self.url}: {exc}") from exc
+        response = self._in_turn(lambda base: self._http.request(method, f"{base}/api/v1{path}", **kwargs), method)
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+    def _in_turn(self, call, method: str):
+        """``call(base URL)`` on the server that answered last, then on each other one while it is unreachable."""
+        order = [self.url] + [url for url in self.urls if url != self.url]
+        for number, base in enumerate(order, 1):
+            try:
+                answer = call(base)
+            except httpx.TransportError as exc:
+                if number == len(order) or not _elsewhere(method, exc):
+                    raise ServerUnavailable(f"cannot reach the taskyard server at {base}: {exc}") from exc
+                continue
+            self.url = base
+            return answer
+        raise AssertionError("unreachable: there is at least one URL")
 
     # -- tasks --------------------------------------------------------------------------------------
 
@@ -155,7 +176,13 @@ class Client:
 
     def download_outputs(self, task_id: str, dest: Path) -> str:
         """Save the outputs archive to ``dest``; return ``"result"`` or ``"partial"``."""
-        with self._http.stream("GET", f"/tasks/{task_id}/outputs") as response:
+
+        def start(base: str) -> httpx.Response:
+            request = self._http.build_request("GET", f"{base}/api/v1/tasks/{task_id}/outputs")
+            return self._http.send(request, stream=True)
+
+        response = self._in_turn(start, "GET")
+        try:
             if response.status_code >= 400:
                 response.read()
                 raise _error(response)
@@ -163,6 +190,8 @@ class Client:
                 for chunk in response.iter_bytes():
                     out.write(chunk)
             return response.headers.get("X-Taskyard-Outputs", "result")
+        finally:
+            response.close()
 
     # -- workers and users --------------------------------------------------------------------------
 
@@ -297,6 +326,11 @@ class Client:
 
 def _secret_path(name: str) -> str:
     return f"/secrets/{quote(name, safe='')}"
+
+
+def _elsewhere(method: str, exc: httpx.TransportError) -> bool:
+    """Whether a request that failed with ``exc`` may go to another server: it never arrived, or it only reads."""
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) or method in ("GET", "HEAD")
 
 
 def _error(response: httpx.Response) -> TaskyardError:

@@ -5,7 +5,7 @@ Both serve one home folder (the task folders they store, the workers' folders) a
 wait In Queue, server A is killed. Its workers' agents call server B instead (they were given
 every live server's URL), and what A had claimed but not launched is taken back once its claim
 lapses. Every task must end Success, run once (each appends its id to a file outside its folder,
-sandbox off), with its whole log, all read through B.
+sandbox off), with its whole log, all read through B by a client given both URLs, A's first.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from taskyard.batch import submit_many
+from taskyard.client import Client
 from taskyard.status import TaskStatus
 
 from foreground import Foreground
@@ -64,7 +65,7 @@ def two_servers(tmp_path, fresh_pg_url):
             server.stop()
 
 
-def test_killing_one_of_two_servers_loses_no_task(two_servers, tmp_path):
+def test_killing_one_of_two_servers_loses_no_task(two_servers, tmp_path, request):
     a, b, token = two_servers
     ran = tmp_path / "ran.txt"
     folder = tmp_path / "task"
@@ -82,7 +83,10 @@ def test_killing_one_of_two_servers_loses_no_task(two_servers, tmp_path):
     wait_for(time_to_kill, timeout=120)
     a.process.send_signal(signal.SIGKILL)  # never restarted
     a.process.wait(timeout=10)
-    through_b = clients[1]
+    through_b = Client(f"{a.url},{b.url}", token)  # A first: each call finds it gone, and B answers
+    request.addfinalizer(through_b.close)
+    assert through_b.set_metadata(ids[0], {"read": "through B"}) == {"read": "through B"}  # a write, too
+    assert through_b.url == b.url
     running = [task for task in through_b.list_tasks(limit=500).tasks if not task.status.is_terminal()]
     assert running, "A was killed once every task had ended: nothing was left to lose"
 
