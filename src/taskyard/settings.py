@@ -2,7 +2,7 @@
 
 =============================  ==============================================================
 ``TASKYARD_HOME``              where the embedded server keeps its state (``~/.taskyard``)
-``TASKYARD_URL``               a control plane to use instead of the embedded one
+``TASKYARD_URL``               a control plane instead of the embedded one (servers of one database: comma-separated)
 ``TASKYARD_TOKEN``             the bearer token for ``TASKYARD_URL``
 ``TASKYARD_CONFIG``            the server's TOML configuration file (read by ``taskyard.server.config``)
 ``TASKYARD_DB_URL``            the server's database (default: SQLite under the home folder)
