@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -34,6 +35,7 @@ from taskyard.server.worker_commands import CommandBroker
 from taskyard.server.worker_tokens import WorkerTokens
 
 T = TypeVar("T")
+UnitOfWork = Callable[[sessionmaker[Session]], AbstractContextManager[Session]]  # transaction, read_transaction
 DATABASE_THREADS = 32
 
 
@@ -82,18 +84,15 @@ class Plane:
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction on a database thread (for async endpoints)."""
-
-        def unit() -> T:
-            with transaction(self.sessions) as session:
-                return work(session)
-
-        return await asyncio.get_running_loop().run_in_executor(self.database_threads, unit)
+        return await self._on_database_thread(transaction, work)
 
     async def read(self, work: Callable[[Session], T]) -> T:
         """Run ``work``, which only reads, in one read transaction on a database thread (for async endpoints)."""
+        return await self._on_database_thread(read_transaction, work)
 
+    async def _on_database_thread(self, unit_of_work: UnitOfWork, work: Callable[[Session], T]) -> T:
         def unit() -> T:
-            with read_transaction(self.sessions) as session:
+            with unit_of_work(self.sessions) as session:
                 return work(session)
 
         return await asyncio.get_running_loop().run_in_executor(self.database_threads, unit)

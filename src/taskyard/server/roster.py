@@ -44,10 +44,7 @@ class Roster:
     def start(self, url: str) -> None:
         """Register as reachable at ``url`` (read the peers once), then refresh in the background until :meth:`stop`."""
         self.url = url
-        with transaction(self.sessions) as session:
-            now = utcnow()
-            session.add(ServerRow(id=self.id, url=url, description=self.description, started_at=now, seen_at=now))
-        self.refresh()
+        self.refresh()  # the first one registers this server
         self._thread = threading.Thread(target=self._refresh_loop, name="taskyard-roster", daemon=True)
         self._thread.start()
 
@@ -64,7 +61,7 @@ class Roster:
         with transaction(self.sessions) as session:
             now = utcnow()
             row = session.get(ServerRow, self.id)
-            if row is None:  # removed as gone (this process was stopped long enough): registered again
+            if row is None:  # not registered yet, or removed as gone (this process was stopped long enough)
                 row = ServerRow(id=self.id, url=self.url, description=self.description, started_at=now)
                 session.add(row)
             row.seen_at = now

@@ -446,9 +446,8 @@ class Scheduler:
         def before(seconds: float) -> ColumnElement[bool]:
             return WorkerRow.created_at < now - timedelta(seconds=seconds)
 
-        known = [(WorkerRow.backend == name) & before(provisioning.timeout(lane.backend))
-                 for name, lane in self.lanes.items()]
-        return or_(*known, WorkerRow.backend.not_in(list(self.lanes)) & before(settings.provision_timeout()))
+        known = [(WorkerRow.backend == name) & before(self._provision_timeout(name)) for name in self.lanes]
+        return or_(*known, WorkerRow.backend.not_in(list(self.lanes)) & before(provisioning.timeout(None)))
 
     def _provision_timeout(self, backend: str) -> float:
         lane = self.lanes.get(backend)
@@ -518,14 +517,14 @@ class Scheduler:
 
     def _poll_lane(self, lane: Lane, live: list[tuple[str, str | None, str, str]]) -> None:
         """Poll a backend's running workers, and those not yet up where it tells why they wait."""
-        handles = {(name, status): json.loads(handle) for name, handle, backend, status in live
-                   if backend == lane.name and handle}
-        running = {name: handle for (name, status), handle in handles.items() if status == WorkerStatus.RUNNING.value}
+        mine = [(name, json.loads(handle), status) for name, handle, backend, status in live
+                if backend == lane.name and handle]
+        running = {name: handle for name, handle, status in mine if status == WorkerStatus.RUNNING.value}
         if running and not lane.pending("poll"):
             lane.submit("poll", functools.partial(self._poll, lane, running))
         if not isinstance(lane.backend, BackendWithProvisioning) or lane.pending("provisioning poll"):
             return
-        starting = {name: handle for (name, status), handle in handles.items() if status != WorkerStatus.RUNNING.value}
+        starting = {name: handle for name, handle, status in mine if status != WorkerStatus.RUNNING.value}
         if starting:
             lane.submit("provisioning poll", functools.partial(self._poll_provisioning, lane, lane.backend, starting))
 

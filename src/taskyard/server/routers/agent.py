@@ -22,7 +22,7 @@ from taskyard.server.services.worker_commands import Sealed
 from taskyard.server.storage import bundle_key, outputs_key
 from taskyard.status import WorkerStatus
 
-router = APIRouter(prefix="/agent", tags=["agent"])
+router = APIRouter(prefix="/agent", tags=["agent"])  # async calls; transactions on the plane's database threads
 MAX_WAIT = 30.0
 
 
@@ -62,9 +62,6 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Re
     orders = await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
     orders.servers = plane.agent_urls()  # so that its agent knows whom to call should this server die
     return json_answer(orders)
-
-
-# The agents' calls are async, their transactions on the plane's database threads (see Plane.run).
 
 
 @router.get("/tasks/{task_id}/bundle")
