@@ -3,8 +3,9 @@
 Started by the ``idle`` backend with the file to count finished tasks in. It reads orders on stdin,
 one a line: ``start NAME URL TOKEN`` plays a new worker's agent, ``stop NAME`` ends it; at the end
 of stdin it exits. An agent heartbeats and takes tasks as a real one does; each task "runs" at once:
-it is reported In Progress, then finished with exit code 0 and one line of stdout. Each finish the
-control plane has acknowledged adds one byte to the count file.
+it is finished with exit code 0 and one line of stdout, its start told with its finish (as a real
+agent tells the start of a task that ends at once). Each finish the control plane has acknowledged
+adds one byte to the count file.
 """
 
 from __future__ import annotations
@@ -57,11 +58,10 @@ class IdleAgent:
         """The task, run as nothing: True when the control plane says this worker takes no more."""
         path = f"/tasks/{task['task_id']}"
         began = time.time()
-        self.client.call("POST", path + "/events", {"status": "in_progress", "at": began})
         chunk = {"seq": task["log_seq"] + 1, "stream": "stdout", "ts": time.time(), "text": LINE}
         ended = time.time()
         body = {"exit_code": 0, "killed": False, "error": None, "reason": None, "chunks": [chunk],
-                "exited_at": ended, "ended_at": ended}
+                "exited_at": ended, "ended_at": ended, "started_at": began}
         answer = self.client.call("POST", path + "/finish", body)
         os.write(self.finished, b".")
         return bool(answer.get("terminate"))

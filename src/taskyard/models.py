@@ -445,6 +445,7 @@ class AgentEvent(BaseModel):
 
 class AgentLogs(BaseModel):
     chunks: list[LogChunk]
+    started_at: float | None = None  # the task's start, when its first output goes before the start was told
 
 
 class AgentAck(BaseModel):
@@ -461,6 +462,7 @@ class AgentFinish(BaseModel):
     chunks: list[LogChunk] = []
     exited_at: float | None = None  # when the task's process ended (seconds since the epoch), as the agent saw it
     ended_at: float | None = None  # when the agent was done with the task (outputs uploaded)
+    started_at: float | None = None  # the task's start, when it ended before the start was told (a quick task)
 
 
 class AgentCommands(BaseModel):

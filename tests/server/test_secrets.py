@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from taskyard.config import GitConfig, WorkerConfig
 from taskyard.errors import ConfigError, Conflict, Forbidden, InvalidInput, NotFound
-from taskyard.models import AgentEvent, PoolSpec
+from taskyard.models import AgentEvent, AgentFinish, AgentLogs, LogChunk, PoolSpec
 from taskyard.server.config import builtin_sizes
-from taskyard.server.db.models import SecretRow, TaskRow, WorkerRow, utcnow
+from taskyard.server.db.models import SecretRow, StatusChangeRow, TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.services import agent as agent_service
 from taskyard.server.services import pools
@@ -330,3 +331,45 @@ def test_a_status_said_again_after_its_answer_was_lost_is_acknowledged(db, vault
     with transaction(db) as session:
         row = session.get(TaskRow, task.id)
         assert (row.status, row.attempt) == (TaskStatus.IN_PROGRESS.value, 1)
+
+
+def _history(session, task_id: str) -> list[tuple[str, float]]:
+    changes = session.scalars(select(StatusChangeRow).where(StatusChangeRow.task_id == task_id)
+                              .order_by(StatusChangeRow.id))
+    return [(change.status, change.at.replace(tzinfo=UTC).timestamp()) for change in changes]
+
+
+def test_a_task_that_ended_at_once_has_its_start_told_with_its_finish(db, vault, make_user, make_task):
+    """No In Progress event came: the finish's ``started_at`` puts In Progress in the history, at that time."""
+    task = make_task(make_user("alice"))
+    with transaction(db) as session:
+        agent_service.next_task(session, _running_worker(session, task), vault)
+    began = time.time()
+    ended = began + 0.01
+    finish = AgentFinish(exit_code=0, started_at=began, exited_at=ended, ended_at=ended)
+    with transaction(db) as session:
+        agent_service.finish(session, session.get(WorkerRow, "tw-secrets"), task.id, finish)
+    with transaction(db) as session:
+        history = _history(session, task.id)
+        row = session.get(TaskRow, task.id)
+    assert [status for status, _ in history][-4:] == ["preparing", "in_progress", "finalizing", "success"]
+    assert dict(history)["in_progress"] == pytest.approx(began, abs=0.002)
+    assert row.started_at is not None
+
+
+def test_a_first_output_before_the_start_event_tells_the_start(db, vault, make_user, make_task):
+    """Logs carrying ``started_at`` move the task to In Progress before their lines are kept; the event
+    after them (or a second start) changes nothing."""
+    task = make_task(make_user("alice"))
+    with transaction(db) as session:
+        agent_service.next_task(session, _running_worker(session, task), vault)
+    began = time.time()
+    output = AgentLogs(chunks=[LogChunk(seq=1, stream="stdout", ts=began, text="hi\n")], started_at=began)
+    with transaction(db) as session:
+        assert agent_service.append_logs(session, session.get(WorkerRow, "tw-secrets"), task.id, output) == (1, False)
+        assert session.get(TaskRow, task.id).status == TaskStatus.IN_PROGRESS.value
+    with transaction(db) as session:
+        started = AgentEvent(status=TaskStatus.IN_PROGRESS, at=time.time())
+        assert agent_service.event(session, session.get(WorkerRow, "tw-secrets"), task.id, started) is False
+    with transaction(db) as session:
+        assert [status for status, _ in _history(session, task.id)].count("in_progress") == 1

@@ -21,6 +21,7 @@ from .standby import Standby
 
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
 WORKER_LOG_FILE = "task_output.log"  # in the worker's folder: the output of tasks that are not captured
+QUICK = 0.05  # seconds: a task that ends within this long tells its start with its finish, one call less
 
 
 def folders(worker_dir: Path) -> list[Path]:
@@ -54,6 +55,8 @@ class TaskRun:
         self.worker_done = False  # the control plane's answer to the finish: this worker takes no more tasks
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._started_at: float | None = None  # the task's start, until the control plane has been told it
+        self._start_lock = threading.Lock()  # held while the start may be on its way: nothing overtakes it
         self.masker = Masker.of(_secret_values(assignment))  # None: the task was given no secret
         self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker)
         self.pump.on_kill = self.kill
@@ -167,16 +170,30 @@ class TaskRun:
                 self.pump.close()
                 return -signal.SIGTERM
             self._oom_kills_before = self.isolation.oom_kills()
+            self._started_at = time.time()  # the time seen here, whenever the report lands
             self.process = self._start()
-        started = {"status": "in_progress", "at": time.time()}  # the time seen here, whenever the report lands
-        answer = self.client.call("POST", f"/tasks/{self.task_id}/events", started)
-        if answer.get("kill"):
+        if not _ends_within(self.process, QUICK) and self._tell_start().get("kill"):
             self.kill()
         code = self._reap(self.process)
         self.exited_at = time.time()
         self.log_tail = self.pump.close_rest()  # goes with the finish report
         self.worker_log.close()
         return code
+
+    def _tell_start(self) -> dict:
+        """Report the task In Progress, unless its first output has told it already."""
+        with self._start_lock:
+            start = self._untold_start()
+            if not start:
+                return {}
+            return self.client.call("POST", f"/tasks/{self.task_id}/events", {"status": "in_progress",
+                                                                              "at": start["started_at"]})
+
+    def _untold_start(self) -> dict:
+        """``{"started_at": ...}`` for the report that tells the start (then told), or {} once told; the
+        caller holds ``_start_lock``."""
+        at, self._started_at = self._started_at, None
+        return {} if at is None else {"started_at": at}
 
     def _reap(self, process: subprocess.Popen) -> int:
         """Wait for a process, then stop whatever it left behind, in its group or not: nothing outlives it."""
@@ -293,7 +310,9 @@ class TaskRun:
     # -- reporting ---------------------------------------------------------------------------------
 
     def _send_logs(self, chunks: list[dict]) -> tuple[int, bool]:
-        answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", {"chunks": chunks})
+        with self._start_lock:
+            body = {"chunks": chunks, **self._untold_start()}
+            answer = self.client.call("POST", f"/tasks/{self.task_id}/logs", body)
         return answer["acked"], answer.get("kill", False)
 
     def _send_worker_log(self, chunks: list[dict]) -> tuple[int, bool]:
@@ -325,6 +344,8 @@ class TaskRun:
             chunks.append({"seq": seq, "stream": "system", "ts": time.time(), "text": f"[taskyard] {note}\n"})
         body = {"exit_code": exit_code, "killed": killed, "error": error, "reason": reason, "chunks": chunks,
                 "exited_at": self.exited_at, "ended_at": ended_at}
+        with self._start_lock:
+            body |= self._untold_start()  # a task that ended at once tells its start with its finish
         answer = self.client.call("POST", f"/tasks/{self.task_id}/finish", body)
         self.worker_done = answer.get("terminate", False)
 
@@ -358,6 +379,14 @@ class TaskRun:
 
 
 TAR_OVERHEAD = 1536  # a tar header and its padding, at most, for each file
+
+
+def _ends_within(process: subprocess.Popen, seconds: float) -> bool:
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _within_limit(root: Path, files: list[Path], limit: int | None) -> tuple[list[Path], list[Path]]:

@@ -81,7 +81,7 @@ async def event(task_id: str, body: AgentEvent, plane: PlaneDep, worker: WorkerD
 
 @router.post("/tasks/{task_id}/logs", response_model=AgentAck)
 async def logs(task_id: str, body: AgentLogs, plane: PlaneDep, worker: WorkerDep) -> Response:
-    acked, kill = await plane.run(lambda s: agent_service.append_logs(s, _worker(s, worker), task_id, body.chunks))
+    acked, kill = await plane.run(lambda s: agent_service.append_logs(s, _worker(s, worker), task_id, body))
     return json_answer(AgentAck(acked=acked, kill=kill))
 
 

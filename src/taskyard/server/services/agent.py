@@ -11,7 +11,7 @@ from taskyard import notebook_task, settings
 from taskyard.agent import kinds
 from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
-from taskyard.models import AgentCommands, AgentEvent, AgentFinish, Assignment, NextTask, TaskSpec
+from taskyard.models import AgentCommands, AgentEvent, AgentFinish, AgentLogs, Assignment, NextTask, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.services import logs, pools, provisioning, worker_requests, workers
 from taskyard.server.services import secrets as secret_service
@@ -148,9 +148,18 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
     return False
 
 
-def append_logs(session: Session, worker: WorkerRow, task_id: str, chunks) -> tuple[int, bool]:
+def _started(session: Session, task: TaskRow, at: float | None) -> None:
+    """A start told with the task's first output or with its finish: In Progress as of ``at``, unless
+    the task is being stopped (it then ends as the stop says) or is past its start already."""
+    if at is None or task.stop_reason is not None or task.status != TaskStatus.PREPARING.value:
+        return
+    set_status(session, task, TaskStatus.IN_PROGRESS, seen_at=at)
+
+
+def append_logs(session: Session, worker: WorkerRow, task_id: str, body: AgentLogs) -> tuple[int, bool]:
     task = own_task(session, worker, task_id)
-    acked = logs.append(session, task, chunks)
+    _started(session, task, body.started_at)
+    acked = logs.append(session, task, body.chunks)
     return acked, task.stop_reason is not None and not TaskStatus(task.status).is_terminal()
 
 
@@ -163,6 +172,7 @@ def may_log(session: Session, worker: WorkerRow, task_id: str) -> bool:
 def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) -> TaskRow:
     task = own_task(session, worker, task_id)
     touch(worker)
+    _started(session, task, fin.started_at)
     logs.append(session, task, fin.chunks)
     if TaskStatus(task.status).is_terminal():
         return task  # ended meanwhile (its worker terminated by hand, say): keep that ending
@@ -171,7 +181,7 @@ def finish(session: Session, worker: WorkerRow, task_id: str, fin: AgentFinish) 
     if ending in (TaskStatus.SUCCESS, TaskStatus.FAILED) and task.status != TaskStatus.FINALIZING.value:
         set_status(session, task, TaskStatus.FINALIZING, seen_at=fin.exited_at)
     set_status(session, task, ending, reason=_stop_note(task) or _reason(fin), seen_at=fin.ended_at)
-    workers.release_fresh_worker(session, task)
+    workers.release_fresh_worker(session, task, tell_agent=False)  # the finish's answer tells it
     return task
 
 

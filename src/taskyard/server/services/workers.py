@@ -124,12 +124,15 @@ def list_workers(session: Session, user: UserRow, *, include_ended: bool = False
     return [(row[0], row[1]) for row in session.execute(query.order_by(WorkerRow.created_at.desc()))]
 
 
-def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = None) -> None:
+def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = None, *, tell_agent=True) -> None:
+    """Mark the worker for the scheduler to stop; ``tell_agent=False`` when its agent hears it in the
+    answer it is waiting for (its task's finish), so its long polls are not woken for it."""
     if WorkerStatus(worker.status).is_finished() or worker.status == WorkerStatus.TERMINATING.value:
         return
     worker.status = WorkerStatus.TERMINATING.value
     worker.reason = worker.reason or reason
-    notify_on_commit(session, SCHEDULER, worker_key(worker.name), assignment_key(worker.name))
+    agent = (worker_key(worker.name), assignment_key(worker.name)) if tell_agent else ()
+    notify_on_commit(session, SCHEDULER, *agent)
 
 
 def end_worker(session: Session, name: str, status: WorkerStatus) -> None:
@@ -178,13 +181,13 @@ def _tasks_on(session: Session, worker: WorkerRow) -> list[TaskRow]:
     return list(session.scalars(select(TaskRow).where(on_worker, TaskRow.status.in_(ACTIVE_VALUES))))
 
 
-def release_fresh_worker(session: Session, task: TaskRow, *, force: bool = False) -> None:
+def release_fresh_worker(session: Session, task: TaskRow, *, force: bool = False, tell_agent: bool = True) -> None:
     """After ``task`` ends, stop the worker made for it unless it is to be kept (or ``force``)."""
     if task.worker_name is None:
         return
     worker = session.get(WorkerRow, task.worker_name)
     if worker is not None and (force or not worker.keep):
-        mark_terminating(session, worker, reason=f"task {task.id} ended")
+        mark_terminating(session, worker, reason=f"task {task.id} ended", tell_agent=tell_agent)
 
 
 def to_info(worker: WorkerRow, user_name: str | None, task_id: str | None = None) -> WorkerInfo:
