@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -18,7 +20,33 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+    _ping_when_idle(engine)
+    return engine
+
+
+IDLE_PING = 1.0  # seconds a pooled connection may sit unused before it is checked at its next checkout
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection with a ``SELECT 1`` when it comes out after more than :data:`IDLE_PING`
+    unused, and replace it if that fails (the database restarted, a proxy closed it). A ping at every
+    checkout (``pool_pre_ping``) costs a round trip per transaction; one a second has been in use since."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("idle_since", time.monotonic()) <= IDLE_PING:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()  # leave it outside any transaction, as it came
+        except Exception as exc:  # any failure: the pool drops it and connects anew
+            raise DisconnectionError(str(exc)) from exc
 
 
 READ_ONLY = "taskyard_read_only"  # the execution option of a read transaction's connection

@@ -20,7 +20,7 @@ from taskyard.config import WorkerConfig
 from taskyard.errors import TaskyardError
 from taskyard.models import TaskSpec
 from taskyard.server.db.models import FlowRunRow, FlowTaskRow, TaskRow, UserRow, utcnow
-from taskyard.server.db.session import transaction
+from taskyard.server.db.session import read_transaction, transaction
 from taskyard.server.flows import inputs
 from taskyard.server.flows.service import flow_key, tasks_of
 from taskyard.server.notifier import FLOWS, Notifier
@@ -82,7 +82,7 @@ class FlowDriver:
 
     def tick(self) -> None:
         """One pass over the runs still going."""
-        with transaction(self.sessions) as session:
+        with read_transaction(self.sessions) as session:
             going = list(session.scalars(select(FlowRunRow.id).where(FlowRunRow.status.in_(GOING))))
         for run_id in going:
             try:
