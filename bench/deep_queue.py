@@ -7,12 +7,17 @@ has nothing to place, so it does not walk the queue. The queue is filled with
 each level one more ``submit_many`` batch of ``plan.deep_batch`` tasks is timed: its rate, and its
 cost per task (wall time, and the control plane's own CPU from ``/proc``). Then the first page of
 ``taskyard tasks list`` (``GET /tasks?limit=20``, the CLI's default page), median of
-``plan.list_runs``. The per-task cost at the deepest level ÷ at the first is the flatness.
+``plan.list_runs``, and so for the views that count the queue: the dashboard's first page of
+``/tasks`` (queue positions on its rows), ``GET /pools``, ``GET /pools/parked`` and a ``/metrics``
+scrape. The per-task cost at the deepest level ÷ at the first is the flatness.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
+
+import httpx
 
 from taskyard.batch import submit_many
 from taskyard.client import Client
@@ -26,6 +31,13 @@ from .throughput import PG_ADMIN_URL, cpu_seconds, pg_database
 POOL = "parked"  # max_workers 0: its tasks stay In Queue
 CLI_PAGE = 20  # `taskyard tasks list` asks for this many by default
 FILL_CHUNK = 10_000  # tasks per submit_many call while filling (the SDK sends them 1,000 a request)
+VIEWS = {  # the views whose answers count the queue, each timed at each level: name -> path
+    "dashboard /tasks first page": "/tasks",
+    "GET /pools": "/api/v1/pools",
+    f"GET /pools/{POOL}": f"/api/v1/pools/{POOL}",
+    "/metrics scrape": "/metrics",
+}
+VIEW_TARGET = 50  # ms
 
 
 class Level:
@@ -33,6 +45,7 @@ class Level:
 
     def __init__(self, queued: int, batch: int, seconds: float, cpu: float, list_ms: list[float]) -> None:
         self.queued, self.batch, self.seconds, self.cpu, self.list_ms = queued, batch, seconds, cpu, list_ms
+        self.views_ms: dict[str, list[float]] = {}  # VIEWS' names -> their samples
 
     @property
     def rate(self) -> float:
@@ -89,7 +102,20 @@ def _measure(plan: Plan, server: Server, client: Client, queued: int) -> Level:
         raise BenchError(f"deep-queue: submit_many answered {len(tasks)} tasks, not {plan.deep_batch}")
     client.list_tasks(limit=CLI_PAGE)  # warm-up
     list_ms = [timed(lambda: client.list_tasks(limit=CLI_PAGE))[0] * 1000 for _ in range(plan.list_runs)]
-    return Level(queued, plan.deep_batch, seconds, cpu, list_ms)
+    level = Level(queued, plan.deep_batch, seconds, cpu, list_ms)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}) as http:
+        level.views_ms = {name: _view_ms(http, path, plan.list_runs) for name, path in VIEWS.items()}
+    return level
+
+
+def _view_ms(http: httpx.Client, path: str, runs: int) -> list[float]:
+    """``runs`` timings (ms) of GET ``path``, after one untimed."""
+    samples = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        http.get(path).raise_for_status()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples[1:]
 
 
 def _check_queued(client: Client, expected: int) -> None:
@@ -120,4 +146,5 @@ def _level_figures(plan: Plan, store: str, level: Level) -> list[Figure]:
                extra={"cpu_ms_per_task": level.cpu_ms_per_task}),
         spread("deep-queue", f"tasks list first page (GET /tasks?limit={CLI_PAGE}), {n}", "ms", level.list_ms,
                target=Target("<", 10)),
-    ]
+    ] + [spread("deep-queue", f"{name}, {n}", "ms", samples, target=Target("<", VIEW_TARGET))
+         for name, samples in level.views_ms.items()]

@@ -50,7 +50,7 @@ def test_bench_smoke_scale_and_deep_queue_report_each_level_on_each_store(tmp_pa
     for store in stores:
         for level in ("100", "300"):
             mine = [f["name"] for f in deep if f["name"].endswith(f" {level} queued, {store}")]
-            assert len(mine) == 3, (store, level, mine)  # the batch rate, its cost per task, the first page
+            assert len(mine) == 7, (store, level, mine)  # the batch rate, its cost, the first page, 4 views
         assert any(f["name"].startswith("submit_many cost per task flatness") and store in f["name"] for f in deep)
     for figure in deep:
         assert _number(figure["median"]) and figure["median"] > 0, figure
