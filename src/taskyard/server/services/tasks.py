@@ -298,16 +298,58 @@ def _queued_ahead(session: Session, task: TaskRow, *, assigned: bool) -> int:
 
 def queued_ahead_query(task: TaskRow, *, assigned: bool):
     """The count :func:`_queued_ahead` makes: a range of the queue's index (status, worker_name, pool, created_at)."""
-    with_worker = TaskRow.worker_name.is_not(None) if assigned else TaskRow.worker_name.is_(None)
-    query = select(func.count()).select_from(TaskRow).where(
-        TaskRow.pool == task.pool, TaskRow.status == TaskStatus.IN_QUEUE.value, with_worker, TaskRow.id != task.id
-    )
+    query = select(func.count()).select_from(TaskRow).where(*_queue_group(task.pool, assigned), TaskRow.id != task.id)
     if assigned == (task.worker_name is not None):  # same group: only those submitted before it
-        earlier = (TaskRow.created_at < task.created_at) | (
-            (TaskRow.created_at == task.created_at) & (TaskRow.id < task.id)
-        )
-        query = query.where(earlier)
+        query = query.where(_before_task(task))
     return query
+
+
+def queue_positions(session: Session, tasks: list[TaskRow]) -> dict[str, int]:
+    """The :func:`position_in_queue` of each of ``tasks`` that is In Queue, for a page of them at once.
+
+    For each pool and group (with a worker being readied, or not), one count of the group's tasks
+    before the page's first, then their ranks over the page's span of the queue only: the cost is the
+    page's span, not the queue's length.
+    """
+    queued = [task for task in tasks if task.status == TaskStatus.IN_QUEUE.value]
+    positions: dict[str, int] = {}
+    for pool in {task.pool for task in queued}:
+        mine = [task for task in queued if task.pool == pool]
+        readied = [task for task in mine if task.worker_name is not None]
+        positions |= _ranks(session, readied, assigned=True, ahead=0)
+        waiting = [task for task in mine if task.worker_name is None]
+        if waiting:
+            ahead = _count(session, *_queue_group(pool, True))  # all those with a worker come first
+            positions |= _ranks(session, waiting, assigned=False, ahead=ahead)
+    return positions
+
+
+def _ranks(session: Session, group: list[TaskRow], *, assigned: bool, ahead: int) -> dict[str, int]:
+    """Positions of ``group`` (one pool, all with a worker or all without), ``ahead`` queued before the group."""
+    if not group:
+        return {}
+    low, high = min(task.created_at for task in group), max(task.created_at for task in group)
+    same = _queue_group(group[0].pool, assigned)
+    before = _count(session, *same, TaskRow.created_at < low)
+    span = select(TaskRow.id).where(*same, TaskRow.created_at >= low, TaskRow.created_at <= high)
+    wanted = {task.id for task in group}
+    order = session.scalars(span.order_by(TaskRow.created_at, TaskRow.id))
+    return {task_id: ahead + before + index + 1 for index, task_id in enumerate(order) if task_id in wanted}
+
+
+def _count(session: Session, *conditions) -> int:
+    return session.scalar(select(func.count()).select_from(TaskRow).where(*conditions)) or 0
+
+
+def _queue_group(pool: str, assigned: bool) -> tuple:
+    """The conditions of one pool's queued tasks with (or without) a worker being readied."""
+    with_worker = TaskRow.worker_name.is_not(None) if assigned else TaskRow.worker_name.is_(None)
+    return TaskRow.pool == pool, TaskRow.status == TaskStatus.IN_QUEUE.value, with_worker
+
+
+def _before_task(task: TaskRow):
+    """Tasks submitted before ``task`` (by submission time, then id)."""
+    return (TaskRow.created_at < task.created_at) | ((TaskRow.created_at == task.created_at) & (TaskRow.id < task.id))
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:

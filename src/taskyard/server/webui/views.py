@@ -63,7 +63,7 @@ def task_table(session: Session, user: UserRow, wanted: TaskFilter, cursor: str 
         query = query.where(task_service._before(cursor))
     found = session.execute(query.order_by(TaskRow.created_at.desc(), TaskRow.id.desc()).limit(PAGE + 1)).all()
     page = found[:PAGE]
-    positions = queue_positions(session, [task for task, _ in page])
+    positions = task_service.queue_positions(session, [task for task, _ in page])
     rows = [_row_view(task, name, positions.get(task.id)) for task, name in page]
     more = len(found) > PAGE
     return TaskTable(rows, task_service._cursor(found[PAGE - 1][0]) if more else None)
@@ -91,27 +91,6 @@ def _status(text: str) -> TaskStatus:
 
 def _row_view(task: TaskRow, user_name: str, position: int | None) -> TaskRowView:
     return TaskRowView(task_service.to_info(task, user_name, position=position), size_of(task), position)
-
-
-def queue_positions(session: Session, tasks: list[TaskRow]) -> dict[str, int]:
-    """The queue position of each of ``tasks`` that is In Queue, in one query for them all.
-
-    The same order as :func:`taskyard.server.services.tasks.position_in_queue`: in each pool, the
-    queued tasks that have a worker being readied come first, then the others, each by submission.
-    """
-    queued = [task for task in tasks if task.status == TaskStatus.IN_QUEUE.value]
-    if not queued:
-        return {}
-    order = (TaskRow.worker_name.is_(None), TaskRow.created_at, TaskRow.id)
-    latest = max(task.created_at for task in queued)  # none after it can be ahead of one of them
-    ranked = (
-        select(TaskRow.id, func.row_number().over(partition_by=TaskRow.pool, order_by=order).label("position"))
-        .where(TaskRow.status == TaskStatus.IN_QUEUE.value, TaskRow.pool.in_({task.pool for task in queued}))
-        .where(TaskRow.worker_name.is_not(None) | (TaskRow.created_at <= latest))
-        .subquery()
-    )
-    query = select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_([task.id for task in queued]))
-    return {task_id: position for task_id, position in session.execute(query)}
 
 
 def size_of(task: TaskRow) -> str | None:
