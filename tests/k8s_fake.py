@@ -3,12 +3,23 @@
 It keeps objects in memory, records every request (method, path, query, body), and lets a test
 set a pod's status as a kubelet or the scheduler would (:meth:`FakeCluster.set_status`), or have
 the next pods made left Pending as a full cluster's scheduler leaves them
-(:attr:`FakeCluster.unschedulable`).
+(:attr:`FakeCluster.unschedulable`). A PATCH may add owner references (any metadata) and lower a
+pod's ``spec.activeDeadlineSeconds``, which its kubelet then keeps to, as a real one does.
+
+Run as a program, it serves until killed, for what runs in a process of its own (a test suite
+pointed at it as at a real cluster)::
+
+    python tests/k8s_fake.py --kubeconfig F --kubelet-root D
+
+starts the server with a kubelet running pods' agents in folders under ``D`` and writes a
+kubeconfig naming it to ``F``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -144,7 +155,13 @@ class Handler(BaseHTTPRequestHandler):
         found = self.cluster.objects.get((kind, namespace, name))
         if found is None:
             return self._missing(kind, name)
-        found["metadata"].update((self._request_body or {}).get("metadata", {}))
+        patch = self._request_body or {}
+        refused = _refused_spec_change(kind, found, patch.get("spec"))
+        if refused is not None:
+            return self._send(422, {"kind": "Status", "apiVersion": "v1", "code": 422, "reason": "Invalid",
+                                    "message": refused})
+        found["metadata"].update(patch.get("metadata", {}))
+        found.get("spec", {}).update(patch.get("spec", {}))  # the kubelet reads the new deadline on its next look
         return self._send(200, found)
 
     def do_DELETE(self) -> None:
@@ -178,6 +195,22 @@ class Handler(BaseHTTPRequestHandler):
                     self.cluster.objects.pop(key, None)
 
 
+def _refused_spec_change(kind: str, found: dict, spec: dict | None) -> str | None:
+    """Why an API server refuses this change of an object's spec; None when it takes it (or there is none).
+
+    Of a pod's spec, as a real API server allows, only ``activeDeadlineSeconds`` may change, and only to
+    a positive value no greater than it was.
+    """
+    if spec is None:
+        return None
+    if kind != "pods" or set(spec) != {"activeDeadlineSeconds"}:
+        return f"{kind} {found['metadata']['name']}: only a pod's spec.activeDeadlineSeconds may be updated"
+    new, old = spec["activeDeadlineSeconds"], found["spec"].get("activeDeadlineSeconds")
+    if not isinstance(new, int) or new < 1 or (old is not None and new > old):
+        return f"spec.activeDeadlineSeconds: Invalid value: {new!r}: must be a positive integer no greater than {old}"
+    return None
+
+
 class FakeApiServer:
     def __init__(self, kubelet_root: Path | None = None) -> None:
         self.cluster = FakeCluster()
@@ -205,6 +238,35 @@ class FakeApiServer:
         configuration = k8s.Configuration(host=self.url)
         return k8s.CoreV1Api(k8s.ApiClient(configuration))
 
+    def stop_pods(self) -> None:
+        """Stop every pod the kubelet runs (SIGKILL at once), as a node going away does."""
+        assert self.cluster.kubelet is not None
+        for (kind, _, _), obj in list(self.cluster.objects.items()):
+            if kind == "pods":
+                self.cluster.kubelet.stop(obj, 0)
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a fake API server with its kubelet until SIGTERM or SIGINT; then stop every pod it runs."""
+    parser = argparse.ArgumentParser(description="A fake Kubernetes API server whose kubelet runs pods here.")
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="where to write a kubeconfig naming it")
+    parser.add_argument("--kubelet-root", type=Path, required=True, help="the folder the pods' folders go in")
+    args = parser.parse_args(argv)
+    args.kubelet_root.mkdir(parents=True, exist_ok=True)
+    server = FakeApiServer(kubelet_root=args.kubelet_root.resolve())
+    server.kubeconfig(args.kubeconfig)
+    print(f"fake Kubernetes API server on {server.url}; kubeconfig in {args.kubeconfig}", flush=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    server.stop_pods()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,10 @@ keys as files); a container's mount paths, in its command, working directory and
 become those folders. Init containers run one after the other, then the first container, in a
 session of its own, with the host's ``PATH`` and ``PYTHONPATH`` (the node's "image") and the
 container's environment. When it exits, every process left in the pod's folder is killed, as a
-container's end kills what it holds, and the pod's phase becomes Succeeded or Failed. Deleting a
-pod stops it (SIGTERM, SIGKILL after the grace period) before the object goes.
+container's end kills what it holds, and the pod's phase becomes Succeeded or Failed. A pod
+running longer than its ``activeDeadlineSeconds`` (as made, or lowered since) is killed, every
+process in it, and ends Failed with reason DeadlineExceeded. Deleting a pod stops it (SIGTERM,
+SIGKILL after the grace period) before the object goes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from support import processes_in
 
 HOST_ENV = ("PATH", "PYTHONPATH", "LANG", "TZ")
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"  # a kubelet's words
 
 
 class Kubelet:
@@ -39,6 +42,7 @@ class Kubelet:
         threading.Thread(target=self._run, args=(namespace, pod), daemon=True).start()
 
     def _run(self, namespace: str, pod: dict) -> None:
+        started = time.monotonic()
         mounts = self._volumes(namespace, pod)
         spec = pod["spec"]
         for init in spec.get("initContainers", ()):
@@ -47,9 +51,24 @@ class Kubelet:
         process = subprocess.Popen(**self._args(spec["containers"][0], mounts), start_new_session=True)
         self.running[pod["metadata"]["uid"]] = process
         self._phase(pod, "Running")
-        code = process.wait()
+        code = self._wait(pod, process, started)
         self._kill_all(pod, signal.SIGKILL)
+        if code is None:
+            return self._phase(pod, "Failed", reason="DeadlineExceeded", message=DEADLINE_MESSAGE)
         self._phase(pod, "Succeeded" if code == 0 else "Failed")
+
+    def _wait(self, pod: dict, process: subprocess.Popen, started: float) -> int | None:
+        """The container's exit code; None when the pod outlived its activeDeadlineSeconds and was killed for it."""
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return process.wait(0.1)
+            deadline = pod["spec"].get("activeDeadlineSeconds")
+            if deadline is not None and time.monotonic() - started >= deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                self._kill_all(pod, signal.SIGKILL)
+                process.wait()
+                return None
 
     def _volumes(self, namespace: str, pod: dict) -> dict[str, Path]:
         made = {}
@@ -80,9 +99,9 @@ class Kubelet:
         return {"args": [mapped(part) for part in container["command"]], "env": env,
                 "cwd": mapped(container.get("workingDir", "/tmp")), "stdin": subprocess.DEVNULL}
 
-    def _phase(self, pod: dict, phase: str) -> None:
+    def _phase(self, pod: dict, phase: str, **why: str) -> None:
         with self.cluster.lock:
-            pod["status"] = {"phase": phase, "conditions": [{"type": "PodScheduled", "status": "True"}]}
+            pod["status"] = {"phase": phase, "conditions": [{"type": "PodScheduled", "status": "True"}], **why}
 
     def stop(self, pod: dict, grace: int) -> None:
         """Stop the pod's container (SIGTERM, then SIGKILL after ``grace``) and everything in it."""

@@ -23,7 +23,9 @@ and only then do the agent's loop and heartbeat stop. So such an agent stays ali
 far longer than any test here.
 
 The tests that need a real task (processes the worker started) read process ids from this host's
-``/proc``; a backend whose workers run elsewhere overrides :meth:`BackendContract.start_time`.
+``/proc``; a backend whose workers run elsewhere overrides :meth:`BackendContract.start_time`, or,
+when no process of its workers can be seen from here, skips those two tests and checks what it
+can see instead (``test_kubernetes.TestKubernetesBackendOnACluster``).
 """
 
 from __future__ import annotations
@@ -369,6 +371,25 @@ class BackendContract:
 
         Records them in ``leftovers`` and returns the worker's name.
         """
+        task, reported_pids = self._submit_process_tree(
+            server, folder, leftovers, ignore_sigterm=ignore_sigterm, in_startup_script=in_startup_script
+        )
+        pids = self.seen_from_here(server, task.refresh().worker_name, reported_pids)
+        for label, pid in pids.items():
+            start = self.start_time(pid)
+            assert start is not None, f"{label} ({pid}) is not running"
+            leftovers.processes[label] = (pid, start)
+        name = task.worker_name
+        assert server.client.worker(name).backend == backend.name
+        return name
+
+    def _submit_process_tree(
+        self, server, folder: Path, leftovers: Leftovers, *, ignore_sigterm=False, in_startup_script=False
+    ) -> tuple[taskyard.Task, dict[str, int]]:
+        """Submit :data:`PROCESS_TREE_TASK` to a kept worker of ``server`` (recorded in ``leftovers``).
+
+        Returns the task and the process ids it (or its startup script) printed, once printed.
+        """
         write(folder, "tree.py", PROCESS_TREE_TASK)
         config = WorkerConfig(
             env_variables={"CONTRACT_TASK_IGNORES_SIGTERM": "1" if ignore_sigterm else "0"},
@@ -387,15 +408,7 @@ class BackendContract:
                 )
             return json.loads(found.group(1)) if found else None
 
-        reported_pids = wait_for(reported, timeout=60)  # first: the task has its worker by then
-        pids = self.seen_from_here(server, task.refresh().worker_name, reported_pids)
-        for label, pid in pids.items():
-            start = self.start_time(pid)
-            assert start is not None, f"{label} ({pid}) is not running"
-            leftovers.processes[label] = (pid, start)
-        name = task.worker_name
-        assert server.client.worker(name).backend == backend.name
-        return name
+        return task, wait_for(reported, timeout=60)  # the task has its worker by then
 
     def _settled_traces(self, backend: Backend, worker_name: str) -> set[str]:
         """The worker's traces once they stop changing (a worker may start more as it comes up)."""
