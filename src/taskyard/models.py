@@ -441,6 +441,7 @@ class AgentEvent(BaseModel):
     status: TaskStatus
     reason: str | None = None
     at: float | None = None  # when the agent saw it (seconds since the epoch); recorded instead of the arrival
+    started_at: float | None = None  # the task's start, when this (its Finalizing) is the first word after it
 
 
 class AgentLogs(BaseModel):

@@ -373,3 +373,18 @@ def test_a_first_output_before_the_start_event_tells_the_start(db, vault, make_u
         assert agent_service.event(session, session.get(WorkerRow, "tw-secrets"), task.id, started) is False
     with transaction(db) as session:
         assert [status for status, _ in _history(session, task.id)].count("in_progress") == 1
+
+
+def test_a_task_that_ended_at_once_with_outputs_has_its_start_told_with_its_finalizing(db, vault, make_user, make_task):
+    """Its outputs are uploaded after Finalizing: that event, the first after the start, carries it."""
+    task = make_task(make_user("alice"))
+    with transaction(db) as session:
+        agent_service.next_task(session, _running_worker(session, task), vault)
+    began = time.time()
+    finalizing = AgentEvent(status=TaskStatus.FINALIZING, at=began + 0.01, started_at=began)
+    with transaction(db) as session:
+        assert agent_service.event(session, session.get(WorkerRow, "tw-secrets"), task.id, finalizing) is False
+    with transaction(db) as session:
+        history = _history(session, task.id)
+    assert [status for status, _ in history][-3:] == ["preparing", "in_progress", "finalizing"]
+    assert dict(history)["in_progress"] == pytest.approx(began, abs=0.002)

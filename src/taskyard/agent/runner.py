@@ -358,8 +358,9 @@ class TaskRun:
     def _upload_outputs(self, partial: bool) -> str | None:
         """Upload the outputs, within their limit; return a note on what was left out (or could not go)."""
         if not partial:
-            finalizing = {"status": "finalizing", "at": self.exited_at}
-            self.client.call("POST", f"/tasks/{self.task_id}/events", finalizing)
+            with self._start_lock:  # a task that ended at once tells its start with its Finalizing
+                finalizing = {"status": "finalizing", "at": self.exited_at, **self._untold_start()}
+                self.client.call("POST", f"/tasks/{self.task_id}/events", finalizing)
         from . import archive
 
         kept, left = _within_limit(

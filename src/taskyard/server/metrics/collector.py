@@ -30,27 +30,32 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.transaction() as session:
-            yield tasks_by_state(session)
-            yield queue_depth(session, self.default_pool())
+            counts = task_counts(session)
+            yield tasks_by_state(counts)
+            yield queue_depth(counts, pool_service.all_specs(session, default=self.default_pool()))
             yield workers_by_state(session)
             yield callbacks_by_state(session)
 
 
-def tasks_by_state(session: Session) -> GaugeMetricFamily:
+def task_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Tasks by (state, pool), in one pass over the tasks: both task gauges are read from it."""
+    query = select(TaskRow.status, TaskRow.pool, func.count()).group_by(TaskRow.status, TaskRow.pool)
+    return {(status, pool): count for status, pool, count in session.execute(query)}
+
+
+def tasks_by_state(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily("taskyard_tasks", "Tasks in the store, by state", labels=["state"])
-    counts = dict(session.execute(select(TaskRow.status, func.count()).group_by(TaskRow.status)).all())
     for status in TaskStatus:
-        gauge.add_metric([status.value], counts.get(status.value, 0))
+        gauge.add_metric([status.value], sum(n for (state, _), n in counts.items() if state == status.value))
     return gauge
 
 
-def queue_depth(session: Session, default: PoolSpec) -> GaugeMetricFamily:
+def queue_depth(counts: dict[tuple[str, str], int], pools: list[PoolSpec]) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily("taskyard_queue_depth", "Tasks In Queue, by pool", labels=["pool"])
-    query = select(TaskRow.pool, func.count()).where(TaskRow.status == TaskStatus.IN_QUEUE.value)
-    counts = dict(session.execute(query.group_by(TaskRow.pool)).all())
-    for spec in pool_service.all_specs(session, default=default):
-        counts.setdefault(spec.name, 0)
-    for pool, count in sorted(counts.items()):
+    depths = {pool: n for (state, pool), n in counts.items() if state == TaskStatus.IN_QUEUE.value}
+    for spec in pools:
+        depths.setdefault(spec.name, 0)
+    for pool, count in sorted(depths.items()):
         gauge.add_metric([pool], count)
     return gauge
 

@@ -142,6 +142,7 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
         raise Conflict(f"an agent cannot set a task to {ev.status.alias}", field="status")
     if TaskStatus(task.status).is_terminal():
         return True
+    _started(session, task, ev.started_at)
     if task.status == ev.status.value:  # said again: the answer to the first was lost (its server died, say)
         return False
     set_status(session, task, ev.status, reason=ev.reason, seen_at=ev.at)
@@ -149,7 +150,7 @@ def event(session: Session, worker: WorkerRow, task_id: str, ev: AgentEvent) -> 
 
 
 def _started(session: Session, task: TaskRow, at: float | None) -> None:
-    """A start told with the task's first output or with its finish: In Progress as of ``at``, unless
+    """A start told with the task's first output, its Finalizing or its finish: In Progress as of ``at``, unless
     the task is being stopped (it then ends as the stop says) or is past its start already."""
     if at is None or task.stop_reason is not None or task.status != TaskStatus.PREPARING.value:
         return
