@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from taskyard.agent.main import FIRST_HEARTBEAT
 from taskyard.agent.protocol import Client, Refused, Unreachable
 
 HEARTBEAT_WAIT = 5.0
@@ -41,6 +42,8 @@ class IdleAgent:
             self.stopping.set()
 
     def _heartbeat(self) -> None:
+        if self.stopping.wait(FIRST_HEARTBEAT):  # as a real agent: none for a worker done by then
+            return
         while not self.stopping.is_set():
             orders = self.client.call("POST", f"/heartbeat?wait={HEARTBEAT_WAIT}", timeout=HEARTBEAT_WAIT + 10)
             if orders.get("terminate"):

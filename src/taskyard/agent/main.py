@@ -20,6 +20,10 @@ TOKEN_FILE = "agent.token"  # in the worker's folder: read once and removed
 
 HEARTBEAT_WAIT = 5.0
 NEXT_WAIT = 20.0
+# Seconds from the agent's start to its first heartbeat. A fresh worker's task that ends at once is
+# over by then (its agent exits on the finish's answer) and needs none: every call it makes says it
+# lives, and the answers to its start and its logs carry a kill. Longer work hears kills within this.
+FIRST_HEARTBEAT = 0.1
 
 
 class Agent:
@@ -72,6 +76,8 @@ class Agent:
             return None
 
     def heartbeat(self) -> None:
+        if self.stopping.wait(FIRST_HEARTBEAT):
+            return
         while not self.stopping.is_set():
             try:
                 orders = self.client.call("POST", f"/heartbeat?wait={HEARTBEAT_WAIT}", timeout=HEARTBEAT_WAIT + 10)

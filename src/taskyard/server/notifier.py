@@ -32,6 +32,12 @@ class Notifier:
                 if event is not None:
                     event.set()
 
+    def listen(self, *keys: str) -> None:
+        """Keep a wake-up on ``keys`` for a :meth:`wait_blocking` to come, even one not yet begun."""
+        with self._lock:
+            for key in keys:
+                self._thread_events.setdefault(key, threading.Event())
+
     async def poll(self, key: str, check: Callable[[], Awaitable[tuple[bool, T]]], timeout: float) -> T:
         """Run ``check`` until it says ready, waking on ``key``; after ``timeout``, return its last value.
 
@@ -103,4 +109,5 @@ def assignment_key(name: str) -> str:
 
 
 SCHEDULER = "scheduler"
-FLOWS = "flows"  # wakes the flow driver (taskyard.server.flows): a task ended, a run was submitted or killed
+FLOWS = "flows"  # wakes the flow driver (taskyard.server.flows) while runs go: a task ended, a run changed
+NEW_FLOWS = "flows:new"  # wakes it while none goes: a run was submitted, started or killed

@@ -23,7 +23,7 @@ from taskyard.server.db.models import FlowRunRow, FlowTaskRow, TaskRow, UserRow,
 from taskyard.server.db.session import read_transaction, transaction
 from taskyard.server.flows import inputs
 from taskyard.server.flows.service import flow_key, tasks_of
-from taskyard.server.notifier import FLOWS, Notifier
+from taskyard.server.notifier import FLOWS, NEW_FLOWS, Notifier
 from taskyard.server.plane import Plane
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services.lifecycle import notify_on_commit
@@ -63,25 +63,28 @@ class FlowDriver:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.notifier.listen(FLOWS, NEW_FLOWS)
         self._thread = threading.Thread(target=self._run, name="taskyard-flows", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.notifier.notify(FLOWS)
+        self.notifier.notify(FLOWS, NEW_FLOWS)
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        going = True
         while not self._stop.is_set():
             try:
-                self.tick()
+                going = self.tick()
             except Exception:
                 log.exception("flow driver pass failed; retrying")
-            self.notifier.wait_blocking(FLOWS, LOOK_EVERY)
+            # With no run going, a task's end is none of its business: only a run submitted or killed wakes it.
+            self.notifier.wait_blocking(FLOWS if going else NEW_FLOWS, LOOK_EVERY)
 
-    def tick(self) -> None:
-        """One pass over the runs still going."""
+    def tick(self) -> bool:
+        """One pass over the runs still going; False if there were none."""
         with read_transaction(self.sessions) as session:
             going = list(session.scalars(select(FlowRunRow.id).where(FlowRunRow.status.in_(GOING))))
         for run_id in going:
@@ -89,6 +92,7 @@ class FlowDriver:
                 self.advance(run_id)
             except Exception:  # one run's fault must not hold up the others; it is tried again next pass
                 log.exception("could not advance flow run %s; retrying", run_id)
+        return bool(going)
 
     def advance(self, run_id: str) -> None:
         with transaction(self.sessions) as session:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict, NotFound
 from taskyard.server.db.models import FlowRunRow, FlowTaskRow, TaskRow, UserRow, utcnow
-from taskyard.server.notifier import FLOWS
+from taskyard.server.notifier import FLOWS, NEW_FLOWS
 from taskyard.server.services.lifecycle import notify_on_commit
 from taskyard.server.services.tasks import new_task_id
 from taskyard.status import TaskStatus
@@ -47,7 +47,7 @@ def create_run(session: Session, user: UserRow, spec: FlowSpec, *, bundle_presen
     for position, name in enumerate(spec.graph().names):
         session.add(FlowTaskRow(run_id=run.id, name=name, position=position, state=FlowTaskState.WAITING.value,
                                 attempt=0, reused=False))
-    notify_on_commit(session, FLOWS)
+    notify_on_commit(session, FLOWS, NEW_FLOWS)
     return run, True
 
 
@@ -60,7 +60,7 @@ def _same_run(existing: FlowRunRow, user: UserRow, digest: str) -> FlowRunRow:
 def bundle_uploaded(session: Session, run: FlowRunRow) -> None:
     if run.status == FlowStatus.WAITING_FOR_INPUT.value:
         run.status = FlowStatus.RUNNING.value
-        notify_on_commit(session, FLOWS, flow_key(run.id))
+        notify_on_commit(session, FLOWS, NEW_FLOWS, flow_key(run.id))
 
 
 def get_run(session: Session, user: UserRow, run_id: str, *, for_update: bool = False) -> FlowRunRow:
@@ -89,7 +89,7 @@ def request_kill(session: Session, user: UserRow, run_id: str) -> FlowRunRow:
     if status.is_terminal() or status is FlowStatus.KILLING:
         return run
     run.status = FlowStatus.KILLING.value
-    notify_on_commit(session, FLOWS, flow_key(run.id))
+    notify_on_commit(session, FLOWS, NEW_FLOWS, flow_key(run.id))
     return run
 
 
