@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from taskyard.server.flows import driver as flow_driver
 from taskyard.server.flows.driver import FlowDriver
@@ -34,28 +37,31 @@ def _after(driver: CountedDriver, wake: str) -> int:
     return driver.passes - before
 
 
-def _started(monkeypatch, going: bool) -> CountedDriver:
+@pytest.fixture
+def started(monkeypatch) -> Iterator[Callable[[bool], CountedDriver]]:
+    """``started(going)``: a driver started, past its first pass, whose passes find runs going or not."""
     monkeypatch.setattr(flow_driver, "LOOK_EVERY", 60.0)  # no pass but those woken
-    made = CountedDriver(Notifier())
-    made.going = going
-    made.start()
-    wait_for(lambda: made.passes == 1, timeout=5)
-    return made
+    made: list[CountedDriver] = []
 
+    def start(going: bool) -> CountedDriver:
+        made.append(CountedDriver(Notifier()))
+        made[-1].going = going
+        made[-1].start()
+        wait_for(lambda: made[-1].passes == 1, timeout=5)
+        return made[-1]
 
-def test_with_no_run_going_a_tasks_end_does_not_wake_it_and_a_new_run_does(monkeypatch):
-    driver = _started(monkeypatch, going=False)
-    try:
-        assert _after(driver, FLOWS) == 0
-        assert _after(driver, NEW_FLOWS) == 1
-    finally:
+    yield start
+    for driver in made:
         driver.stop()
 
 
-def test_while_runs_go_a_tasks_end_wakes_it(monkeypatch):
-    driver = _started(monkeypatch, going=True)
-    try:
-        assert _after(driver, FLOWS) == 1
-        assert _after(driver, FLOWS) == 1
-    finally:
-        driver.stop()
+def test_with_no_run_going_a_tasks_end_does_not_wake_it_and_a_new_run_does(started):
+    driver = started(False)
+    assert _after(driver, FLOWS) == 0
+    assert _after(driver, NEW_FLOWS) == 1
+
+
+def test_while_runs_go_a_tasks_end_wakes_it(started):
+    driver = started(True)
+    assert _after(driver, FLOWS) == 1
+    assert _after(driver, FLOWS) == 1
