@@ -77,7 +77,7 @@ def _figures(plan: Plan, http: httpx.Client) -> list[Figure]:
     target = Target("<", 0.1)
     n = plan.dashboard_tasks
     return [
-        spread("dashboard", f"{name} with {n} tasks", "s", _timed(http, path, plan.dashboard_runs), target=target)
+        spread("dashboard", f"{name} with {n} tasks", "s", timed_gets(http, path, plan.dashboard_runs), target=target)
         for name, path in asks.items()
     ]
 
@@ -92,7 +92,8 @@ def _deep_page(http: httpx.Client, pages: int) -> str:
     return path
 
 
-def _timed(http: httpx.Client, path: str, runs: int) -> list[float]:
+def timed_gets(http: httpx.Client, path: str, runs: int) -> list[float]:
+    """Seconds each of ``runs`` GETs of ``path`` took, after one untimed; an answer but 200 is an error."""
     _get(http, path)  # warm-up
     samples = []
     for _ in range(runs):
@@ -105,5 +106,5 @@ def _timed(http: httpx.Client, path: str, runs: int) -> list[float]:
 def _get(http: httpx.Client, path: str) -> str:
     answer = http.get(path)
     if answer.status_code != 200:
-        raise BenchError(f"dashboard: GET {path} answered {answer.status_code}: {answer.text[:300]}")
+        raise BenchError(f"GET {path} answered {answer.status_code}: {answer.text[:300]}")
     return answer.text

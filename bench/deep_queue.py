@@ -15,7 +15,6 @@ scrape. The per-task cost at the deepest level ÷ at the first is the flatness.
 from __future__ import annotations
 
 import statistics
-import time
 
 import httpx
 
@@ -23,6 +22,7 @@ from taskyard.batch import submit_many
 from taskyard.client import Client
 from taskyard.models import PoolSpec
 
+from .dashboard import timed_gets
 from .figures import BenchError, Figure, Target, single, spread
 from .harness import EXAMPLES, HELLO, Server, progress, running, timed
 from .plan import Plan
@@ -104,18 +104,9 @@ def _measure(plan: Plan, server: Server, client: Client, queued: int) -> Level:
     list_ms = [timed(lambda: client.list_tasks(limit=CLI_PAGE))[0] * 1000 for _ in range(plan.list_runs)]
     level = Level(queued, plan.deep_batch, seconds, cpu, list_ms)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}) as http:
-        level.views_ms = {name: _view_ms(http, path, plan.list_runs) for name, path in VIEWS.items()}
+        level.views_ms = {name: [seconds * 1000 for seconds in timed_gets(http, path, plan.list_runs)]
+                          for name, path in VIEWS.items()}
     return level
-
-
-def _view_ms(http: httpx.Client, path: str, runs: int) -> list[float]:
-    """``runs`` timings (ms) of GET ``path``, after one untimed."""
-    samples = []
-    for _ in range(runs + 1):
-        started = time.perf_counter()
-        http.get(path).raise_for_status()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples[1:]
 
 
 def _check_queued(client: Client, expected: int) -> None:

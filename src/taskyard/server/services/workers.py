@@ -124,7 +124,9 @@ def list_workers(session: Session, user: UserRow, *, include_ended: bool = False
     return [(row[0], row[1]) for row in session.execute(query.order_by(WorkerRow.created_at.desc()))]
 
 
-def mark_terminating(session: Session, worker: WorkerRow, reason: str | None = None, *, tell_agent=True) -> None:
+def mark_terminating(
+    session: Session, worker: WorkerRow, reason: str | None = None, *, tell_agent: bool = True
+) -> None:
     """Mark the worker for the scheduler to stop; ``tell_agent=False`` when its agent hears it in the
     answer it is waiting for (its task's finish), so its long polls are not woken for it."""
     if WorkerStatus(worker.status).is_finished() or worker.status == WorkerStatus.TERMINATING.value:
