@@ -14,10 +14,12 @@ from taskyard.cli import app
 
 from support import default_client_of, wait_for, write
 
+# One write per line: the two streams are separate pipes, read as they come, so the pieces of a
+# print() to stdout and of one to stderr may interleave.
 CODE = """import os, sys
-print("to stdout, not captured")
-print("to stderr, not captured", file=sys.stderr)
-print("the secret is", os.environ["UNCAPTURED_SECRET"])
+sys.stdout.write("to stdout, not captured\\n")
+sys.stderr.write("to stderr, not captured\\n")
+sys.stdout.write("the secret is " + os.environ["UNCAPTURED_SECRET"] + "\\n")
 """
 
 
