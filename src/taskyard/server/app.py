@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from taskyard import __version__
 from taskyard.errors import TaskyardError
 from taskyard.models import ErrorBody
+from taskyard.server import agent_gate
 from taskyard.server.config import ServerConfig
 from taskyard.server.docs import add_docs
 from taskyard.server.failsafe import Failsafe, internal_error
@@ -37,6 +39,7 @@ from taskyard.server.routers import (
     worker_files,
     workers,
 )
+from taskyard.server.routers.answers import invalid
 from taskyard.server.services import users as user_service
 from taskyard.server.webui.site import add_dashboard
 
@@ -55,6 +58,18 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     code: {"model": ErrorBody, "description": text} for code, text in _ERRORS.items()
 }
 log = logging.getLogger("taskyard.server")
+
+
+class TaskyardApp(FastAPI):
+    """The API: the agents' calls of every task through their gate (:mod:`taskyard.server.agent_gate`),
+    the rest through FastAPI."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = agent_gate.route(scope)
+        if call is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await agent_gate.serve(call, self.state.plane, scope, receive, send)
 
 
 def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
@@ -83,7 +98,7 @@ def create_app(config: ServerConfig, *, plane: Plane | None = None) -> FastAPI:
             plane.roster.stop()
         plane.database_threads.shutdown(wait=False)
 
-    app = FastAPI(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = TaskyardApp(title="taskyard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.plane = plane
     app.state.first_admin_token = first_token  # shown once by whoever serves the app
     add_docs(app)
@@ -138,12 +153,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return internal_error(exc)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # the class it is registered for
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    field = ".".join(str(part) for part in first["loc"][1:]) or None
-    message = str(first["msg"]).removeprefix("Value error, ")
-    details = [{"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]} for e in errors]
-    body = {"code": "invalid_input", "message": f"{field}: {message}" if field else message, "field": field}
-    return JSONResponse({"error": {**body, "details": details}}, status_code=422)
+    return invalid([{**error, "loc": error["loc"][1:]} for error in exc.errors()])  # loc[0]: body, query...

@@ -8,6 +8,8 @@ as building the answer, for a model that is valid by construction. The routes ke
 
 from __future__ import annotations
 
+import json
+
 from fastapi import Response
 from pydantic import BaseModel
 
@@ -15,3 +17,14 @@ from pydantic import BaseModel
 def answer(model: BaseModel) -> Response:
     """``model`` as the JSON answer, as FastAPI would have written it (by alias)."""
     return Response(model.model_dump_json(by_alias=True), media_type="application/json")
+
+
+def invalid(errors: list) -> Response:
+    """A 422 in the error model for pydantic's ``errors`` (each ``loc`` the path to its field), the first
+    field at fault named."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(part) for part in first["loc"]) or None
+    message = str(first["msg"]).removeprefix("Value error, ")
+    details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors]
+    body = {"code": "invalid_input", "message": f"{field}: {message}" if field else message, "field": field}
+    return Response(json.dumps({"error": {**body, "details": details}}), 422, media_type="application/json")
