@@ -3,11 +3,11 @@
 FastAPI spends more on a request than these endpoints do: its telemetry check, its middlewares
 (errors, body limit, exceptions, exit stack), matching the path among all the API's routes, then
 solving the route's dependencies. Agents make most of the requests a control plane answers. For
-the calls of :data:`GATED` the app (:class:`taskyard.server.app.TaskyardApp`) skips all that: it
-authenticates the agent's token, reads ``wait`` and the JSON body into the route's model as the
-route would, and calls the same endpoint function of :mod:`taskyard.server.routers.agent`. The
-answers, errors included, are those the route documents; every other request, and the OpenAPI
-document, are FastAPI's.
+five calls (``GET next``, ``POST heartbeat``, and a task's ``events``, ``logs`` and ``finish``),
+the app (:class:`taskyard.server.app.TaskyardApp`) skips all that: it authenticates the agent's
+token, reads ``wait`` and the JSON body into the route's model as the route would, and calls the
+same endpoint function of :mod:`taskyard.server.routers.agent`. The answers, errors included, are
+those the route documents; every other request, and the OpenAPI document, are FastAPI's.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -28,15 +27,16 @@ from taskyard.errors import TaskyardError
 from taskyard.models import AgentEvent, AgentFinish, AgentLogs
 from taskyard.server.failsafe import internal_error
 from taskyard.server.plane import Plane
-from taskyard.server.routers import agent
-from taskyard.server.routers.answers import invalid
+from taskyard.server.routers import API, agent
+from taskyard.server.routers.answers import error, invalid
 from taskyard.server.routers.deps import current_worker
+from taskyard.server.routers.params import Seconds
 
-PREFIX = "/api/v1/agent"
+PREFIX = API + agent.router.prefix
 UNREADABLE = "There was an error parsing the body"  # FastAPI's words for a body that is not UTF-8
 Call = Callable[[Plane, Request], Awaitable[Response]]
 log = logging.getLogger("taskyard.server")
-_SECONDS = TypeAdapter(Annotated[float, Field(ge=0, le=3600)])  # as the routes' ``Seconds``
+_SECONDS = TypeAdapter(Seconds)  # the routes' own parameter, bounds and all
 _TASK_CALL = re.compile(r"/tasks/(?P<task_id>[^/]+)/(?P<call>events|logs|finish)")
 _TASK_CALLS: dict[str, tuple[Callable, type[BaseModel]]] = {
     "events": (agent.event, AgentEvent),
@@ -58,7 +58,6 @@ _WAITING: dict[tuple[str, str], Call] = {
     ("GET", "/next"): lambda plane, request: _waiting(agent.next_task, plane, request),
     ("POST", "/heartbeat"): lambda plane, request: _waiting(agent.heartbeat, plane, request),
 }
-GATED = ("GET /next", "POST /heartbeat", *(f"POST /tasks/{{task_id}}/{call}" for call in _TASK_CALLS))
 
 
 def route(scope: Scope) -> Call | None:
@@ -81,7 +80,7 @@ async def serve(call: Call, plane: Plane, scope: Scope, receive: Receive, send: 
     try:
         response = await call(plane, Request(scope, receive))
     except TaskyardError as exc:
-        response = JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        response = error(exc)
     except Exception as exc:
         log.exception("unexpected error on %s %s", scope["method"], scope["path"])
         response = internal_error(exc)

@@ -23,6 +23,7 @@ from taskyard.server.flows.driver import make_driver
 from taskyard.server.metrics import router as metrics_router
 from taskyard.server.plane import Plane, build_plane
 from taskyard.server.routers import (
+    API,
     agent,
     callbacks,
     folders,
@@ -39,11 +40,10 @@ from taskyard.server.routers import (
     worker_files,
     workers,
 )
-from taskyard.server.routers.answers import invalid
+from taskyard.server.routers.answers import error, invalid
 from taskyard.server.services import users as user_service
 from taskyard.server.webui.site import add_dashboard
 
-API = "/api/v1"
 _ERRORS = {
     400: "a body that cannot be read (not JSON, not UTF-8)",
     401: "no valid token",
@@ -137,7 +137,7 @@ def _document_errors_as_json(app: FastAPI) -> None:
 
 async def _taskyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskyardError)  # the class it is registered for
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+    return error(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

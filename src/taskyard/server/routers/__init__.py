@@ -1,0 +1,3 @@
+"""The API's routers, each included under :data:`API`."""
+
+API = "/api/v1"

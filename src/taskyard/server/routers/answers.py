@@ -8,10 +8,11 @@ as building the answer, for a model that is valid by construction. The routes ke
 
 from __future__ import annotations
 
-import json
-
 from fastapi import Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+from taskyard.errors import TaskyardError
 
 
 def answer(model: BaseModel) -> Response:
@@ -27,4 +28,9 @@ def invalid(errors: list) -> Response:
     message = str(first["msg"]).removeprefix("Value error, ")
     details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors]
     body = {"code": "invalid_input", "message": f"{field}: {message}" if field else message, "field": field}
-    return Response(json.dumps({"error": {**body, "details": details}}), 422, media_type="application/json")
+    return JSONResponse({"error": {**body, "details": details}}, status_code=422)
+
+
+def error(exc: TaskyardError) -> JSONResponse:
+    """The answer to one of our errors: its code and message (and field), with its HTTP status."""
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
