@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
+from taskyard.server import lanes
 from taskyard.server.lanes import Lane
 
 from support import wait_for
@@ -68,6 +70,22 @@ def test_a_start_goes_ahead_of_the_calls_waiting_before_it():
     release.set()
     wait_for(lambda: len(order) == 2)
     assert order == ["start", "stop"]
+    lane.close()
+
+
+def test_a_start_does_not_go_ahead_of_a_call_that_has_waited_longer_than_its_head_start(monkeypatch):
+    """Else under a steady stream of starts the stops wait for ever, and the workers they free pile up."""
+    monkeypatch.setattr(lanes, "HEAD_START", 0.05)
+    lane = Lane("busy", Idle(), timeout=5, threads=1)  # type: ignore[arg-type]
+    release, order = threading.Event(), []
+    lane.submit("stop of worker w-1", lambda: release.wait(5))  # holds the only thread
+    wait_for(lambda: _running(lane))
+    lane.submit("stop of worker w-2", lambda: order.append("stop"))
+    time.sleep(0.1)
+    lane.submit("start of worker w-3", lambda: order.append("start"), first=True)
+    release.set()
+    wait_for(lambda: len(order) == 2)
+    assert order == ["stop", "start"]
     lane.close()
 
 

@@ -26,6 +26,8 @@ from taskyard.backends.base import Backend
 
 log = logging.getLogger("taskyard.lanes")
 
+HEAD_START = 0.25  # seconds: a start goes ahead of the calls that have waited less than this, not of older ones
+
 
 @dataclass
 class Call:
@@ -48,7 +50,7 @@ class Lane:
     _failure: str | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _ids: itertools.count = field(default_factory=itertools.count)
-    _queue: queue.PriorityQueue = field(default_factory=queue.PriorityQueue)  # (rank, id, work): starts first
+    _queue: queue.PriorityQueue = field(default_factory=queue.PriorityQueue)  # (when due, id, work)
 
     def __post_init__(self) -> None:
         for number in range(self.threads):
@@ -60,12 +62,14 @@ class Lane:
     ) -> None:
         """Run ``work`` on the lane's threads; ``on_timeout`` runs (from :meth:`check`) if it takes too long.
 
-        A ``first`` call (a worker's start, which a task may be waiting for) goes ahead of the others waiting.
+        A ``first`` call (a worker's start, which a task may be waiting for) goes ahead of the others
+        that have waited less than :data:`HEAD_START`. Not of older ones: under a steady stream of starts
+        the stops would wait for ever, and the workers they free (and what they hold) pile up.
         """
         call_id = next(self._ids)
         with self._lock:
             self._calls[call_id] = Call(what, on_timeout)
-        self._queue.put((0 if first else 1, call_id, work))
+        self._queue.put((time.monotonic() + (0.0 if first else HEAD_START), call_id, work))
 
     def _serve(self) -> None:
         while (item := self._queue.get())[2] is not None:
@@ -126,5 +130,5 @@ class Lane:
         with self._lock:
             self._lock.wait_for(lambda: not self._calls, timeout=self.timeout)
         for _ in range(self.threads):
-            self._queue.put((2, next(self._ids), None))
+            self._queue.put((float("inf"), next(self._ids), None))
         self.backend.close()
