@@ -129,9 +129,6 @@ class StatusChangeRow(Base):
     status: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reason: Mapped[str | None] = mapped_column(Text)
-    # Never loaded (lazy="raise"): it tells a flush to insert a new task before its history, so a batch
-    # of new tasks is inserted at once, not one flush each.
-    task: Mapped[TaskRow] = relationship(lazy="raise")
 
 
 class LogChunkRow(Base):

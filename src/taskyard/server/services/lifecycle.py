@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import event, insert
 from sqlalchemy.orm import Session
 
 from taskyard.server.callbacks import outbox
@@ -16,6 +17,32 @@ from taskyard.status import TaskStatus, check_transition
 def notify_on_commit(session: Session, *keys: str) -> None:
     """Wake the waiters on ``keys`` once this session's transaction has committed."""
     session.info.setdefault("notify", set()).update(keys)
+
+
+HISTORY = "history"  # session.info: the status changes to insert at its next flush
+_INSERT_HISTORY = insert(StatusChangeRow)
+
+
+def record(session: Session, task_id: str, status: TaskStatus, at: datetime, reason: str | None = None) -> None:
+    """Append a change to the task's history. The changes of a transaction go in at its next flush (after
+    the rows of their tasks) in one statement: as ORM objects, each was an INSERT of its own."""
+    change = {"task_id": task_id, "status": status.value, "at": at, "reason": reason}
+    session.info.setdefault(HISTORY, []).append(change)
+
+
+@event.listens_for(Session, "before_commit")
+def flush_history(session: Session) -> None:
+    """Insert the changes recorded so far, flushing their tasks first (a flush with nothing else to do
+    does not run :func:`_insert_history`): at the commit, and before the history is read."""
+    if HISTORY in session.info:
+        session.flush()
+        _insert_history(session, None)
+
+
+@event.listens_for(Session, "after_flush")
+def _insert_history(session: Session, _context) -> None:
+    if changes := session.info.pop(HISTORY, None):
+        session.connection().execute(_INSERT_HISTORY, changes)
 
 
 def set_status(
@@ -35,7 +62,7 @@ def set_status(
         task.reason = reason
     metric_events.task_status(session, task.pool, new, (task.created_at, task.started_at, now))
     _stamp_times(task, new, now)
-    session.add(StatusChangeRow(task_id=task.id, status=new.value, at=now, reason=reason))
+    record(session, task.id, new, now, reason)
     # The agent is not woken: what it must act on (a task given, a stop, a terminate) wakes it itself.
     keys = [task_key(task.id)]
     if new is TaskStatus.IN_QUEUE or new.is_terminal():  # work to place, or a place freed

@@ -22,7 +22,7 @@ from taskyard.server.services import environments, logs, pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
-from taskyard.server.services.lifecycle import notify_on_commit, request_stop, set_status
+from taskyard.server.services.lifecycle import flush_history, notify_on_commit, record, request_stop, set_status
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -89,7 +89,7 @@ def create_task(
             return _same_task(winner, user, digest), False
     else:  # a generated id is new: inserted at the next flush, with the rest of its batch
         session.add(task)
-    session.add(StatusChangeRow(task_id=task.id, status=status.value, at=task.created_at))
+    record(session, task.id, status, task.created_at)
     notify_on_commit(session, SCHEDULER)
     return task, True
 
@@ -353,6 +353,7 @@ def _before_task(task: TaskRow):
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
+    flush_history(session)
     rows = session.scalars(
         select(StatusChangeRow).where(StatusChangeRow.task_id == task.id).order_by(StatusChangeRow.id)
     ).all()
