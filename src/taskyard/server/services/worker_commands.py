@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import bindparam, delete, text, update
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict
@@ -58,15 +58,16 @@ def send(session: Session, worker: str, command_id: str, order: Sealed, expires_
 
 def hand(session: Session, worker: str) -> list[Sealed]:
     """The orders for ``worker`` not handed yet, oldest first, now marked handed: each is handed once."""
-    now = utcnow()
-    query = (
-        update(Row)
-        .where(Row.worker_name == worker, Row.handed_at.is_(None), Row.expires_at > now)
-        .values(handed_at=now)
-        .returning(Row.created_at, Row.order, Row.order_key)
-        .execution_options(synchronize_session=False)
-    )
-    return [Sealed(token, key) for _created, token, key in sorted(session.execute(query).all())]
+    handed = session.connection().execute(_HAND, {"worker": worker, "now": utcnow()})  # Core: every heartbeat runs it
+    return [Sealed(token, key) for _created, token, key in sorted(handed.all())]
+
+
+_HAND = (
+    update(Row)
+    .where(Row.worker_name == bindparam("worker"), Row.handed_at.is_(None), Row.expires_at > bindparam("now"))
+    .values(handed_at=bindparam("now"))
+    .returning(Row.created_at, Row.order, Row.order_key)
+)
 
 
 def settle(session: Session, worker: str, command_id: str, answer: Sealed) -> bool:
