@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from taskyard.agent.logpump import MAX_BATCH, LogPump
+
+from support import wait_for
 
 
 class Control:
@@ -53,3 +56,32 @@ def test_close_rest_waits_for_the_request_in_flight_and_sends_a_tail_too_large_f
     rest = pump.close_rest()
     assert rest == []
     assert _all_text(control, rest) == "first\n" + "x" * (MAX_BATCH + 10)
+
+
+def test_output_of_a_task_that_ends_within_the_linger_goes_only_with_its_finish():
+    control = Control()
+    pump = LogPump(control.send, 0, linger=5.0)
+    read, write = os.pipe()
+    pump.attach({"stdout": read})
+    os.write(write, b"hello\n")
+    os.close(write)
+    rest = pump.close_rest()  # well within the linger: it ends it at once
+    assert control.stored == [] and _all_text(control, rest) == "hello\n"
+
+
+def test_output_is_sent_once_the_linger_is_over_and_at_once_after_it():
+    control = Control()
+    pump = LogPump(control.send, 0, linger=0.2)
+    read, write = os.pipe()
+    began = time.monotonic()
+    pump.attach({"stdout": read})
+    os.write(write, b"early\n")
+    wait_for(pump.holds_output)  # read, and held
+    wait_for(lambda: control.stored)
+    assert time.monotonic() - began >= 0.2
+    sent = time.monotonic()
+    os.write(write, b"later\n")
+    wait_for(lambda: len(control.stored) == 2)
+    assert time.monotonic() - sent < 0.15 and not pump.holds_output()
+    os.close(write)
+    assert _all_text(control, pump.close_rest()) == "early\nlater\n"

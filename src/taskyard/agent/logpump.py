@@ -2,7 +2,8 @@
 
 Reader threads take whatever each pipe has (no waiting for whole lines); one sender thread ships
 what has gathered as soon as the previous request is answered, so a quiet task gets each line
-at once and a loud one gets large batches. Chunks stay in memory until the control plane
+at once and a loud one gets large batches (but for a task's first moments, its linger: the output
+of a task that ends by then goes with its finish report). Chunks stay in memory until the control plane
 acknowledges them, and are sent again after a failure. With a :class:`~.masking.Masker`, the
 secret values a task was given are masked before its text leaves the reader.
 """
@@ -22,9 +23,13 @@ READ_SIZE = 64 * 1024
 
 
 class LogPump:
-    def __init__(self, send, first_seq: int, masker: Masker | None = None) -> None:
+    def __init__(self, send, first_seq: int, masker: Masker | None = None, linger: float = 0.0) -> None:
+        """``linger``: seconds from :meth:`attach` during which nothing is sent, so that a task that ends
+        by then has its output sent with its finish report (:meth:`close_rest`): one call less."""
         self._send = send  # send(list_of_chunks) -> (acked_seq, kill)
         self._masker = masker
+        self._linger = linger
+        self._linger_until = 0.0  # monotonic; set by attach
         self._seq = first_seq
         self._acked = first_seq
         self._pending: list[tuple[str, float, str]] = []
@@ -40,6 +45,7 @@ class LogPump:
 
     def attach(self, pipes: dict[str, int]) -> None:
         """Read these pipes (stream name -> fd, closed when done) until they close."""
+        self._linger_until = time.monotonic() + self._linger
         for stream, fd in pipes.items():
             reader = threading.Thread(target=self._read, args=(stream, fd), name=f"log-{stream}", daemon=True)
             reader.start()
@@ -97,6 +103,8 @@ class LogPump:
                     self._cond.wait()
                 if self._holding:
                     return  # closed by close_rest, which takes what is left
+                if self._lingering():
+                    continue
                 self._number_pending()
                 batch = self._batch()
                 if not batch and self._closing:
@@ -109,6 +117,14 @@ class LogPump:
                     with self._cond:
                         self._in_flight = False
                         self._cond.notify_all()
+
+    def _lingering(self) -> bool:
+        """Wait out the linger (woken early by close_rest or close); True if it was not over. Holds ``_cond``."""
+        left = self._linger_until - time.monotonic()
+        if left <= 0 or self._closing:
+            return False
+        self._cond.wait(left)
+        return True
 
     def _number_pending(self) -> None:
         for stream, ts, text in self._pending:
@@ -177,6 +193,11 @@ class LogPump:
         if self._sender.is_alive():
             self._sender.join()
         return rest
+
+    def holds_output(self) -> bool:
+        """Has it output not yet acknowledged (its next send is on the way)?"""
+        with self._cond:
+            return bool(self._pending or self._unacked)
 
     @property
     def last_seq(self) -> int:

@@ -21,7 +21,7 @@ from .standby import Standby
 
 PGID_FILE = "task.pgid"  # read by the local backend to stop a task whose agent died
 WORKER_LOG_FILE = "task_output.log"  # in the worker's folder: the output of tasks that are not captured
-QUICK = 0.05  # seconds: a task that ends within this long tells its start with its finish, one call less
+QUICK = 0.05  # seconds: a task that ends within this long tells its start and its output with its finish
 
 
 def folders(worker_dir: Path) -> list[Path]:
@@ -58,10 +58,10 @@ class TaskRun:
         self._started_at: float | None = None  # the task's start, until the control plane has been told it
         self._start_lock = threading.Lock()  # held while the start may be on its way: nothing overtakes it
         self.masker = Masker.of(_secret_values(assignment))  # None: the task was given no secret
-        self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker)
+        self.pump = LogPump(self._send_logs, assignment["log_seq"], self.masker, linger=QUICK)
         self.pump.on_kill = self.kill
         # Output of a task that is not captured goes to the worker's own log instead (see _send_worker_log).
-        self.worker_log = LogPump(self._send_worker_log, 0, self.masker)
+        self.worker_log = LogPump(self._send_worker_log, 0, self.masker, linger=QUICK)
         self.log_tail: list[dict] = []  # the log's last chunks, not sent yet: they go with the finish report
         self.worker_log.on_kill = self.kill
         self._worker_log_written = 0
@@ -181,7 +181,9 @@ class TaskRun:
         return code
 
     def _tell_start(self) -> dict:
-        """Report the task In Progress, unless its first output has told it already."""
+        """Report the task In Progress, unless its first output has told it already or is about to."""
+        if self.pump.holds_output():  # its send, at the end of the pump's linger, tells the start
+            return {}
         with self._start_lock:
             start = self._untold_start()
             if not start:
