@@ -71,7 +71,7 @@ def _sqlite_engine(url: str) -> Engine:
         # takes none: in WAL mode it reads its snapshot beside the writer.
         # On the driver's connection: through exec_driver_sql it cost as much as a statement of ours.
         begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
-        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
+        conn.connection.driver_connection.execute(begin)
 
     return engine
 
