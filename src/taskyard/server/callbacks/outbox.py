@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict, InvalidInput
@@ -72,10 +72,13 @@ def on_status(session: Session, task: TaskRow, old: TaskStatus, new: TaskStatus)
     if new is TaskStatus.IN_QUEUE and old.is_terminal():
         _drop_unsent(session, task.id)
         return False
-    if not new.is_terminal() or session.get(CallbackTargetRow, task.id) is None:
+    if not new.is_terminal() or session.scalar(_HAS_CALLBACK, {"task": task.id}) is None:
         return False
     enqueue(session, task.id, new)
     return True
+
+
+_HAS_CALLBACK = select(CallbackTargetRow.task_id).where(CallbackTargetRow.task_id == bindparam("task"))  # every ending
 
 
 def enqueue(session: Session, task_id: str, status: TaskStatus) -> CallbackDeliveryRow:

@@ -37,6 +37,19 @@ def authenticate(session: Session, token: str) -> WorkerRow:
 # quarter more, for its construction and its cache key.
 _WORKER = select(WorkerRow).where(WorkerRow.name == bindparam("name")).with_for_update()
 _TASK = select(TaskRow).where(TaskRow.id == bindparam("id")).with_for_update()
+_NEXT = (  # the worker's task given or handed out, oldest first
+    select(TaskRow)
+    .where(
+        TaskRow.worker_name == bindparam("name"),
+        TaskRow.status.in_((TaskStatus.IN_QUEUE.value, TaskStatus.PREPARING.value)),
+    )
+    .order_by(TaskRow.created_at)
+    .limit(1)
+    .with_for_update()
+)
+_TO_KILL = select(TaskRow.id).where(
+    TaskRow.worker_name == bindparam("name"), TaskRow.stop_reason.is_not(None), TaskRow.status.in_(ACTIVE_VALUES)
+)
 
 
 def live_worker(session: Session, name: str) -> WorkerRow:
@@ -59,17 +72,13 @@ def touch(worker: WorkerRow) -> None:
         worker.reason = None  # why its backend said it waited (services.provisioning): it is up now
 
 
-_HANDED_OR_QUEUED = (TaskStatus.IN_QUEUE.value, TaskStatus.PREPARING.value)
-
-
 def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | None:
     """The task to run now, an order to stop, or None for "nothing yet".
 
     A task whose secrets cannot be had any more ends Runtime Error, and the next one is looked for.
     """
     touch(worker)
-    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status.in_(_HANDED_OR_QUEUED))
-    task = session.scalar(query.order_by(TaskRow.created_at).limit(1).with_for_update())
+    task = session.scalar(_NEXT, {"name": worker.name})
     if task is not None:
         if task.status == TaskStatus.IN_QUEUE.value:
             task.attempt += 1
@@ -222,10 +231,8 @@ def _reason(fin: AgentFinish) -> str | None:
 
 def commands(session: Session, worker: WorkerRow) -> AgentCommands:
     touch(worker)
-    query = select(TaskRow.id).where(
-        TaskRow.worker_name == worker.name, TaskRow.stop_reason.is_not(None), TaskRow.status.in_(ACTIVE_VALUES)
-    )
-    return AgentCommands(kill=list(session.scalars(query)), terminate=worker.status != WorkerStatus.RUNNING.value)
+    kill = list(session.scalars(_TO_KILL, {"name": worker.name}))
+    return AgentCommands(kill=kill, terminate=worker.status != WorkerStatus.RUNNING.value)
 
 
 def outputs_stored(session: Session, worker: WorkerRow, task_id: str, key: str, size: int, partial: bool) -> None:

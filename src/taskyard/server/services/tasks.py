@@ -8,7 +8,7 @@ import string
 from collections.abc import Collection, Mapping
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -191,12 +191,14 @@ def _check_target_worker(session: Session, user: UserRow, name: str) -> None:
 
 def release_lease(session: Session, task_id: str, lease: str | None) -> bool:
     """Drop the lease the scheduler took on a task, in one UPDATE, where it still holds; False when it does not."""
-    query = (
-        update(TaskRow)
-        .where(TaskRow.id == task_id, TaskRow.lease_token == lease)
-        .values(lease_token=None, lease_expires_at=None)
-    )
-    return session.connection().execute(query).rowcount == 1
+    return session.connection().execute(_RELEASE_LEASE, {"task": task_id, "lease": lease}).rowcount == 1
+
+
+_RELEASE_LEASE = (  # built once: every launch for a task runs it
+    update(TaskRow)
+    .where(TaskRow.id == bindparam("task"), TaskRow.lease_token == bindparam("lease"))
+    .values(lease_token=None, lease_expires_at=None)
+)
 
 
 def get_task(session: Session, user: UserRow, task_id: str, *, for_update: bool = False) -> TaskRow:

@@ -7,7 +7,7 @@ import secrets
 import string
 from datetime import datetime
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from taskyard.errors import NotFound
@@ -139,19 +139,28 @@ def mark_terminating(
 
 def end_worker(session: Session, name: str, status: WorkerStatus) -> None:
     """:func:`mark_ended` in one UPDATE, without loading the row: how the scheduler ends each worker it stopped."""
-    values = {"status": status.value, "terminated_at": utcnow()}
-    session.connection().execute(_by_name(name).values(values))
+    session.connection().execute(_END, {"worker": name, "ended": status.value, "at": utcnow()})
     notify_on_commit(session, worker_key(name), assignment_key(name))
 
 
 def store_handle(session: Session, name: str, handle: dict) -> bool:
     """Keep a launched worker's handle, in one UPDATE; False when the worker is no longer live."""
-    values = {"handle": json.dumps(handle), "sandboxed": handle.get("sandboxed"), "limits": handle.get("limits")}
-    return session.connection().execute(_by_name(name).where(WorkerRow.status.in_(LIVE)).values(values)).rowcount == 1
+    values = {"worker": name, "given": json.dumps(handle), "box": handle.get("sandboxed"), "caps": handle.get("limits")}
+    return session.connection().execute(_STORE_HANDLE, values).rowcount == 1
 
 
-def _by_name(name: str) -> Update:
-    return update(WorkerRow).where(WorkerRow.name == name)
+# Built once, as every worker's launch and end runs them: a statement built at each call cost as much as
+# running it.
+_END = (
+    update(WorkerRow)
+    .where(WorkerRow.name == bindparam("worker"))
+    .values(status=bindparam("ended"), terminated_at=bindparam("at"))
+)
+_STORE_HANDLE = (
+    update(WorkerRow)
+    .where(WorkerRow.name == bindparam("worker"), WorkerRow.status.in_(LIVE))
+    .values(handle=bindparam("given"), sandboxed=bindparam("box"), limits=bindparam("caps"))
+)
 
 
 def mark_ended(session: Session, worker: WorkerRow, status: WorkerStatus, reason: str | None = None) -> None:
