@@ -35,7 +35,6 @@ from taskyard.server.services import outputs as output_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.storage import bundle_key
 from taskyard.server.uploads import check_bundle
-from taskyard.status import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 MAX_WAIT = 60.0
@@ -132,7 +131,7 @@ async def upload_bundle(task_id: str, request: Request, plane: PlaneDep, user: U
     def mark(session: Session) -> TaskInfo:
         row = task_service.get_task(session, user, task_id, for_update=True)
         task_service.bundle_uploaded(session, row)
-        return task_service.to_info(row, task_service.user_name(session, row))
+        return task_service.to_info(row, task_service.user_name(session, row, user))
 
     return await plane.run(mark)
 
@@ -150,7 +149,7 @@ def _info(session: Session, user, task_id: str) -> TaskInfo:
     task = task_service.get_task(session, user, task_id)
     changes = task_service.history(session, task)
     position = task_service.position_in_queue(session, task)
-    return task_service.to_info(task, task_service.user_name(session, task), changes, position)
+    return task_service.to_info(task, task_service.user_name(session, task, user), changes, position)
 
 
 @router.get("/{task_id}", response_model=TaskInfo)
@@ -163,8 +162,8 @@ async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 
     """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
 
     async def check() -> tuple[bool, None]:  # the status alone: the full answer is built once, at the end
-        status = await plane.read(lambda s: task_service.get_task(s, user, task_id).status)
-        return TaskStatus(status).is_terminal(), None
+        status = await plane.read(lambda s: task_service.get_status(s, user, task_id))
+        return status.is_terminal(), None
 
     await plane.notifier.poll(ended_key(task_id), check, min(timeout, MAX_WAIT))  # not woken by each change
     return json_answer(await plane.read(lambda s: _info(s, user, task_id)))

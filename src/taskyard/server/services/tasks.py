@@ -202,13 +202,25 @@ _RELEASE_LEASE = (  # built once: every launch for a task runs it
 
 
 def get_task(session: Session, user: UserRow, task_id: str, *, for_update: bool = False) -> TaskRow:
-    query = select(TaskRow).where(TaskRow.id == task_id)
-    if for_update:
-        query = query.with_for_update()
-    task = session.scalar(query)
+    task = session.scalar(_LOCKED_TASK if for_update else _TASK, {"id": task_id})
     if task is None or not (user.is_admin or task.user_id == user.id):
         raise NotFound(f"no task {task_id!r}")
     return task
+
+
+def get_status(session: Session, user: UserRow, task_id: str) -> TaskStatus:
+    """The task's status alone (what a wait checks each time it is woken), refused as :func:`get_task` refuses."""
+    found = session.execute(_STATUS, {"id": task_id}).first()
+    if found is None or not (user.is_admin or found.user_id == user.id):
+        raise NotFound(f"no task {task_id!r}")
+    return TaskStatus(found.status)
+
+
+# Built once, as nearly every call about a task runs one: built at each call, a statement cost about as much
+# again as running it.
+_TASK = select(TaskRow).where(TaskRow.id == bindparam("id"))
+_LOCKED_TASK = _TASK.with_for_update()
+_STATUS = select(TaskRow.user_id, TaskRow.status).where(TaskRow.id == bindparam("id"))
 
 
 def bundle_uploaded(session: Session, task: TaskRow) -> None:
@@ -356,9 +368,7 @@ def _before_task(task: TaskRow):
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
     flush_history(session)
-    rows = session.scalars(
-        select(StatusChangeRow).where(StatusChangeRow.task_id == task.id).order_by(StatusChangeRow.id)
-    ).all()
+    rows = session.scalars(_HISTORY, {"id": task.id}).all()
     changes = []
     for index, row in enumerate(rows):
         ended = rows[index + 1].at if index + 1 < len(rows) else None
@@ -367,6 +377,9 @@ def history(session: Session, task: TaskRow) -> list[StatusChange]:
             StatusChange(status=status, alias=status.alias, started_at=row.at, ended_at=ended, reason=row.reason)
         )
     return changes
+
+
+_HISTORY = select(StatusChangeRow).where(StatusChangeRow.task_id == bindparam("id")).order_by(StatusChangeRow.id)
 
 
 def to_info(
@@ -399,12 +412,22 @@ def to_info(
     )
 
 
-def user_name(session: Session, row: TaskRow | WorkerRow) -> str | None:
+def user_name(session: Session, row: TaskRow | WorkerRow, caller: UserRow | None = None) -> str | None:
+    """The name of the row's user; the ``caller``'s own, when it is theirs, without a query (names never change)."""
+    if caller is not None and row.user_id == caller.id:
+        return caller.name
     user = session.get(UserRow, row.user_id) if row.user_id is not None else None
     return user.name if user else None
 
 
 def task_of_worker(session: Session, worker: WorkerRow) -> TaskRow | None:
     """The task a worker holds now (not yet ended), if any."""
-    query = select(TaskRow).where(TaskRow.worker_name == worker.name, TaskRow.status.in_(ACTIVE_VALUES))
-    return session.scalar(query.order_by(TaskRow.created_at).limit(1))
+    return session.scalar(_OF_WORKER, {"name": worker.name})
+
+
+_OF_WORKER = (
+    select(TaskRow)
+    .where(TaskRow.worker_name == bindparam("name"), TaskRow.status.in_(ACTIVE_VALUES))
+    .order_by(TaskRow.created_at)
+    .limit(1)
+)

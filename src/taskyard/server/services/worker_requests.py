@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Collection, Mapping
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from taskyard.backends.base import Resources
@@ -90,9 +90,16 @@ def _new(session: Session, user: UserRow, request: WorkerRequest, backend: str, 
 
 def waiting(session: Session, pool: str) -> list[WorkerRow]:
     """The requested workers of ``pool`` not yet started, oldest first, locked for this pass."""
-    query = select(WorkerRow).where(WorkerRow.requested.is_(True), WorkerRow.pool == pool,
-                                    WorkerRow.status == WorkerStatus.PROVISIONING.value)
-    return list(session.scalars(query.order_by(WorkerRow.created_at).with_for_update(skip_locked=True)))
+    return list(session.scalars(_WAITING, {"pool": pool}))
+
+
+_WAITING = (  # built once: every scheduler pass runs it for each pool
+    select(WorkerRow)
+    .where(WorkerRow.requested.is_(True), WorkerRow.pool == bindparam("pool"),
+           WorkerRow.status == WorkerStatus.PROVISIONING.value)
+    .order_by(WorkerRow.created_at)
+    .with_for_update(skip_locked=True)
+)
 
 
 def expired(session: Session) -> list[WorkerRow]:
