@@ -776,6 +776,27 @@ def test_a_warm_worker_takes_the_next_task_without_a_launch(db, make_user, make_
     assert (given.user_id, given.keep) == (alice.id, False)
 
 
+def test_a_full_pool_keeps_its_warm_workers_for_the_next_task(db, make_user, make_task, make_scheduler):
+    """With every place taken, warm workers are still started: the next task goes to one as soon as a place
+    is freed, instead of waiting for a worker to boot."""
+    alice = make_user()
+    first, second = make_task(alice), make_task(alice)
+    backend = RecordingBackend()
+    scheduler = make_scheduler(backend, max_workers=1, warm_workers=1)
+    [(task_id, lease, claimed)], [warm] = fill(scheduler)  # the one place is taken, and a worker is warmed
+    assert task_id == first.id
+    for request in (claimed, warm):
+        scheduler._launch(task_id if request is claimed else None, lease if request is claimed else None, request)
+    assert fill(scheduler) == ([], [])  # full: the second task waits, beside the warm worker
+    assert reload(db, second.id).worker_name is None
+
+    with transaction(db) as session:
+        worker_service.mark_ended(session, session.get(WorkerRow, claimed.worker_name), WorkerStatus.TERMINATED)
+    claims, [replacement] = fill(scheduler)  # a place is free: the warm worker takes the task, and is replaced
+    assert claims == [] and replacement.worker_name not in (claimed.worker_name, warm.worker_name)
+    assert reload(db, second.id).worker_name == warm.worker_name
+
+
 def test_a_warm_worker_of_another_size_is_not_given_the_task(db, make_user, make_task, make_scheduler):
     backend = RecordingBackend()
     scheduler = make_scheduler(backend, max_workers=2, warm_workers=1)

@@ -183,33 +183,31 @@ class Scheduler:
     def _fill(
         self, session: Session, pool: PoolSpec, live: list[WorkerRow], ledger: Ledger
     ) -> tuple[list[tuple[str, str, LaunchRequest]], list[LaunchRequest]]:
-        """Place the pool's queued tasks, then top up its warm workers, within its limit and what is left."""
+        """Place the pool's queued tasks within its limit and what is left, then top up its warm workers.
+
+        The warm workers are started beside those running tasks, not within their limit: with every place
+        taken, the next task goes to one the moment a place is freed instead of waiting for a worker to boot.
+        """
         workers = [worker for worker in live if worker.pool == pool.name]
         warm = worker_service.idle_warm(workers, pool.name, since=self.started_at)
         free = self._max_workers(pool) - sum(1 for worker in workers if worker_service.is_busy(worker))
-        placed, claims = self._claim(session, pool, free, warm, ledger)
-        return claims, self._warm_up(session, pool, room=free - placed, idle=len(warm), ledger=ledger)
+        claims = self._claim(session, pool, free, warm, ledger)
+        return claims, self._warm_up(session, pool, idle=len(warm), ledger=ledger)
 
     def _claim(
         self, session: Session, pool: PoolSpec, free: int, warm: list[WorkerRow], ledger: Ledger
-    ) -> tuple[int, list[tuple[str, str, LaunchRequest]]]:
+    ) -> list[tuple[str, str, LaunchRequest]]:
         """Give up to ``free`` queued tasks to ``warm`` workers (taken from the list), or claim them for new ones.
 
-        A task whose size does not fit what is left now waits In Queue. Returns how many tasks were
-        placed, and the claims for new workers.
+        A task whose size does not fit what is left now waits In Queue. Returns the claims for new workers.
         """
         if free <= 0:
-            return 0, []
-        placed, claims = 0, []
+            return []
         queued = list(session.scalars(_QUEUED, {"pool": pool.name, "free": free}))
         if queued and warm and _on_postgresql(session):  # peers may share these workers; SQLite has one server
             warm[:] = _still_warm(session, warm)
-        for task in queued:
-            outcome = self._place(session, pool, task, warm, ledger)
-            placed += outcome is not False
-            if isinstance(outcome, tuple):
-                claims.append(outcome)
-        return placed, claims
+        outcomes = [self._place(session, pool, task, warm, ledger) for task in queued]
+        return [outcome for outcome in outcomes if isinstance(outcome, tuple)]
 
     def ledger(self, live: list[WorkerRow], lane: Lane | None = None) -> Ledger:
         """What a backend (the default one) has left, as its ``live`` workers hold it, for one pass."""
@@ -274,16 +272,14 @@ class Scheduler:
         request = LaunchRequest(worker.name, token, self.agent_urls(), size, image, self._resources(size, gpus))
         return task.id, task.lease_token, request
 
-    def _warm_up(
-        self, session: Session, pool: PoolSpec, *, room: int, idle: int, ledger: Ledger
-    ) -> list[LaunchRequest]:
+    def _warm_up(self, session: Session, pool: PoolSpec, *, idle: int, ledger: Ledger) -> list[LaunchRequest]:
         """Keep the pool's warm workers started and waiting, so a task need not wait for one to boot."""
         size, image = self._shape(pool, WorkerConfig())
         requests: list[LaunchRequest] = []
         lane = self.lane(pool)
         if lane is None or time.monotonic() < lane.warm_after:
             return requests
-        for _ in range(min(self._warm_target(pool) - idle, room)):
+        for _ in range(self._warm_target(pool) - idle):
             gpus = ledger.reserve(self._need(size), compute=False)
             if gpus is None:
                 break
