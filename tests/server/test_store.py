@@ -25,7 +25,7 @@ from taskyard.errors import Conflict, IllegalTransition, InvalidInput, NotFound,
 from taskyard.models import LogChunk
 from taskyard.server.config import ServerConfig
 from taskyard.server.db.models import Base, StatusChangeRow, TaskRow, UserRow, WorkerRow
-from taskyard.server.db.session import MIGRATIONS, migrate, transaction
+from taskyard.server.db.session import MIGRATIONS, make_engine, migrate, transaction
 from taskyard.server.notifier import Notifier
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import logs, pools, tasks, users
@@ -103,6 +103,42 @@ def test_migrate_twice_is_a_noop(engine, make_user):
         names = connection.execute(select(UserRow.name)).scalars().all()
     assert versions == [ScriptDirectory(str(MIGRATIONS)).get_current_head()]
     assert names == ["alice"]
+
+
+def test_the_has_callback_migration_marks_the_tasks_that_have_one(db_url):
+    """A store made before the flag: the tasks with a callback get it, the others do not."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0013")
+        _old_task(connection, "called")
+        _old_task(connection, "silent")
+        connection.execute(text("INSERT INTO task_callbacks (task_id, url) VALUES ('called', 'http://receiver.test')"))
+    migrate(engine)
+    with engine.connect() as connection:
+        flags = dict(connection.execute(select(TaskRow.id, TaskRow.has_callback)).all())
+    engine.dispose()
+    assert flags == {"called": True, "silent": False}
+
+
+def _old_task(connection, task_id: str) -> None:
+    """A task row as the schema before 0014 holds it (of a user made the same way, the first time)."""
+    if connection.execute(text("SELECT count(*) FROM users")).scalar() == 0:
+        connection.execute(text("INSERT INTO users (name, token_hash, is_admin, created_at) "
+                                "VALUES ('alice', 'h', false, CURRENT_TIMESTAMP)"))
+    user_id = connection.execute(text("SELECT id FROM users")).scalar()
+    columns = "id, user_id, file_name, spec, spec_hash, bundle_sha256, bundle_size, pool, status, status_at, " \
+        "terminate_on_completion, attempt, log_seq, log_bytes, outputs_partial, created_at"
+    connection.execute(
+        text(f"INSERT INTO tasks ({columns}) VALUES (:id, :user, 'main.py', '{{}}', 's', 'b', 1, 'default', "
+             "'in_queue', CURRENT_TIMESTAMP, true, 0, 0, 0, false, CURRENT_TIMESTAMP)"),
+        {"id": task_id, "user": user_id},
+    )
 
 
 # -- users --------------------------------------------------------------------------------------

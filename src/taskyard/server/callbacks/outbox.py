@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from taskyard.errors import Conflict, InvalidInput
@@ -58,6 +58,7 @@ def attach(session: Session, vault: Vault, task: TaskRow, url: str, token: str |
     """Make ``task`` call back ``url`` when it ends, with ``token`` (sealed here) as its bearer token."""
     sealed, key = vault.seal(token) if token else (None, None)
     session.add(CallbackTargetRow(task_id=task.id, url=url, token=sealed, key_id=key))
+    task.has_callback = True
 
 
 # -- deliveries -------------------------------------------------------------------------------------
@@ -72,13 +73,10 @@ def on_status(session: Session, task: TaskRow, old: TaskStatus, new: TaskStatus)
     if new is TaskStatus.IN_QUEUE and old.is_terminal():
         _drop_unsent(session, task.id)
         return False
-    if not new.is_terminal() or session.scalar(_HAS_CALLBACK, {"task": task.id}) is None:
+    if not new.is_terminal() or not task.has_callback:
         return False
     enqueue(session, task.id, new)
     return True
-
-
-_HAS_CALLBACK = select(CallbackTargetRow.task_id).where(CallbackTargetRow.task_id == bindparam("task"))  # every ending
 
 
 def enqueue(session: Session, task_id: str, status: TaskStatus) -> CallbackDeliveryRow:
@@ -105,7 +103,7 @@ def _drop_unsent(session: Session, task_id: str) -> None:
 def resend(session: Session, task: TaskRow) -> CallbackDeliveryRow:
     """A new delivery of an ended task's callback."""
     status = TaskStatus(task.status)
-    if session.get(CallbackTargetRow, task.id) is None:
+    if not task.has_callback:
         raise Conflict(f"task {task.id!r} has no callback_url", field="task_id")
     if not status.is_terminal():
         raise Conflict(f"task {task.id!r} has not ended yet ({status.alias}); its callback is sent when it does")

@@ -101,6 +101,7 @@ class TaskRow(Base):
     outputs_key: Mapped[str | None] = mapped_column(String(255))
     outputs_size: Mapped[int | None] = mapped_column(Integer)
     outputs_partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_callback: Mapped[bool] = mapped_column(Boolean, default=False)  # a task_callbacks row is there: see outbox
     metadata_json: Mapped[str | None] = mapped_column(Text)  # the user's key/value notes (TaskMetadata), as JSON
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
