@@ -184,8 +184,10 @@ def safe_extract(archive: BinaryIO | Path, dest: Path, *, max_bytes: int | None 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
+    with os.scandir(root) as entries:
+        on_disk = _Disk(root, empty=next(entries, None) is None)
     with _open_tar(archive) as tar:
-        members = _checked_members(tar, root, max_bytes)
+        members = _checked_members(tar, on_disk, max_bytes)
         _extract(tar, members, root)
     return [_normalise(m.name) for m in members]
 
@@ -220,7 +222,7 @@ class TooBig(ValueError):
     """The archive unpacks to more than it may."""
 
 
-def _checked_members(tar: tarfile.TarFile, root: Path, max_bytes: int | None = None) -> list[tarfile.TarInfo]:
+def _checked_members(tar: tarfile.TarFile, on_disk: _Disk, max_bytes: int | None = None) -> list[tarfile.TarInfo]:
     members, total = [], 0
     for member in tar:  # header by header: a bomb is refused at its first big header, unread
         total += member.size if member.isfile() else 0
@@ -232,7 +234,7 @@ def _checked_members(tar: tarfile.TarFile, root: Path, max_bytes: int | None = N
     _check_unique(members)
     links = {_normalise(m.name): m.linkname for m in members if m.issym()}
     for member in members:
-        _check_member(member, links, root)
+        _check_member(member, links, on_disk)
     return members
 
 
@@ -268,19 +270,19 @@ def _check_unique(members: list[tarfile.TarInfo]) -> None:
         seen.add(name)
 
 
-def _check_member(member: tarfile.TarInfo, links: dict[str, str], root: Path) -> None:
+def _check_member(member: tarfile.TarInfo, links: dict[str, str], on_disk: _Disk) -> None:
     name = _normalise(member.name)
     parts = name.split("/")
     for i in range(1, len(parts)):
         if "/".join(parts[:i]) in links:
             raise _refuse(member, f"lies below the symlink member {'/'.join(parts[:i])!r}")
-    if not _on_disk_inside(root, name):
+    if not on_disk.inside(name):
         raise _refuse(member, "lands outside the destination")
     if member.issym() or member.islnk():
-        _check_link(member, name, links, root)
+        _check_link(member, name, links, on_disk)
 
 
-def _check_link(member: tarfile.TarInfo, name: str, links: dict[str, str], root: Path) -> None:
+def _check_link(member: tarfile.TarInfo, name: str, links: dict[str, str], on_disk: _Disk) -> None:
     target = member.linkname
     if not target:
         raise _refuse(member, "has an empty link target")
@@ -288,14 +290,23 @@ def _check_link(member: tarfile.TarInfo, name: str, links: dict[str, str], root:
         raise _refuse(member, f"links to the absolute path {target!r}")
     start = posixpath.dirname(name) if member.issym() else ""
     resolved = _resolve_in_archive(posixpath.join(start, target), links)
-    if resolved is None or not _on_disk_inside(root, resolved):
+    if resolved is None or not on_disk.inside(resolved):
         raise _refuse(member, f"links to {target!r}, outside the destination")
 
 
-def _on_disk_inside(root: Path, rel: str) -> bool:
-    """Whether ``root/rel`` stays inside ``root`` once symlinks already on disk are followed."""
-    real = os.path.realpath(root / rel) if rel else str(root)
-    return os.path.commonpath([real, str(root)]) == str(root)
+class _Disk:
+    """The destination as it is before extraction: an empty one holds no symlink to follow."""
+
+    def __init__(self, root: Path, *, empty: bool) -> None:
+        self.root, self.empty = root, empty
+
+    def inside(self, rel: str) -> bool:
+        """Whether ``root/rel`` (relative, no ``..``) stays inside ``root`` once symlinks already on disk are
+        followed; in an empty destination it does, with no system call (a realpath is one per component)."""
+        if self.empty or not rel:
+            return True
+        real = os.path.realpath(self.root / rel)
+        return os.path.commonpath([real, str(self.root)]) == str(self.root)
 
 
 def _resolve_in_archive(path: str, links: dict[str, str]) -> str | None:
