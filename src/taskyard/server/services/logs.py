@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from taskyard import settings
@@ -57,20 +57,22 @@ def system_line(session: Session, task: TaskRow, text: str) -> None:
 
 def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -> tuple[list[LogChunk], bool]:
     """The chunks after ``after``, about ``max_bytes`` of them, and whether they are all that is stored."""
-    query = (
-        select(LogChunkRow)
-        .where(LogChunkRow.task_id == task_id, LogChunkRow.seq > after)
-        .order_by(LogChunkRow.seq)
-        .execution_options(yield_per=64)
-    )
     chunks, total = [], 0
-    with session.scalars(query) as rows:  # closed early: on PostgreSQL this is a server-side cursor
+    with session.scalars(_AFTER, {"id": task_id, "after": after}) as rows:  # closed early: a cursor on PostgreSQL
         for row in rows:
             chunks.append(_to_chunk(row))
             total += len(row.data)
             if total >= max_bytes:
                 return chunks, False
     return chunks, True
+
+
+_AFTER = (  # built once: every follower of a log runs it at each wake
+    select(LogChunkRow)
+    .where(LogChunkRow.task_id == bindparam("id"), LogChunkRow.seq > bindparam("after"))
+    .order_by(LogChunkRow.seq)
+    .execution_options(yield_per=64)
+)
 
 
 def tail(session: Session, task_id: str, max_bytes: int) -> str:
@@ -97,8 +99,10 @@ def _to_chunk(row: LogChunkRow) -> LogChunk:
 
 
 def page(session: Session, task: TaskRow, after: int, max_bytes: int = 1 << 20) -> LogPage:
-    """The task's chunks after ``after``, and whether its log is done (the task ended, all of it read)."""
-    chunks, complete = read(session, task.id, after, max_bytes)
+    """The task's chunks after ``after``, and whether its log is done (the task ended, all of it read).
+
+    Nothing is read past the task's last chunk: a follower woken by a change of status finds none."""
+    chunks, complete = read(session, task.id, after, max_bytes) if after < task.log_seq else ([], True)
     last = chunks[-1].seq if chunks else after
     if complete:  # every stored chunk was read: the seqs past a log's cap have none, and are passed
         last = max(last, task.log_seq)
