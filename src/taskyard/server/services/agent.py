@@ -15,6 +15,7 @@ from taskyard.models import AgentCommands, AgentEvent, AgentFinish, AgentLogs, A
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.services import logs, pools, provisioning, worker_requests, workers
 from taskyard.server.services import secrets as secret_service
+from taskyard.server.services import tasks as task_service
 from taskyard.server.services.lifecycle import set_status, stop_ending
 from taskyard.server.services.users import hash_token
 from taskyard.server.storage import bundle_key
@@ -36,7 +37,6 @@ def authenticate(session: Session, token: str) -> WorkerRow:
 # Built once, as every agent call runs them: a statement built at each call (Session.get's too) cost a
 # quarter more, for its construction and its cache key.
 _WORKER = select(WorkerRow).where(WorkerRow.name == bindparam("name")).with_for_update()
-_TASK = select(TaskRow).where(TaskRow.id == bindparam("id")).with_for_update()
 _NEXT = (  # the worker's task given or handed out, oldest first
     select(TaskRow)
     .where(
@@ -141,7 +141,7 @@ def _git(repo: GitConfig, token: str | None) -> dict:
 
 
 def own_task(session: Session, worker: WorkerRow, task_id: str) -> TaskRow:
-    task = session.scalar(_TASK, {"id": task_id})
+    task = session.scalar(task_service.LOCKED_TASK, {"id": task_id})
     if task is None or task.worker_name != worker.name:
         raise NotFound(f"worker {worker.name} holds no task {task_id!r}")
     return task

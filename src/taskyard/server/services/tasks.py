@@ -202,7 +202,7 @@ _RELEASE_LEASE = (  # built once: every launch for a task runs it
 
 
 def get_task(session: Session, user: UserRow, task_id: str, *, for_update: bool = False) -> TaskRow:
-    task = session.scalar(_LOCKED_TASK if for_update else _TASK, {"id": task_id})
+    task = session.scalar(LOCKED_TASK if for_update else _TASK, {"id": task_id})
     if task is None or not (user.is_admin or task.user_id == user.id):
         raise NotFound(f"no task {task_id!r}")
     return task
@@ -219,7 +219,7 @@ def get_status(session: Session, user: UserRow, task_id: str) -> TaskStatus:
 # Built once, as nearly every call about a task runs one: built at each call, a statement cost about as much
 # again as running it.
 _TASK = select(TaskRow).where(TaskRow.id == bindparam("id"))
-_LOCKED_TASK = _TASK.with_for_update()
+LOCKED_TASK = _TASK.with_for_update()  # the agent's calls lock their task with it too
 _STATUS = select(TaskRow.user_id, TaskRow.status).where(TaskRow.id == bindparam("id"))
 
 
