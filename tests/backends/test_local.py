@@ -186,3 +186,17 @@ def recorder() -> Iterator[_Recorder]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)
+
+
+def test_a_new_worker_is_pinned_beside_the_newest_not_beside_the_task_just_given(monkeypatch) -> None:
+    """Two warm workers hold a core each; the oldest is given the task, and its replacement starts on the
+    other core (the newest worker's, still idle), not on the core where the task has just begun."""
+    from taskyard.backends.local.limits import Cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    cores = Cores()
+    assert [cores.take(name, 1) for name in ("first", "second")] == [(0,), (1,)]
+    assert cores.take("replacement", 1) == (1,)  # "first" runs the task on core 0
+    cores.release("first")
+    assert cores.take("next", 1) == (0,)  # the least used core comes first still
+    assert cores.take("big", 2) == (0, 1)

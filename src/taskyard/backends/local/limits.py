@@ -198,10 +198,15 @@ class Cores:
 
     So a task sees its size in ``nproc`` and ``os.sched_getaffinity``; the CPU quota is what holds
     it to a fraction of a core. Kept in memory: after a restart, earlier workers are not counted.
+
+    Between cores as used, the one taken last goes first. A worker starts most often to replace a warm
+    one that was just given a task (the warm worker up longest is given the next task): the cores of
+    the newest workers are the ones whose workers are still idle, and a new worker's start there does
+    not slow the task that has just begun.
     """
 
     def __init__(self) -> None:
-        self._held: dict[str, tuple[int, ...]] = {}
+        self._held: dict[str, tuple[int, ...]] = {}  # in the order taken
         self._lock = threading.Lock()
 
     def take(self, worker_name: str, cpu: float) -> tuple[int, ...]:
@@ -209,8 +214,9 @@ class Cores:
         wanted = min(len(cores), max(1, math.ceil(cpu - 1e-9)))
         with self._lock:
             use = Counter(core for held in self._held.values() for core in held)
-            picked = tuple(sorted(sorted(cores, key=lambda core: (use[core], core))[:wanted]))
-            self._held[worker_name] = picked
+            last = {core: order for order, held in enumerate(self._held.values()) for core in held}
+            ranked = sorted(cores, key=lambda core: (use[core], -last.get(core, -1), core))
+            picked = self._held[worker_name] = tuple(sorted(ranked[:wanted]))
         return picked
 
     def release(self, worker_name: str) -> None:
