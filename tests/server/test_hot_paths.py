@@ -16,14 +16,17 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.models import LogChunk
 from taskyard.server.config import ServerConfig
-from taskyard.server.db.models import UserRow, WorkerRow, utcnow
+from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.db.session import read_transaction, transaction
-from taskyard.server.notifier import Notifier, assignment_key, worker_key
+from taskyard.server.notifier import Notifier, assignment_key, ended_key, logs_key, task_key, worker_key
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import agent as agent_service
-from taskyard.server.services import pools, users
+from taskyard.server.services import logs, pools, users
 from taskyard.server.services import workers as worker_service
+from taskyard.server.services.lifecycle import set_status
+from taskyard.status import TaskStatus
 
 
 def test_a_read_runs_while_a_write_holds_the_lock_and_sees_only_what_is_committed(db, make_user):
@@ -95,6 +98,26 @@ def test_a_task_given_wakes_the_agents_next_and_an_end_wakes_its_heartbeat_too(d
         worker_service.mark_terminating(session, session.merge(worker))
         ending = set(session.info["notify"])
     assert {assignment_key(worker.name), worker_key(worker.name)} <= ending
+
+
+def test_a_log_follower_is_woken_by_output_and_by_the_end_not_by_each_change_of_status(db, make_user, make_task):
+    task = make_task(make_user())
+    with transaction(db) as session:
+        row = session.get(TaskRow, task.id)
+        set_status(session, row, TaskStatus.PREPARING)
+        preparing = set(session.info["notify"])
+    assert task_key(task.id) in preparing and logs_key(task.id) not in preparing  # a task's page is, its log's not
+    with transaction(db) as session:
+        row = session.get(TaskRow, task.id)
+        logs.append(session, row, [LogChunk(seq=1, stream="stdout", ts=time.time(), text="hello\n")])
+        output = set(session.info["notify"])
+        set_status(session, row, TaskStatus.IN_PROGRESS)
+        set_status(session, row, TaskStatus.FINALIZING)
+    assert logs_key(task.id) in output
+    with transaction(db) as session:
+        set_status(session, session.get(TaskRow, task.id), TaskStatus.SUCCESS)
+        ended = set(session.info["notify"])
+    assert {logs_key(task.id), ended_key(task.id)} <= ended
 
 
 class _Started(Backend):

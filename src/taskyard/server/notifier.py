@@ -91,6 +91,11 @@ def ended_key(task_id: str) -> str:
     return f"ended:{task_id}"
 
 
+def logs_key(task_id: str) -> str:
+    """New output of the task, or its end: what a follower of its log listens for (not each change of status)."""
+    return f"logs:{task_id}"
+
+
 def worker_key(name: str) -> str:
     """An order for the worker's agent (a kill, a command, terminate): what its heartbeat listens for."""
     return f"worker:{name}"

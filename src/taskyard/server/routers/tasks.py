@@ -24,7 +24,7 @@ from taskyard.models import (
 )
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import TaskRow, UserRow
-from taskyard.server.notifier import ended_key, task_key
+from taskyard.server.notifier import ended_key, logs_key
 from taskyard.server.plane import Plane
 from taskyard.server.routers.answers import answer as json_answer
 from taskyard.server.routers.deps import PlaneDep, UserDep
@@ -182,7 +182,7 @@ async def logs(
         result = await plane.read(page)
         return bool(result.chunks) or result.done, result
 
-    return await plane.notifier.poll(task_key(task_id), check, min(wait, MAX_WAIT))
+    return await plane.notifier.poll(logs_key(task_id), check, min(wait, MAX_WAIT))  # not woken by each change
 
 
 @router.get("/{task_id}/logs/tail", response_class=PlainTextResponse)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from taskyard.server.callbacks import outbox
 from taskyard.server.db.models import StatusChangeRow, TaskRow, utcnow
 from taskyard.server.metrics import events as metric_events
-from taskyard.server.notifier import FLOWS, SCHEDULER, ended_key, task_key, worker_key
+from taskyard.server.notifier import FLOWS, SCHEDULER, ended_key, logs_key, task_key, worker_key
 from taskyard.status import TaskStatus, check_transition
 
 
@@ -70,7 +70,7 @@ def set_status(
     if outbox.on_status(session, task, old, new):  # its callback, written with its ending
         keys.append(outbox.WAKE)
     if new.is_terminal():
-        keys += [FLOWS, ended_key(task.id)]  # a flow's task may have ended; its waiters return
+        keys += [FLOWS, ended_key(task.id), logs_key(task.id)]  # a flow's task may have ended; its waiters return
     notify_on_commit(session, *keys)
 
 

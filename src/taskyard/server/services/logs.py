@@ -15,7 +15,7 @@ from taskyard import settings
 from taskyard.models import LogChunk, LogPage
 from taskyard.server.db.models import LogChunkRow, TaskRow
 from taskyard.server.metrics import events as metric_events
-from taskyard.server.notifier import task_key
+from taskyard.server.notifier import logs_key, task_key
 from taskyard.server.services.lifecycle import notify_on_commit
 from taskyard.status import TaskStatus
 
@@ -30,7 +30,7 @@ def append(session: Session, task: TaskRow, chunks: list[LogChunk]) -> int:
             continue  # a resend (already stored) or after a gap (resent later)
         _store(session, task, chunk, cap)
         task.log_seq = chunk.seq
-    notify_on_commit(session, task_key(task.id))
+    notify_on_commit(session, task_key(task.id), logs_key(task.id))
     return task.log_seq
 
 
