@@ -1,9 +1,9 @@
 """Answers already of their route's response model, serialized once, by pydantic's own serializer.
 
 FastAPI validates what an endpoint returns against the route's ``response_model`` again before it
-serializes it. On the calls every task makes (its agent's, a task's wait) that costs about as much
-as building the answer, for a model that is valid by construction. The routes keep their
-``response_model`` for the OpenAPI document.
+serializes it. On the calls every task makes (its agent's, its submission, its wait and its log) that
+costs about as much as building the answer, for a model that is valid by construction. The routes
+keep their ``response_model`` for the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from taskyard.errors import TaskyardError
 
 
-def answer(model: BaseModel) -> Response:
+def answer(model: BaseModel, status_code: int = 200) -> Response:
     """``model`` as the JSON answer, as FastAPI would have written it (by alias)."""
-    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
+    return Response(model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
 
 
 def invalid(errors: list) -> Response:

@@ -44,17 +44,15 @@ MAX_WAIT = 60.0
     "", status_code=201, response_model=TaskInfo,
     responses={200: {"model": TaskInfo, "description": "the same task_id again: the task submitted before"}},
 )
-def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep, response: Response) -> TaskInfo:
+def submit(spec: TaskSpec, plane: PlaneDep, user: UserDep) -> Response:
     info, created = submit_spec(plane, user, spec)
-    if not created:
-        response.status_code = 200
-    return info
+    return json_answer(info, status_code=201 if created else 200)
 
 
 @router.post("/batch", status_code=201, response_model=TaskBatchInfo)
-def submit_batch(batch: TaskBatch, plane: PlaneDep, user: UserDep) -> TaskBatchInfo:
+def submit_batch(batch: TaskBatch, plane: PlaneDep, user: UserDep) -> Response:
     """Create many tasks in one transaction, in order (a repeated task_id finds its task again)."""
-    return TaskBatchInfo(tasks=[info for info, _ in submit_specs(plane, user, batch.tasks)])
+    return json_answer(TaskBatchInfo(tasks=[info for info, _ in submit_specs(plane, user, batch.tasks)]), 201)
 
 
 def submit_spec(plane: Plane, user: UserRow, spec: TaskSpec) -> tuple[TaskInfo, bool]:
@@ -172,7 +170,7 @@ async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 
 @router.get("/{task_id}/logs", response_model=LogPage)
 async def logs(
     task_id: str, plane: PlaneDep, user: UserDep, after: Seq = 0, wait: Seconds = 0, max_bytes: MaxBytes = 1 << 20
-) -> LogPage:
+) -> Response:
     """Log chunks after ``after``; with ``wait``, hold the request until there is one or the task ends."""
 
     def page(session: Session) -> LogPage:
@@ -182,7 +180,8 @@ async def logs(
         result = await plane.read(page)
         return bool(result.chunks) or result.done, result
 
-    return await plane.notifier.poll(logs_key(task_id), check, min(wait, MAX_WAIT))  # not woken by each change
+    found = await plane.notifier.poll(logs_key(task_id), check, min(wait, MAX_WAIT))  # not woken by each change
+    return json_answer(found)
 
 
 @router.get("/{task_id}/logs/tail", response_class=PlainTextResponse)
