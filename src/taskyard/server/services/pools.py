@@ -52,9 +52,11 @@ def may_use(user: UserRow, spec: PoolSpec, groups: Set[str] = frozenset()) -> bo
 
 
 def usable_spec(session: Session, user: UserRow, name: str) -> PoolSpec:
-    """The pool called ``name`` if ``user`` may use it; InvalidInput naming the pools they may use if not."""
+    """The pool called ``name`` if ``user`` may use it; InvalidInput naming the pools they may use if not.
+
+    The default pool is never stored (neither the API nor the configuration file makes one of that name)."""
     if name == DEFAULT:
-        return _stored(session, name) or default_spec()
+        return default_spec()
     spec, groups = _stored(session, name), group_service.names_of(session, user)
     if spec is not None and may_use(user, spec, groups):
         return spec
