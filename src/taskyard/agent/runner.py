@@ -172,7 +172,7 @@ class TaskRun:
             self._oom_kills_before = self.isolation.oom_kills()
             self._started_at = time.time()  # the time seen here, whenever the report lands
             self.process = self._start()
-        if not _ends_within(self.process, QUICK) and self._tell_start().get("kill"):
+        if not tree.ends_within(self.process, QUICK) and self._tell_start().get("kill"):
             self.kill()
         code = self._reap(self.process)
         self.exited_at = time.time()
@@ -382,14 +382,6 @@ class TaskRun:
 
 
 TAR_OVERHEAD = 1536  # a tar header and its padding, at most, for each file
-
-
-def _ends_within(process: subprocess.Popen, seconds: float) -> bool:
-    try:
-        process.wait(seconds)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
 
 
 def _within_limit(root: Path, files: list[Path], limit: int | None) -> tuple[list[Path], list[Path]]:
