@@ -361,7 +361,11 @@ class Scheduler:
         self, session: Session, pool: PoolSpec, live: list[WorkerRow], ledger: Ledger, lane: Lane
     ) -> list[LaunchRequest]:
         """Start the workers users asked for with no task (oldest first), within the pool's limit and
-        what the backend has left; the others wait, Provisioning and holding nothing."""
+        what the backend has left; the others wait, Provisioning and holding nothing.
+
+        They are among the ``live`` workers: where none of them is, there is nothing to look up (and lock)."""
+        if not any(worker.requested and worker.pool == pool.name for worker in live):
+            return []
         busy = sum(1 for worker in live if worker.pool == pool.name and worker_service.is_busy(worker))
         requests: list[LaunchRequest] = []
         for worker in worker_requests.waiting(session, pool.name):
