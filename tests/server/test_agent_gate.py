@@ -11,16 +11,25 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from taskyard.models import TaskSpec
 from taskyard.server import agent_gate
 from taskyard.server.app import create_app
-from taskyard.server.config import ServerConfig
+from taskyard.server.config import ServerConfig, builtin_sizes
+from taskyard.server.db.models import TaskRow, WorkerRow
+from taskyard.server.notifier import assignment_key
+from taskyard.server.services import tasks as task_service
+from taskyard.server.services import users
 from taskyard.server.services import workers as worker_service
+from taskyard.status import TaskStatus
+
+from support import wait_for
 
 AGENT = "/api/v1/agent"
 
@@ -138,3 +147,40 @@ def test_only_the_agent_calls_of_every_task_are_gated():
         ("GET", "/api/v1/tasks"), ("GET", "/api/v1/agent"), ("GET", AGENT + "/next/"),
     ])
     assert not agent_gate.route({"type": "websocket", "path": AGENT + "/next"})
+
+
+@pytest.mark.parametrize("through", ["gate", "fastapi"])
+def test_an_agent_that_hangs_up_on_its_next_is_handed_no_task(tmp_path, through):
+    """Its long poll ends when the agent's connection does: a task given to the worker then stays In Queue
+    for the next call of a live agent, instead of being handed out to no one."""
+    app = create_app(ServerConfig(data_dir=tmp_path / "home", warm_workers=0, sandbox="off"))
+    plane = app.state.plane
+    with plane.transaction() as session:
+        user = users.create_user(session, "alice")[0]
+        worker, token = worker_service.create_worker(
+            session, user_id=None, pool="default", backend="local", size="X-Small", image="python", keep=False
+        )
+        spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=123)
+        task, _ = task_service.create_task(
+            session, user, spec, bundle_present=True, images={"python": "here"}, sizes=builtin_sizes(), capacity=None
+        )
+    if through == "fastapi":
+        async def served(scope, receive, send) -> None:
+            await FastAPI.__call__(app, scope, receive, send)
+    port, server, thread = _serve(app if through == "gate" else served)
+    try:
+        agent = socket.create_connection(("127.0.0.1", port))
+        agent.sendall(f"GET {AGENT}/next?wait=20 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        waiting = assignment_key(worker.name)
+        wait_for(lambda: waiting in plane.notifier._waiters, timeout=10)
+        agent.close()
+        wait_for(lambda: waiting not in plane.notifier._waiters, timeout=10)  # not held for the 20 s
+        with plane.transaction() as session:
+            worker_service.give_task(session, session.get(WorkerRow, worker.name), session.get(TaskRow, task.id))
+        time.sleep(0.3)
+        with plane.reading() as session:
+            assert session.get(TaskRow, task.id).status == TaskStatus.IN_QUEUE.value
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        plane.database_threads.shutdown(wait=False)

@@ -51,7 +51,7 @@ async def _waiting(endpoint: Callable, plane: Plane, request: Request) -> Respon
         wait = _wait(request.scope)
     except ValidationError as exc:
         return invalid([{**error, "loc": ("wait",)} for error in exc.errors()])
-    return await endpoint(plane=plane, worker=worker, wait=wait)
+    return await endpoint(request=request, plane=plane, worker=worker, wait=wait)
 
 
 _WAITING: dict[tuple[str, str], Call] = {

@@ -8,7 +8,6 @@ callers always re-read the store, so a missed wake-up only costs latency, never 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -38,27 +37,37 @@ class Notifier:
             for key in keys:
                 self._thread_events.setdefault(key, threading.Event())
 
-    async def poll(self, key: str, check: Callable[[], Awaitable[tuple[bool, T]]], timeout: float) -> T:
+    async def poll(
+        self,
+        key: str,
+        check: Callable[[], Awaitable[tuple[bool, T]]],
+        timeout: float,
+        gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> T:
         """Run ``check`` until it says ready, waking on ``key``; after ``timeout``, return its last value.
 
         The waiter is registered before each check, so a change between the check and the wait
-        is never missed.
+        is never missed. Once ``gone`` returns (the caller has hung up), no check runs again: the last
+        value is returned, for no one.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            entry = (loop, loop.create_future())
-            with self._lock:
-                self._waiters[key].add(entry)
-            try:
-                ready, value = await check()
-                remaining = deadline - loop.time()
-                if ready or remaining <= 0:
-                    return value
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(entry[1], remaining)
-            finally:
-                self._forget(key, entry)
+        left = asyncio.ensure_future(gone()) if gone is not None else None
+        try:
+            while True:
+                entry = (loop, loop.create_future())
+                with self._lock:
+                    self._waiters[key].add(entry)
+                try:
+                    ready, value = await check()
+                    remaining = deadline - loop.time()
+                    if ready or remaining <= 0 or not await _woken(entry[1], left, remaining):
+                        return value
+                finally:
+                    self._forget(key, entry)
+        finally:
+            if left is not None:
+                left.cancel()
 
     def _forget(self, key: str, entry) -> None:
         with self._lock:
@@ -74,6 +83,12 @@ class Notifier:
         notified = event.wait(timeout)
         event.clear()
         return notified
+
+
+async def _woken(wake: asyncio.Future, left: asyncio.Future | None, timeout: float) -> bool:
+    """Wait for ``wake`` (or ``timeout``); False if ``left`` (the caller's hanging up) came first."""
+    await asyncio.wait([wake] if left is None else [wake, left], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    return left is None or not left.done()
 
 
 def _resolve(future: asyncio.Future) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
@@ -29,15 +30,22 @@ MAX_WAIT = 30.0
 _worker = agent_service.live_worker
 
 
+async def hung_up(request: Request) -> None:
+    """Return once the caller has hung up (its agent has ended, say). These calls have no body to keep."""
+    with contextlib.suppress(Exception):  # a connection that fails is as gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+
 @router.get("/next", response_model=NextTask)
-async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
+async def next_task(request: Request, plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
     """The next task for this worker, held up to ``wait`` seconds until there is one."""
 
     async def check() -> tuple[bool, NextTask]:
         found = await plane.run(lambda s: agent_service.next_task(s, _worker(s, worker), plane.vault))
         return found is not None, found or NextTask()
 
-    answer = await plane.notifier.poll(assignment_key(worker), check, min(wait, MAX_WAIT))
+    answer = await plane.notifier.poll(assignment_key(worker), check, min(wait, MAX_WAIT), lambda: hung_up(request))
     if answer.task is not None and answer.task.bundle_key is not None:
         path = plane.storage.path(answer.task.bundle_key)
         if path.stat().st_size <= agent_service.INLINE_BUNDLE:  # its measured size: the declared one may lie
@@ -46,7 +54,7 @@ async def next_task(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Re
 
 
 @router.post("/heartbeat", response_model=AgentCommands)
-async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
+async def heartbeat(request: Request, plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Response:
     """Records that the agent is alive; held up to ``wait`` seconds until there is an order for it."""
 
     def orders_in(session: Session) -> tuple[AgentCommands, list[Sealed]]:
@@ -59,7 +67,7 @@ async def heartbeat(plane: PlaneDep, worker: WorkerDep, wait: Seconds = 0) -> Re
 
     # Answer well within the heartbeat timeout: the answer is what records that the agent lives.
     longest = settings.heartbeat_timeout() / 3
-    orders = await plane.notifier.poll(worker_key(worker), check, min(wait, longest))
+    orders = await plane.notifier.poll(worker_key(worker), check, min(wait, longest), lambda: hung_up(request))
     orders.servers = plane.agent_urls()  # so that its agent knows whom to call should this server die
     return json_answer(orders)
 
