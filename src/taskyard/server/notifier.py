@@ -52,7 +52,7 @@ class Notifier:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        left = asyncio.ensure_future(gone()) if gone is not None else None
+        left = asyncio.ensure_future(gone()) if gone is not None and timeout > 0 else None  # wait=0 never waits
         try:
             while True:
                 entry = (loop, loop.create_future())
