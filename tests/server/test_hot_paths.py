@@ -157,3 +157,32 @@ def test_the_scheduler_tells_each_launched_token_and_stores_the_handle_and_the_e
     finally:
         for lane in scheduler.lanes.values():
             lane.close()
+
+
+class _Counted(_Started):
+    def __init__(self) -> None:
+        self.stops: list[dict] = []
+
+    def terminate(self, handle: dict) -> None:
+        self.stops.append(handle)
+
+
+def test_a_worker_stopped_between_a_pass_read_and_its_reap_is_not_stopped_again(db):
+    backend = _Counted()
+    scheduler = Scheduler(db, Notifier(), backend, max_workers=1, sizes=ServerConfig(data_dir=Path("unused")))
+    handle = json.dumps({"worker": "w"})
+    try:
+        ending = _worker(db, status="Terminating", handle=handle, backend="started")
+        with transaction(db) as session:
+            session.merge(ending)
+        with read_transaction(db) as session:
+            live = scheduler._live(session)  # as a pass reads them, in its transaction
+        assert [w.name for w in live if w.status == "Terminating"] == [ending.name]
+        scheduler._terminate(scheduler.lanes["started"], ending.name, handle)  # a stop ends in the meantime
+        scheduler._reap([(w.name, w.handle, w.backend) for w in live if w.status == "Terminating"])
+    finally:
+        for lane in scheduler.lanes.values():
+            lane.close()  # after the stops it was given
+    assert backend.stops == [{"worker": "w"}]
+    with read_transaction(db) as session:
+        assert session.get(WorkerRow, ending.name).status == "Terminated"

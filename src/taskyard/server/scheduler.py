@@ -92,6 +92,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._terminating: set[str] = set()
+        self._ended_lately: set[str] = set()  # stopped since the live workers were last read (see _reap)
         self._lock = threading.Lock()
         self.worker_tokens = WorkerTokens()  # each launched worker's token: its agent's calls skip the lookup
 
@@ -114,7 +115,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with transaction(self.sessions) as session:
-            live = worker_service.live_workers(session)
+            live = self._live(session)
             for worker in live:
                 if worker.user_id is None and worker.status in worker_service.RUNNABLE:  # idle warm
                     worker_service.mark_terminating(session, worker, reason="the control plane stopped")
@@ -154,7 +155,7 @@ class Scheduler:
         with transaction(self.sessions) as session:
             _serialize_placing(session)
             specs = pools.all_specs(session)
-            live = worker_service.live_workers(session)
+            live = self._live(session)
             ledgers: dict[str, Ledger] = {}
             starts: list[tuple[Lane, str | None, str | None, LaunchRequest]] = []
             for pool in specs:
@@ -604,12 +605,22 @@ class Scheduler:
 
     # -- stopping -------------------------------------------------------------------------------
 
+    def _live(self, session: Session) -> list[WorkerRow]:
+        """The live workers, for a pass to reap those it finds Terminating (see :meth:`_reap`)."""
+        with self._lock:
+            self._ended_lately.clear()
+        return worker_service.live_workers(session)
+
     def _reap(self, doomed: list[tuple[str, str | None, str]]) -> None:
-        """Stop the given workers (name, handle, backend) on their backends' lanes, each once at a time."""
+        """Stop the given workers (name, handle, backend) on their backends' lanes, each once at a time.
+
+        ``doomed`` is what :meth:`_live` read: a worker whose stop ended since then is not stopped again. A pass
+        reaps after its transaction, and a stop can end in between (on PostgreSQL, with its slower passes,
+        nearly every worker was stopped twice: a second call to its backend and a second UPDATE)."""
         for name, handle, backend in doomed:
             lane = self.lanes.get(backend)
             with self._lock:
-                if name in self._terminating:
+                if name in self._terminating or name in self._ended_lately:
                     continue
                 self._terminating.add(name)
             if lane is None:  # its backend left the configuration: nothing here can stop it
@@ -624,6 +635,8 @@ class Scheduler:
                 self._stop_worker(lane, name, json.loads(handle))
             with transaction(self.sessions) as session:
                 worker_service.end_worker(session, name, WorkerStatus.TERMINATED)
+            with self._lock:
+                self._ended_lately.add(name)
             self.on_worker_ended(name)
         except Exception:
             log.exception("could not terminate worker %s; will retry", name)
