@@ -7,6 +7,7 @@ Every test runs on both databases through the ``db`` fixture.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -16,14 +17,17 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from taskyard.backends.base import Backend, LaunchRequest, WorkerState
-from taskyard.models import LogChunk
-from taskyard.server.config import ServerConfig
+from taskyard.models import LogChunk, TaskSpec
+from taskyard.server.app import create_app
+from taskyard.server.config import ServerConfig, builtin_sizes
 from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
 from taskyard.server.db.session import read_transaction, transaction
 from taskyard.server.notifier import Notifier, assignment_key, ended_key, logs_key, task_key, worker_key
+from taskyard.server.routers import tasks as task_routes
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import agent as agent_service
 from taskyard.server.services import logs, pools, users
+from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import set_status
 from taskyard.status import TaskStatus
@@ -186,3 +190,26 @@ def test_a_worker_stopped_between_a_pass_read_and_its_reap_is_not_stopped_again(
     assert backend.stops == [{"worker": "w"}]
     with read_transaction(db) as session:
         assert session.get(WorkerRow, ending.name).status == "Terminated"
+
+
+def test_a_wait_for_an_ended_task_answers_from_the_read_that_finds_it_ended(tmp_path):
+    plane = create_app(ServerConfig(data_dir=tmp_path / "home", warm_workers=0, sandbox="off")).state.plane
+    with plane.transaction() as session:
+        user = users.create_user(session, "alice")[0]
+        spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
+        task, _ = task_service.create_task(session, user, spec, bundle_present=True, images={"python": "Python"},
+                                           sizes=builtin_sizes(), capacity=None)
+        for status in (TaskStatus.PREPARING, TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING, TaskStatus.SUCCESS):
+            set_status(session, task, status)
+    reads, read = [], plane.read
+
+    async def counted(work):
+        reads.append(work)
+        return await read(work)
+
+    plane.read = counted
+    try:
+        answer = asyncio.run(task_routes.wait(task.id, plane, user, timeout=5))
+    finally:
+        plane.database_threads.shutdown(wait=False)
+    assert json.loads(answer.body)["status"] == TaskStatus.SUCCESS.value and len(reads) == 1

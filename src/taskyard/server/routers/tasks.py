@@ -159,12 +159,19 @@ async def show(task_id: str, plane: PlaneDep, user: UserDep) -> Response:
 async def wait(task_id: str, plane: PlaneDep, user: UserDep, timeout: Seconds = 30) -> Response:
     """The task once it has ended, or as it is when ``timeout`` seconds have passed."""
 
-    async def check() -> tuple[bool, None]:  # the status alone: the full answer is built once, at the end
-        status = await plane.read(lambda s: task_service.get_status(s, user, task_id))
-        return status.is_terminal(), None
+    async def check() -> tuple[bool, TaskInfo | None]:
+        ended = await plane.read(lambda s: _ended_info(s, user, task_id))
+        return ended is not None, ended
 
-    await plane.notifier.poll(ended_key(task_id), check, min(timeout, MAX_WAIT))  # not woken by each change
-    return json_answer(await plane.read(lambda s: _info(s, user, task_id)))
+    info = await plane.notifier.poll(ended_key(task_id), check, min(timeout, MAX_WAIT))  # not woken by each change
+    if info is None:  # still going when the time was up
+        info = await plane.read(lambda s: _info(s, user, task_id))
+    return json_answer(info)
+
+
+def _ended_info(session: Session, user, task_id: str) -> TaskInfo | None:
+    """The task's full answer once it has ended, in the read that finds it so; before, its status alone is read."""
+    return _info(session, user, task_id) if task_service.get_status(session, user, task_id).is_terminal() else None
 
 
 @router.get("/{task_id}/logs", response_model=LogPage)
