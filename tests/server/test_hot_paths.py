@@ -124,6 +124,22 @@ def test_a_log_follower_is_woken_by_output_and_by_the_end_not_by_each_change_of_
     assert {logs_key(task.id), ended_key(task.id)} <= ended
 
 
+def test_log_chunks_put_off_to_the_flush_read_back_in_their_own_transaction_and_after(db, make_user, make_task):
+    task = make_task(make_user())
+    with transaction(db) as session:
+        row = session.get(TaskRow, task.id)
+        chunks = [LogChunk(seq=seq, stream="stdout", ts=time.time(), text=f"line {seq}\n") for seq in range(1, 6)]
+        assert logs.append(session, row, chunks) == 5
+        assert [chunk.seq for chunk in logs.read(session, task.id, after=0)[0]] == [1, 2, 3, 4, 5]
+        logs.append(session, row, [LogChunk(seq=6, stream="stderr", ts=time.time(), text="line 6\n")])
+        assert logs.tail(session, task.id, max_bytes=14) == "line 5\nline 6\n"
+    with read_transaction(db) as session:
+        stored, complete = logs.read(session, task.id, after=3)
+    assert complete and [(chunk.seq, chunk.stream, chunk.text) for chunk in stored] == [
+        (4, "stdout", "line 4\n"), (5, "stdout", "line 5\n"), (6, "stderr", "line 6\n")
+    ]
+
+
 class _Started(Backend):
     name = "started"
     images = {"python": "nothing at all"}

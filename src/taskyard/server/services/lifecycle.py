@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import event, insert
+from sqlalchemy import Insert, event, insert
 from sqlalchemy.orm import Session
 
 from taskyard.server.callbacks import outbox
@@ -19,30 +19,36 @@ def notify_on_commit(session: Session, *keys: str) -> None:
     session.info.setdefault("notify", set()).update(keys)
 
 
-HISTORY = "history"  # session.info: the status changes to insert at its next flush
+PENDING = "pending_inserts"  # session.info: statement -> the rows it inserts at the session's next flush
 _INSERT_HISTORY = insert(StatusChangeRow)
 
 
+def insert_at_flush(session: Session, statement: Insert, row: dict) -> None:
+    """Insert ``row`` at the session's next flush, after the rows of its task, in one statement with the
+    others of its kind: as ORM objects, each was an INSERT of its own, and the unit of work's bookkeeping
+    cost more than the INSERT (history and log chunks: written at every change, read as rows)."""
+    session.info.setdefault(PENDING, {}).setdefault(statement, []).append(row)
+
+
 def record(session: Session, task_id: str, status: TaskStatus, at: datetime, reason: str | None = None) -> None:
-    """Append a change to the task's history. The changes of a transaction go in at its next flush (after
-    the rows of their tasks) in one statement: as ORM objects, each was an INSERT of its own."""
-    change = {"task_id": task_id, "status": status.value, "at": at, "reason": reason}
-    session.info.setdefault(HISTORY, []).append(change)
+    """Append a change to the task's history (see :func:`insert_at_flush`)."""
+    insert_at_flush(session, _INSERT_HISTORY, {"task_id": task_id, "status": status.value, "at": at, "reason": reason})
 
 
 @event.listens_for(Session, "before_commit")
-def flush_history(session: Session) -> None:
-    """Insert the changes recorded so far, flushing their tasks first (a flush with nothing else to do
-    does not run :func:`_insert_history`): at the commit, and before the history is read."""
-    if HISTORY in session.info:
+def flush_pending(session: Session) -> None:
+    """Insert the rows put off so far, flushing their tasks first (a flush with nothing else to do
+    does not run :func:`_insert_pending`): at the commit, and before such rows are read."""
+    if PENDING in session.info:
         session.flush()
-        _insert_history(session, None)
+        _insert_pending(session, None)
 
 
 @event.listens_for(Session, "after_flush")
-def _insert_history(session: Session, _context) -> None:
-    if changes := session.info.pop(HISTORY, None):
-        session.connection().execute(_INSERT_HISTORY, changes)
+def _insert_pending(session: Session, _context) -> None:
+    pending = session.info.pop(PENDING, None)
+    for statement, rows in (pending or {}).items():
+        session.connection().execute(statement, rows)
 
 
 def set_status(

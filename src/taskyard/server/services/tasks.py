@@ -22,7 +22,7 @@ from taskyard.server.services import environments, logs, pools
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import sizes as size_service
 from taskyard.server.services import workers as worker_service
-from taskyard.server.services.lifecycle import flush_history, notify_on_commit, record, request_stop, set_status
+from taskyard.server.services.lifecycle import flush_pending, notify_on_commit, record, request_stop, set_status
 from taskyard.status import ACTIVE_VALUES, TaskStatus, WorkerStatus
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -367,8 +367,8 @@ def _before_task(task: TaskRow):
 
 
 def history(session: Session, task: TaskRow) -> list[StatusChange]:
-    flush_history(session)
-    rows = session.scalars(_HISTORY, {"id": task.id}).all()
+    flush_pending(session)
+    rows = session.execute(_HISTORY, {"id": task.id}).all()
     changes = []
     for index, row in enumerate(rows):
         ended = rows[index + 1].at if index + 1 < len(rows) else None
@@ -379,7 +379,11 @@ def history(session: Session, task: TaskRow) -> list[StatusChange]:
     return changes
 
 
-_HISTORY = select(StatusChangeRow).where(StatusChangeRow.task_id == bindparam("id")).order_by(StatusChangeRow.id)
+_HISTORY = (  # rows, not ORM objects: every task page reads them
+    select(StatusChangeRow.status, StatusChangeRow.at, StatusChangeRow.reason)
+    .where(StatusChangeRow.task_id == bindparam("id"))
+    .order_by(StatusChangeRow.id)
+)
 
 
 def to_info(
