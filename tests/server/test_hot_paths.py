@@ -14,15 +14,18 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from taskyard.backends.base import Backend, LaunchRequest, WorkerState
+from taskyard.errors import Unauthorized
 from taskyard.models import LogChunk, TaskSpec
 from taskyard.server.app import create_app
 from taskyard.server.config import ServerConfig, builtin_sizes
-from taskyard.server.db.models import TaskRow, UserRow, WorkerRow, utcnow
+from taskyard.server.db.models import TaskRow, UserRow, WorkerCommandRow, WorkerRow, utcnow
 from taskyard.server.db.session import read_transaction, transaction
 from taskyard.server.notifier import Notifier, assignment_key, ended_key, logs_key, task_key, worker_key
+from taskyard.server.routers import agent as agent_routes
 from taskyard.server.routers import tasks as task_routes
 from taskyard.server.scheduler import Scheduler
 from taskyard.server.services import agent as agent_service
@@ -30,7 +33,7 @@ from taskyard.server.services import logs, pools, users
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services import workers as worker_service
 from taskyard.server.services.lifecycle import set_status
-from taskyard.status import TaskStatus
+from taskyard.status import TaskStatus, WorkerStatus
 
 
 def test_a_read_runs_while_a_write_holds_the_lock_and_sees_only_what_is_committed(db, make_user):
@@ -229,3 +232,61 @@ def test_a_wait_for_an_ended_task_answers_from_the_read_that_finds_it_ended(tmp_
     finally:
         plane.database_threads.shutdown(wait=False)
     assert json.loads(answer.body)["status"] == TaskStatus.SUCCESS.value and len(reads) == 1
+
+
+def test_a_heartbeat_with_nothing_in_it_is_answered_from_one_read_and_one_with_something_writes(tmp_path):
+    plane = create_app(ServerConfig(data_dir=tmp_path / "home", warm_workers=0, sandbox="off")).state.plane
+    with plane.transaction() as session:
+        user = users.create_user(session, "alice")[0]
+        worker, _ = worker_service.create_worker(
+            session, user_id=user.id, pool="default", backend="local", size="X-Small", image="python", keep=True
+        )
+        worker.status, worker.last_seen_at = "Running", utcnow()
+    calls: list[str] = []
+    read, run = plane.read, plane.run
+
+    async def counted_read(work):
+        calls.append("read")
+        return await read(work)
+
+    async def counted_run(work):
+        calls.append("write")
+        return await run(work)
+
+    def beat() -> dict:
+        calls.clear()
+        return json.loads(asyncio.run(agent_routes.heartbeat(None, plane, worker.name, wait=0)).body)
+
+    plane.read, plane.run = counted_read, counted_run
+    try:
+        assert beat()["kill"] == [] and calls == ["read"]  # heard from lately, nothing to hand: no write
+        with plane.transaction() as session:
+            spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
+            task, _ = task_service.create_task(session, user, spec, bundle_present=True,
+                                               images={"python": "Python"}, sizes=builtin_sizes(), capacity=None)
+            task.worker_name, task.stop_reason = worker.name, "kill"
+        assert beat()["kill"] == [task.id] and calls == ["read", "write"]
+        with plane.transaction() as session:
+            session.get(TaskRow, task.id).stop_reason = None
+            session.get(WorkerRow, worker.name).last_seen_at = utcnow() - timedelta(seconds=5)
+        assert beat()["kill"] == [] and calls == ["read", "write"]  # its liveness is due to be written
+        with plane.reading() as session:
+            assert utcnow() - session.get(WorkerRow, worker.name).last_seen_at < timedelta(seconds=1)
+        assert beat()["terminate"] is False and calls == ["read"]
+        with plane.transaction() as session:
+            session.add(WorkerCommandRow(id="c1", worker_name=worker.name, order=b"sealed", order_key="k",
+                                         created_at=utcnow(), expires_at=utcnow() + timedelta(minutes=1)))
+        with plane.reading() as session:
+            assert agent_service.quiet(session, worker.name) is None  # an order to hand
+        with plane.transaction() as session:
+            session.get(WorkerCommandRow, "c1").expires_at = utcnow() - timedelta(seconds=1)
+        assert beat()["commands"] == [] and calls == ["read"]  # its sender stopped waiting for it
+        with plane.transaction() as session:
+            worker_service.mark_terminating(session, session.get(WorkerRow, worker.name))
+        assert beat()["terminate"] is True and calls == ["read"]  # it is told, with nothing to write
+        with plane.transaction() as session:
+            worker_service.end_worker(session, worker.name, WorkerStatus.TERMINATED)
+        with pytest.raises(Unauthorized):
+            beat()
+    finally:
+        plane.database_threads.shutdown(wait=False)

@@ -61,7 +61,10 @@ async def heartbeat(request: Request, plane: PlaneDep, worker: WorkerDep, wait: 
         return agent_service.commands(session, _worker(session, worker)), command_service.hand(session, worker)
 
     async def check() -> tuple[bool, AgentCommands]:
-        orders, sealed = await plane.run(orders_in)
+        nothing = await plane.read(lambda s: agent_service.quiet(s, worker))
+        if nothing is not None:
+            return False, nothing
+        orders, sealed = await plane.run(orders_in)  # something to hand or to write
         orders.commands = await plane.commands.orders(sealed)
         return bool(orders.kill) or orders.terminate or bool(orders.commands), orders
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from taskyard import notebook_task, settings
@@ -13,7 +13,7 @@ from taskyard.config import GitConfig
 from taskyard.errors import Conflict, NotFound, Unauthorized
 from taskyard.models import AgentCommands, AgentEvent, AgentFinish, AgentLogs, Assignment, NextTask, TaskSpec
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
-from taskyard.server.services import logs, pools, provisioning, worker_requests, workers
+from taskyard.server.services import logs, pools, provisioning, worker_commands, worker_requests, workers
 from taskyard.server.services import secrets as secret_service
 from taskyard.server.services import tasks as task_service
 from taskyard.server.services.lifecycle import set_status, stop_ending
@@ -27,10 +27,13 @@ TOUCH_EVERY = 1.0  # seconds: how fresh a worker's last_seen_at is kept, at most
 INLINE_BUNDLE = 256 * 1024  # bundles up to this size travel with the assignment: one round trip less
 
 
+REFUSED = "this agent token is not valid (or its worker has ended)"
+
+
 def authenticate(session: Session, token: str) -> WorkerRow:
     worker = session.scalar(select(WorkerRow).where(WorkerRow.token_hash == hash_token(token)))
     if worker is None or WorkerStatus(worker.status).is_finished():
-        raise Unauthorized("this agent token is not valid (or its worker has ended)")
+        raise Unauthorized(REFUSED)
     return worker
 
 
@@ -56,7 +59,7 @@ def live_worker(session: Session, name: str) -> WorkerRow:
     """The calling agent's worker, locked for this transaction; refused once the worker has ended."""
     worker = session.scalar(_WORKER, {"name": name})
     if worker is None or WorkerStatus(worker.status).is_finished():
-        raise Unauthorized("this agent token is not valid (or its worker has ended)")
+        raise Unauthorized(REFUSED)
     return worker
 
 
@@ -64,12 +67,16 @@ def touch(worker: WorkerRow) -> None:
     """Record that the worker's agent lives. Written at most every tenth of the heartbeat timeout (and
     every second): a write at each of its calls would cost more than it tells."""
     now = utcnow()
-    every = timedelta(seconds=min(TOUCH_EVERY, settings.heartbeat_timeout() / 10))
-    if worker.last_seen_at is None or now - worker.last_seen_at >= every:
+    if _touch_due(worker.last_seen_at, now):
         worker.last_seen_at = now
     if worker.status == WorkerStatus.PROVISIONING.value:
         worker.status = WorkerStatus.RUNNING.value
         worker.reason = None  # why its backend said it waited (services.provisioning): it is up now
+
+
+def _touch_due(last_seen_at: datetime | None, now: datetime) -> bool:
+    every = timedelta(seconds=min(TOUCH_EVERY, settings.heartbeat_timeout() / 10))
+    return last_seen_at is None or now - last_seen_at >= every
 
 
 def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | None:
@@ -227,6 +234,36 @@ def _reason(fin: AgentFinish) -> str | None:
     if fin.exit_code not in (0, None):
         return f"the task exited with code {fin.exit_code}"
     return None
+
+
+# One read answers a heartbeat with nothing in it: the worker's status, when it was last heard from, and
+# whether it has a task to kill or an order to hand. Most heartbeats are such (a warm worker's first, say).
+_QUIET = select(
+    WorkerRow.status,
+    WorkerRow.last_seen_at,
+    exists().where(TaskRow.worker_name == WorkerRow.name, TaskRow.stop_reason.is_not(None),
+                   TaskRow.status.in_(ACTIVE_VALUES)),
+    exists().where(*worker_commands.unhanded(WorkerRow.name, bindparam("now"))),
+).where(WorkerRow.name == bindparam("name"))  # fmt: skip
+
+
+def quiet(session: Session, name: str) -> AgentCommands | None:
+    """A heartbeat's answer, read without the write lock, when worker ``name`` has no task to kill and no
+    order to hand, and nothing to write: it runs and was heard from lately (see :func:`touch`), or it is
+    being stopped (to be told so; when it was last heard from no longer matters). None otherwise:
+    :func:`commands` then answers, in a transaction that writes."""
+    now = utcnow()
+    found = session.execute(_QUIET, {"name": name, "now": now}).first()
+    if found is None or WorkerStatus(found.status).is_finished():
+        raise Unauthorized(REFUSED)
+    status, last_seen_at, kill, orders = found
+    if kill or orders:
+        return None
+    if status == WorkerStatus.TERMINATING.value:
+        return AgentCommands(kill=[], terminate=True)
+    if status != WorkerStatus.RUNNING.value or _touch_due(last_seen_at, now):
+        return None
+    return AgentCommands(kill=[], terminate=False)
 
 
 def commands(session: Session, worker: WorkerRow) -> AgentCommands:

@@ -62,9 +62,14 @@ def hand(session: Session, worker: str) -> list[Sealed]:
     return [Sealed(token, key) for _created, token, key in sorted(handed.all())]
 
 
+def unhanded(worker, now) -> tuple:
+    """The conditions of the orders for ``worker`` not handed yet and not expired at ``now`` (values or columns)."""
+    return Row.worker_name == worker, Row.handed_at.is_(None), Row.expires_at > now
+
+
 _HAND = (
     update(Row)
-    .where(Row.worker_name == bindparam("worker"), Row.handed_at.is_(None), Row.expires_at > bindparam("now"))
+    .where(*unhanded(bindparam("worker"), bindparam("now")))
     .values(handed_at=bindparam("now"))
     .returning(Row.created_at, Row.order, Row.order_key)
 )
