@@ -30,6 +30,7 @@ from taskyard.config import WorkerConfig
 from taskyard.errors import TaskyardError
 from taskyard.models import PoolSpec, TaskSpec
 from taskyard.server.admission import Ledger, Need
+from taskyard.server.db.group_commit import GroupCommit
 from taskyard.server.db.models import TaskRow, WorkerRow, utcnow
 from taskyard.server.db.session import transaction
 from taskyard.server.lanes import Lane
@@ -95,6 +96,7 @@ class Scheduler:
         self._ended_lately: set[str] = set()  # stopped since the live workers were last read (see _reap)
         self._lock = threading.Lock()
         self.worker_tokens = WorkerTokens()  # each launched worker's token: its agent's calls skip the lookup
+        self._commits = GroupCommit(sessions)  # the lanes' writes: a start's handle, a stop's end
 
     def start(self, control_plane_url: str, agent_urls: Callable[[], str] | None = None) -> None:
         """Schedule on a thread of its own; workers call ``control_plane_url``.
@@ -320,14 +322,19 @@ class Scheduler:
             lane.backend.terminate(handle)  # given up while it started: nothing waits for it
 
     def _launched(self, task_id: str | None, lease: str | None, worker_name: str, handle: dict) -> bool:
-        """Store the handle; False when the worker was given up meanwhile (its launch timed out)."""
-        with transaction(self.sessions) as session:  # statements alone: every launch comes through here
+        """Store the handle; False when the worker was given up meanwhile (its launch timed out).
+
+        Statements alone, committed with the other lanes' (every launch and stop comes through here)."""
+
+        def store(session: Session) -> bool:
             if not worker_service.store_handle(session, worker_name, handle):
                 return False
             if task_id is not None and not task_service.release_lease(session, task_id, lease):
                 worker = _worker(session, worker_name)
                 worker_service.mark_terminating(session, worker, reason="its task ended before it started")
             return True
+
+        return self._commits.run(store)
 
     def _launch_failed(
         self, lane: Lane, task_id: str | None, lease: str | None, worker_name: str, exc: Exception
@@ -633,8 +640,7 @@ class Scheduler:
         try:
             if handle is not None and lane is not None:
                 self._stop_worker(lane, name, json.loads(handle))
-            with transaction(self.sessions) as session:
-                worker_service.end_worker(session, name, WorkerStatus.TERMINATED)
+            self._commits.run(lambda session: worker_service.end_worker(session, name, WorkerStatus.TERMINATED))
             with self._lock:
                 self._ended_lately.add(name)
             self.on_worker_ended(name)
