@@ -24,7 +24,7 @@ from taskyard.server.app import create_app
 from taskyard.server.config import ServerConfig, builtin_sizes
 from taskyard.server.db.models import TaskRow, UserRow, WorkerCommandRow, WorkerRow, utcnow
 from taskyard.server.db.session import read_transaction, transaction
-from taskyard.server.notifier import Notifier, assignment_key, ended_key, logs_key, task_key, worker_key
+from taskyard.server.notifier import SCHEDULER, Notifier, assignment_key, ended_key, logs_key, task_key, worker_key
 from taskyard.server.routers import agent as agent_routes
 from taskyard.server.routers import tasks as task_routes
 from taskyard.server.scheduler import Scheduler
@@ -290,3 +290,27 @@ def test_a_heartbeat_with_nothing_in_it_is_answered_from_one_read_and_one_with_s
             beat()
     finally:
         plane.database_threads.shutdown(wait=False)
+
+
+def test_under_load_a_scheduler_pass_starts_no_sooner_than_the_last_took_after_its_end(db):
+    passes: list[float] = []
+
+    class Slow(Scheduler):
+        def tick(self) -> None:  # a pass that waits on a busy database, woken again and again meanwhile
+            passes.append(time.monotonic())
+            time.sleep(0.03)
+
+    notifier = Notifier()
+    scheduler = Slow(db, notifier, _Started(), max_workers=1, sizes=ServerConfig(data_dir=Path("unused")))
+    scheduler.start("http://127.0.0.1:1")
+    try:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            notifier.notify(SCHEDULER)
+            time.sleep(0.002)
+    finally:
+        scheduler._stop.set()
+        notifier.notify(SCHEDULER)
+        scheduler._thread.join(5)
+    gaps = [later - earlier for earlier, later in zip(passes, passes[1:])]
+    assert len(passes) <= 13 and min(gaps) >= 0.059  # twice as long as a pass takes: without the pacing, 20 passes

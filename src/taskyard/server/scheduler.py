@@ -146,8 +146,9 @@ class Scheduler:
                 self.tick()
             except Exception:
                 log.exception("scheduler pass failed; retrying")
+            took = time.monotonic() - began
             self.notifier.wait_blocking(SCHEDULER, RECONCILE_EVERY)
-            self._stop.wait(began + MIN_GAP - time.monotonic())  # a burst of wake-ups makes one pass
+            self._stop.wait(began + _gap(took) - time.monotonic())  # a burst of wake-ups makes one pass
 
     def tick(self) -> None:
         """One pass: place queued tasks, keep warm workers, stop ended ones; look for faults now and then.
@@ -657,6 +658,14 @@ class Scheduler:
             lane.failed(f"stop of worker {name}", exc)
             raise
         lane.answered()
+
+
+def _gap(took: float) -> float:
+    """Seconds from the start of a pass that took ``took`` to the start of the next, at the least: passes
+    take at most half the scheduler's time. Under load a pass is slow (it waits for the database and for
+    the threads that answer agents), and each one costs much however few tasks it places: the next waits
+    as long, and places what has come meanwhile."""
+    return max(MIN_GAP, 2 * took)
 
 
 PLACING_LOCK = 0x7461736B  # the PostgreSQL advisory lock a placing pass holds: one server places at a time
