@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from taskyard.backends.base import Backend, LaunchRequest, WorkerState
 from taskyard.errors import Unauthorized
@@ -314,3 +314,26 @@ def test_under_load_a_scheduler_pass_starts_no_sooner_than_the_last_took_after_i
         scheduler._thread.join(5)
     gaps = [later - earlier for earlier, later in zip(passes, passes[1:])]
     assert len(passes) <= 13 and min(gaps) >= 0.059  # twice as long as a pass takes: without the pacing, 20 passes
+
+
+def test_a_next_that_hands_out_a_task_writes_it_and_the_agent_s_liveness_in_one_flush(tmp_path):
+    plane = create_app(ServerConfig(data_dir=tmp_path / "home", warm_workers=0, sandbox="off")).state.plane
+    with plane.transaction() as session:
+        user = users.create_user(session, "alice")[0]
+        spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
+        task, _ = task_service.create_task(session, user, spec, bundle_present=True, images={"python": "Python"},
+                                           sizes=builtin_sizes(), capacity=None)
+        worker, _ = worker_service.create_worker(
+            session, user_id=user.id, pool="default", backend="local", size="X-Small", image="python", keep=False
+        )
+        task.worker_name = worker.name
+    flushes: list[int] = []
+    with plane.transaction() as session:
+        event.listen(session, "after_flush", lambda *_: flushes.append(1))
+        answer = agent_service.next_task(session, agent_service.live_worker(session, worker.name), plane.vault)
+    assert answer is not None and answer.task is not None and answer.task.task_id == task.id
+    assert len(flushes) == 1  # the worker's status and last_seen_at, the task's hand-out: one flush, at the commit
+    with plane.reading() as session:
+        row = session.get(WorkerRow, worker.name)
+        assert row.status == "Running" and row.last_seen_at is not None
+        assert session.get(TaskRow, task.id).status == TaskStatus.PREPARING.value

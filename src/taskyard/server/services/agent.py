@@ -84,8 +84,8 @@ def next_task(session: Session, worker: WorkerRow, vault: Vault) -> NextTask | N
 
     A task whose secrets cannot be had any more ends Runtime Error, and the next one is looked for.
     """
-    touch(worker)
     task = session.scalar(_NEXT, {"name": worker.name})
+    touch(worker)  # after the look-up, which would flush the worker on its own: one flush, at the commit
     if task is not None:
         if task.status == TaskStatus.IN_QUEUE.value:
             task.attempt += 1
@@ -267,8 +267,8 @@ def quiet(session: Session, name: str) -> AgentCommands | None:
 
 
 def commands(session: Session, worker: WorkerRow) -> AgentCommands:
-    touch(worker)
     kill = list(session.scalars(_TO_KILL, {"name": worker.name}))
+    touch(worker)  # after the look-up (see next_task)
     return AgentCommands(kill=kill, terminate=worker.status != WorkerStatus.RUNNING.value)
 
 
