@@ -6,7 +6,8 @@ for the write lock behind the others, and then paid its own BEGIN and COMMIT. He
 to come runs the units that are waiting, its own among them, in one transaction; those that come
 while it commits wait for the next. One unit alone is run at once, as before: nothing waits to be
 batched. A unit that fails fails the batch: each of its units is then run again in a transaction of
-its own, so that each gets its own result or error.
+its own, so that each gets its own result or error. So a unit does its work in the database alone
+(what it writes is rolled back with the batch), and may run twice.
 """
 
 from __future__ import annotations
