@@ -211,13 +211,19 @@ def test_a_worker_stopped_between_a_pass_read_and_its_reap_is_not_stopped_again(
         assert session.get(WorkerRow, ending.name).status == "Terminated"
 
 
+def _hello(session, user: UserRow) -> TaskRow:
+    """A new task of ``user``'s, In Queue (its bundle taken as stored)."""
+    spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
+    task, _ = task_service.create_task(session, user, spec, bundle_present=True, images={"python": "Python"},
+                                       sizes=builtin_sizes(), capacity=None)
+    return task
+
+
 def test_a_wait_for_an_ended_task_answers_from_the_read_that_finds_it_ended(tmp_path):
     plane = create_app(ServerConfig(data_dir=tmp_path / "home", warm_workers=0, sandbox="off")).state.plane
     with plane.transaction() as session:
         user = users.create_user(session, "alice")[0]
-        spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
-        task, _ = task_service.create_task(session, user, spec, bundle_present=True, images={"python": "Python"},
-                                           sizes=builtin_sizes(), capacity=None)
+        task = _hello(session, user)
         for status in (TaskStatus.PREPARING, TaskStatus.IN_PROGRESS, TaskStatus.FINALIZING, TaskStatus.SUCCESS):
             set_status(session, task, status)
     reads, read = [], plane.read
@@ -261,9 +267,7 @@ def test_a_heartbeat_with_nothing_in_it_is_answered_from_one_read_and_one_with_s
     try:
         assert beat()["kill"] == [] and calls == ["read"]  # heard from lately, nothing to hand: no write
         with plane.transaction() as session:
-            spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
-            task, _ = task_service.create_task(session, user, spec, bundle_present=True,
-                                               images={"python": "Python"}, sizes=builtin_sizes(), capacity=None)
+            task = _hello(session, user)
             task.worker_name, task.stop_reason = worker.name, "kill"
         assert beat()["kill"] == [task.id] and calls == ["read", "write"]
         with plane.transaction() as session:
@@ -320,9 +324,7 @@ def test_a_next_that_hands_out_a_task_writes_it_and_the_agent_s_liveness_in_one_
     plane = create_app(ServerConfig(data_dir=tmp_path / "home", warm_workers=0, sandbox="off")).state.plane
     with plane.transaction() as session:
         user = users.create_user(session, "alice")[0]
-        spec = TaskSpec(file_name="main.py", bundle_sha256="0" * 64, bundle_size=1)
-        task, _ = task_service.create_task(session, user, spec, bundle_present=True, images={"python": "Python"},
-                                           sizes=builtin_sizes(), capacity=None)
+        task = _hello(session, user)
         worker, _ = worker_service.create_worker(
             session, user_id=user.id, pool="default", backend="local", size="X-Small", image="python", keep=False
         )
