@@ -50,9 +50,14 @@ _NEXT = (  # the worker's task given or handed out, oldest first
     .limit(1)
     .with_for_update()
 )
-_TO_KILL = select(TaskRow.id).where(
-    TaskRow.worker_name == bindparam("name"), TaskRow.stop_reason.is_not(None), TaskRow.status.in_(ACTIVE_VALUES)
-)
+
+
+def _to_kill(worker) -> tuple:
+    """The conditions of ``worker``'s tasks that are to be stopped (``worker``: a value or a column)."""
+    return TaskRow.worker_name == worker, TaskRow.stop_reason.is_not(None), TaskRow.status.in_(ACTIVE_VALUES)
+
+
+_TO_KILL = select(TaskRow.id).where(*_to_kill(bindparam("name")))
 
 
 def live_worker(session: Session, name: str) -> WorkerRow:
@@ -241,10 +246,9 @@ def _reason(fin: AgentFinish) -> str | None:
 _QUIET = select(
     WorkerRow.status,
     WorkerRow.last_seen_at,
-    exists().where(TaskRow.worker_name == WorkerRow.name, TaskRow.stop_reason.is_not(None),
-                   TaskRow.status.in_(ACTIVE_VALUES)),
+    exists().where(*_to_kill(WorkerRow.name)),
     exists().where(*worker_commands.unhanded(WorkerRow.name, bindparam("now"))),
-).where(WorkerRow.name == bindparam("name"))  # fmt: skip
+).where(WorkerRow.name == bindparam("name"))
 
 
 def quiet(session: Session, name: str) -> AgentCommands | None:

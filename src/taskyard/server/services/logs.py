@@ -73,9 +73,8 @@ def read(session: Session, task_id: str, after: int, max_bytes: int = 1 << 20) -
 
 
 # Read as rows, not ORM objects (a third of the cost), and built once: every follower of a log runs it at each wake.
-_COLUMNS = (LogChunkRow.seq, LogChunkRow.stream, LogChunkRow.ts, LogChunkRow.data)
 _AFTER = (
-    select(*_COLUMNS)
+    select(LogChunkRow.seq, LogChunkRow.stream, LogChunkRow.ts, LogChunkRow.data)
     .where(LogChunkRow.task_id == bindparam("id"), LogChunkRow.seq > bindparam("after"))
     .order_by(LogChunkRow.seq)
     .execution_options(yield_per=64)
